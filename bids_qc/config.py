@@ -1,0 +1,44 @@
+"""Run configuration: one frozen dataclass built once from the command line and passed down."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_MODEL_DIR = REPO_ROOT / "models" / "conv5fc3-ixi-v1"
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything one run needs. Paths are absolute."""
+
+    bids_dir: Path
+    output_dir: Path
+    analysis_level: str = "participant"
+    participant_label: tuple[str, ...] = ()
+    session_id: tuple[str, ...] = ()
+    bids_filters: dict = field(default_factory=dict)
+    work_dir: Path | None = None
+    nprocs: int = 1
+    omp_nthreads: int = 1
+    mem_gb: float | None = None
+    model_dir: Path = DEFAULT_MODEL_DIR
+    skip_bids_validation: bool = False
+    plugin: str = "MultiProc"
+    plugin_args: dict = field(default_factory=dict)
+    reports: bool = True
+    force: bool = False
+    annotations: Path | None = None
+    device: str = "cpu"
+    verbosity: int = 0
+
+    def to_dict(self) -> dict:
+        """JSON-friendly view (paths as strings)."""
+        out = {}
+        for key, value in asdict(self).items():
+            if isinstance(value, Path):
+                value = str(value)
+            elif isinstance(value, tuple):
+                value = list(value)
+            out[key] = value
+        return out

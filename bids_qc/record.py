@@ -1,0 +1,69 @@
+"""The per-scan result record: the JSON written as ``<stem>_qc.json`` (schema version 1).
+
+Keys (all present in every record; values ``None`` where not computed):
+
+- ``schema_version`` (int), ``source_file`` (str, path as given),
+- ``status``: ``"ok"`` or ``"error"``; ``error``: ``None`` or ``{"type", "message", "stage"}``,
+- ``warnings``: list of human-readable strings (untrained model, partial coverage, ...),
+- ``probabilities``: ``{detector: P(positive)}`` for the six :data:`DETECTORS`,
+- ``grades``: ``{"motion"|"noise"|"contrast": 0|1|2}``; ``tier``: 1 good, 2 medium, 3 reject,
+- ``metrics``: ``{"snr", "nd_wgm", "aes", "tenengrad"}`` floats (NaN -> ``None`` in JSON),
+  ``metrics_notes``: ``{metric: reason}`` for every metric that could not be computed,
+- ``preprocessing``: parameters and the registration transform,
+- ``timings``: seconds per stage, ``model``: ``{"id", "trained", "dir"}``,
+  ``software``: ``{"name", "version"}``.
+
+The BIDS layer adds ``bids_name`` and ``entities`` (subject, session, run, acquisition, ...).
+"""
+from __future__ import annotations
+
+import math
+
+from bids_qc import __version__
+
+ARTEFACTS = ("motion", "noise", "contrast")
+SEVERITIES = ("moderate", "severe")
+DETECTORS = tuple(f"{a}_{s}" for a in ARTEFACTS for s in SEVERITIES)
+METRICS = ("snr", "nd_wgm", "aes", "tenengrad")
+SCHEMA_VERSION = 1
+
+
+def new_record(source_file) -> dict:
+    """An empty record for ``source_file`` with every key present."""
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "source_file": str(source_file),
+        "status": "ok",
+        "error": None,
+        "warnings": [],
+        "probabilities": {d: None for d in DETECTORS},
+        "grades": {a: None for a in ARTEFACTS},
+        "tier": None,
+        "metrics": {m: None for m in METRICS},
+        "metrics_notes": {},
+        "preprocessing": {},
+        "timings": {},
+        "model": {},
+        "software": {"name": "bids_qc", "version": __version__},
+    }
+
+
+def set_error(record: dict, exc: BaseException, stage: str) -> dict:
+    """Mark ``record`` as failed at ``stage`` with the exception's type and message."""
+    record["status"] = "error"
+    message = getattr(exc, "reason", None) or str(exc) or exc.__class__.__name__
+    record["error"] = {"type": exc.__class__.__name__, "message": message, "stage": stage}
+    return record
+
+
+def json_safe(value):
+    """Replace NaN/inf floats by ``None`` recursively so the JSON is standard."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if hasattr(value, "item") and callable(value.item):  # numpy scalar
+        return json_safe(value.item())
+    return value
