@@ -1,0 +1,49 @@
+"""From detector probabilities to grades (0 none, 1 moderate, 2 severe) and a tier.
+
+Label schemes (what each detector was trained to separate), by default:
+- ``<artefact>_moderate``: grade 0 (negative) vs grade 1 (positive); grade 2 images are not shown.
+- ``<artefact>_severe``: grades 0+1 (negative) vs grade 2 (positive).
+The published noise-severe detector used 0 vs 1+2; ``LABEL_SCHEMES_PAPER`` keeps that variant,
+but then no detector separates noise grade 1 from 2, so the default is the coherent scheme above.
+
+Grade = 2 if the severe detector fires, else 1 if the moderate detector fires, else 0.
+Tier = 1 if every grade is 0, 3 if any grade is 2, else 2.
+"""
+from __future__ import annotations
+
+from bids_qc.record import ARTEFACTS
+
+LABEL_SCHEMES = {
+    f"{a}_{s}": ({"negative": [0], "positive": [1]} if s == "moderate"
+                 else {"negative": [0, 1], "positive": [2]})
+    for a in ARTEFACTS for s in ("moderate", "severe")
+}
+LABEL_SCHEMES_PAPER = {**LABEL_SCHEMES, "noise_severe": {"negative": [0], "positive": [1, 2]}}
+
+
+def detector_label(detector: str, grade: int, schemes: dict = LABEL_SCHEMES) -> int | None:
+    """Binary label of an image of ``grade`` (for the detector's artefact), or None if excluded."""
+    scheme = schemes[detector]
+    if grade in scheme["positive"]:
+        return 1
+    if grade in scheme["negative"]:
+        return 0
+    return None
+
+
+def grades_from_probabilities(probs: dict, thresholds: dict | None = None) -> dict:
+    """``{artefact: grade}`` from ``{detector: probability}``."""
+    thresholds = thresholds or {}
+    grades = {}
+    for a in ARTEFACTS:
+        severe = probs[f"{a}_severe"] >= thresholds.get(f"{a}_severe", 0.5)
+        moderate = probs[f"{a}_moderate"] >= thresholds.get(f"{a}_moderate", 0.5)
+        grades[a] = 2 if severe else (1 if moderate else 0)
+    return grades
+
+
+def tier_from_grades(grades: dict) -> int:
+    values = [int(g) for g in grades.values()]
+    if max(values) >= 2:
+        return 3
+    return 2 if max(values) == 1 else 1

@@ -1,0 +1,304 @@
+"""Preprocessing of one T1w scan, in-process with SimpleITK (shipped with torchio).
+
+Pipeline (every parameter is recorded): load and check -> reorient to RAS -> (bound the working
+resolution) -> N4 bias-field correction -> affine registration to the MNI152 2009 symmetric template
+(2 mm copy shipped in ``bids_qc/data``) -> resampling into the fixed model box -> intensity scaling
+to the *reference scale* (99.5th percentile of the box = 255, the unit of the simulation presets) ->
+min-max normalisation to [0, 1] for the networks.
+
+Arrays are float32, indexed (i, j, k) = (x, y, z) in RAS+ voxel order, as nibabel gives them.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import SimpleITK as sitk
+
+from bids_qc.exceptions import InvalidScanError, PreprocessingError
+
+LOGGER = logging.getLogger(__name__)
+DATA_DIR = Path(__file__).resolve().parent / "data"
+TEMPLATE_NAME = "MNI152NLin2009aSym"
+PREPROCESSING_VERSION = "1"
+REFERENCE_PERCENTILE = 99.5
+REFERENCE_VALUE = 255.0
+MIN_EXTENT_MM = 100.0  # below this along any axis the scan is a slab: no registration, no verdict
+MAX_VOXELS = 512**3
+WORKING_SPACING_MM = 1.5  # finer scans are resampled to this before N4/registration
+
+
+@dataclass(frozen=True)
+class ModelGrid:
+    """The fixed box (MNI mm, RAS) the networks see: ``shape`` voxels of ``spacing`` mm."""
+
+    shape: tuple[int, int, int] = (64, 80, 64)
+    spacing: float = 2.5
+    origin: tuple[float, float, float] = (-78.75, -116.75, -68.75)  # centre of voxel 0, RAS mm
+
+    @property
+    def affine(self) -> np.ndarray:
+        aff = np.diag([self.spacing] * 3 + [1.0])
+        aff[:3, 3] = self.origin
+        return aff
+
+    def to_dict(self) -> dict:
+        return {"shape": list(self.shape), "spacing_mm": self.spacing, "origin_ras_mm": list(self.origin),
+                "space": TEMPLATE_NAME}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ModelGrid:
+        return cls(tuple(d["shape"]), float(d["spacing_mm"]), tuple(d["origin_ras_mm"]))
+
+
+@dataclass
+class Preprocessed:
+    """Everything downstream needs from one scan."""
+
+    native: np.ndarray  # RAS-reoriented raw image (float32)
+    native_zooms: tuple
+    scaled: np.ndarray | None = None  # model grid, reference scale (simulation unit)
+    model_input: np.ndarray | None = None  # model grid, min-max normalised to [0, 1]
+    registered: np.ndarray | None = None  # 2 mm template grid, bias-corrected, reference scale
+    record: dict = field(default_factory=dict)
+    timings: dict = field(default_factory=dict)
+    warnings: list = field(default_factory=list)
+
+
+# ----------------------------------------------------------------------------- loading
+
+def load_scan(path) -> tuple[np.ndarray, np.ndarray, tuple]:
+    """Read ``path``, check it is a usable 3D image, reorient to RAS.
+
+    Returns ``(data float32, affine 4x4, zooms mm)``. Raises :class:`InvalidScanError` naming
+    the file and the problem.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InvalidScanError(path, "file does not exist (dangling link?)")
+    if path.stat().st_size == 0:
+        raise InvalidScanError(path, "file is empty (0 bytes)")
+    try:
+        img = nib.load(str(path))
+    except Exception as exc:
+        raise InvalidScanError(path, f"cannot be read as NIfTI: {exc}") from exc
+    shape = img.shape
+    if len(shape) == 4 and shape[3] == 1:
+        img = img.slicer[..., 0]
+        shape = img.shape
+    if len(shape) != 3:
+        raise InvalidScanError(path, f"expected a 3D image, got shape {tuple(shape)}")
+    if min(shape) < 2:
+        raise InvalidScanError(path, f"image is not 3D (shape {tuple(shape)})")
+    if int(np.prod(shape)) > MAX_VOXELS:
+        raise InvalidScanError(path, f"image too large ({tuple(shape)} voxels, limit {MAX_VOXELS})")
+    affine = img.affine
+    if not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-6:
+        raise InvalidScanError(path, "affine (voxel-to-world matrix) is singular or not finite")
+    try:
+        img = nib.as_closest_canonical(img)
+        data = np.asarray(img.dataobj, dtype=np.float32)
+    except Exception as exc:
+        raise InvalidScanError(path, f"image data cannot be read (truncated file?): {exc}") from exc
+    finite = np.isfinite(data)
+    if not finite.all():
+        n_bad = int((~finite).sum())
+        if n_bad > 0.01 * data.size:
+            raise InvalidScanError(path, f"{n_bad} voxels are NaN or infinite")
+        data = np.where(finite, data, 0).astype(np.float32)
+    lo, hi = float(data.min()), float(data.max())
+    if hi - lo <= 0:
+        raise InvalidScanError(path, f"image is constant (all voxels = {lo:g})")
+    zooms = tuple(float(z) for z in img.header.get_zooms()[:3])
+    return data, img.affine.astype(np.float64), zooms
+
+
+def physical_extent_mm(shape, zooms) -> tuple[float, float, float]:
+    return tuple(float(n * z) for n, z in zip(shape, zooms))
+
+
+# ----------------------------------------------------------------------------- numpy <-> SimpleITK
+
+def to_sitk(data: np.ndarray, affine: np.ndarray) -> sitk.Image:
+    """RAS-indexed array + RAS affine -> SimpleITK image (LPS physical space)."""
+    img = sitk.GetImageFromArray(np.ascontiguousarray(data.transpose(2, 1, 0), dtype=np.float32))
+    zooms = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
+    direction = affine[:3, :3] / zooms
+    flip = np.diag([-1.0, -1.0, 1.0])
+    img.SetSpacing(tuple(float(z) for z in zooms))
+    img.SetDirection(tuple((flip @ direction).ravel()))
+    img.SetOrigin(tuple(float(v) for v in flip @ affine[:3, 3]))
+    return img
+
+
+def from_sitk(img: sitk.Image) -> np.ndarray:
+    return sitk.GetArrayFromImage(img).transpose(2, 1, 0).astype(np.float32, copy=False)
+
+
+def grid_reference(shape, affine) -> sitk.Image:
+    """An empty SimpleITK image describing a RAS grid (for resampling onto it)."""
+    return to_sitk(np.zeros(shape, np.float32), affine)
+
+
+@lru_cache(maxsize=4)
+def load_template(name: str = "T1w") -> tuple[np.ndarray, np.ndarray]:
+    """The shipped 2 mm template image (``T1w``, ``label-GM_probseg``, ``label-WM_probseg``)."""
+    img = nib.load(str(DATA_DIR / f"tpl-{TEMPLATE_NAME}_res-2_{name}.nii.gz"))
+    return np.asarray(img.dataobj, dtype=np.float32), img.affine
+
+
+# ----------------------------------------------------------------------------- steps
+
+def bound_resolution(img: sitk.Image, spacing_mm: float = WORKING_SPACING_MM) -> sitk.Image:
+    """Smooth and resample images finer than ``spacing_mm`` to that spacing (speed, memory)."""
+    spacing = np.array(img.GetSpacing())
+    if spacing.min() >= spacing_mm - 1e-3:
+        return img
+    new_spacing = np.maximum(spacing, spacing_mm)
+    sigma = np.sqrt(np.maximum(new_spacing**2 - spacing**2, 0)) / 2.355
+    smooth = sitk.SmoothingRecursiveGaussian(img, [float(s) for s in sigma])
+    size = [int(round(n * s / t)) for n, s, t in zip(img.GetSize(), spacing, new_spacing)]
+    return sitk.Resample(smooth, size, sitk.Transform(), sitk.sitkLinear, img.GetOrigin(),
+                         [float(s) for s in new_spacing], img.GetDirection(), 0.0, sitk.sitkFloat32)
+
+
+def n4_correct(img: sitk.Image, shrink_mm: float = 6.0, iterations=(20, 20, 10),
+               threads: int = 1) -> tuple[sitk.Image, dict]:
+    """N4 bias-field correction fitted on a ~``shrink_mm`` copy, applied at full resolution."""
+    shrink = max(1, int(round(shrink_mm / min(img.GetSpacing()))))
+    positive = sitk.Cast(img, sitk.sitkFloat32) - float(sitk.GetArrayViewFromImage(img).min()) + 1e-3
+    small = sitk.Shrink(positive, [shrink] * 3)
+    mask = sitk.OtsuThreshold(small, 0, 1, 200)
+    corrector = sitk.N4BiasFieldCorrectionImageFilter()
+    corrector.SetMaximumNumberOfIterations(list(iterations))
+    corrector.SetNumberOfThreads(threads)
+    corrector.Execute(small, mask)
+    log_bias = corrector.GetLogBiasFieldAsImage(positive)
+    corrected = sitk.Cast(sitk.Cast(img, sitk.sitkFloat32) / sitk.Exp(log_bias), sitk.sitkFloat32)
+    params = {"shrink_factor": shrink, "iterations": list(iterations), "mask": "otsu",
+              "convergence_threshold": corrector.GetConvergenceThreshold()}
+    return corrected, params
+
+
+def register_affine(moving: sitk.Image, fixed: sitk.Image, threads: int = 1,
+                    seed: int = 0) -> tuple[sitk.Transform, dict]:
+    """Affine (12 dof) registration of ``moving`` to ``fixed``, Mattes MI, two levels.
+
+    Returns the transform mapping fixed (template) points to moving points, as ITK resamples.
+    """
+    initial = sitk.CenteredTransformInitializer(
+        fixed, moving, sitk.AffineTransform(3), sitk.CenteredTransformInitializerFilter.MOMENTS)
+    reg = sitk.ImageRegistrationMethod()
+    reg.SetMetricAsMattesMutualInformation(numberOfHistogramBins=32)
+    reg.SetMetricSamplingStrategy(reg.RANDOM)
+    reg.SetMetricSamplingPercentage(0.15, seed)
+    reg.SetInterpolator(sitk.sitkLinear)
+    reg.SetOptimizerAsRegularStepGradientDescent(
+        learningRate=2.0, minStep=1e-3, numberOfIterations=60, gradientMagnitudeTolerance=1e-6)
+    reg.SetOptimizerScalesFromPhysicalShift()
+    reg.SetShrinkFactorsPerLevel([4, 2])
+    reg.SetSmoothingSigmasPerLevel([2.0, 1.0])
+    reg.SmoothingSigmasAreSpecifiedInPhysicalUnitsOn()
+    reg.SetInitialTransform(initial, inPlace=False)
+    reg.SetNumberOfThreads(threads)
+    transform = reg.Execute(fixed, moving)
+    params = {"metric": "MattesMI", "bins": 32, "sampling": 0.15, "levels_shrink": [4, 2],
+              "smoothing_mm": [2.0, 1.0], "optimizer": "RegularStepGradientDescent",
+              "iterations": reg.GetOptimizerIteration(), "final_metric": reg.GetMetricValue(),
+              "stop": reg.GetOptimizerStopConditionDescription()}
+    return transform, params
+
+
+def transform_to_ras_matrix(transform: sitk.Transform) -> list[list[float]]:
+    """4x4 matrix mapping template RAS mm to subject RAS mm (the affine found by registration)."""
+    tx = sitk.AffineTransform(sitk.CompositeTransform(transform).GetNthTransform(0)) \
+        if transform.GetName() == "CompositeTransform" else sitk.AffineTransform(transform)
+    mat = np.array(tx.GetMatrix()).reshape(3, 3)
+    center = np.array(tx.GetCenter())
+    trans = np.array(tx.GetTranslation())
+    lps = np.eye(4)
+    lps[:3, :3] = mat
+    lps[:3, 3] = trans + center - mat @ center
+    flip = np.diag([-1.0, -1.0, 1.0, 1.0])
+    return (flip @ lps @ flip).round(6).tolist()
+
+
+def resample(moving: sitk.Image, transform: sitk.Transform, shape, affine) -> np.ndarray:
+    ref = grid_reference(shape, affine)
+    out = sitk.Resample(moving, ref, transform, sitk.sitkLinear, 0.0, sitk.sitkFloat32)
+    return from_sitk(out)
+
+
+def minmax(volume: np.ndarray) -> np.ndarray:
+    lo, hi = float(volume.min()), float(volume.max())
+    if hi - lo <= 0:
+        return np.zeros_like(volume, dtype=np.float32)
+    return ((volume - lo) / (hi - lo)).astype(np.float32)
+
+
+def reference_scale(volume: np.ndarray) -> float:
+    """Factor bringing the 99.5th percentile of the non-zero voxels to 255 (simulation unit)."""
+    nz = volume[volume > 0]
+    if nz.size == 0:
+        return 1.0
+    p = float(np.percentile(nz, REFERENCE_PERCENTILE))
+    return REFERENCE_VALUE / p if p > 0 else 1.0
+
+
+# ----------------------------------------------------------------------------- the whole chain
+
+def preprocess(path, grid: ModelGrid = ModelGrid(), threads: int = 1,
+               with_registered: bool = True) -> Preprocessed:
+    """Run the full chain on ``path``. Slabs (extent < 100 mm on an axis) stop after loading
+    with a warning: registration and the detectors cannot judge them."""
+    t0 = time.perf_counter()
+    data, affine, zooms = load_scan(path)
+    out = Preprocessed(native=data, native_zooms=zooms)
+    out.timings["load"] = time.perf_counter() - t0
+    extent = physical_extent_mm(data.shape, zooms)
+    out.record = {"version": PREPROCESSING_VERSION, "native_shape": list(data.shape),
+                  "native_zooms_mm": list(zooms), "native_extent_mm": [round(e, 1) for e in extent],
+                  "orientation": "RAS", "template": TEMPLATE_NAME, "model_grid": grid.to_dict()}
+    if min(extent) < MIN_EXTENT_MM:
+        out.warnings.append(
+            f"partial coverage: the field of view is only {min(extent):.0f} mm along one axis "
+            f"(needs >= {MIN_EXTENT_MM:.0f} mm for registration); the detectors cannot judge this scan")
+        out.record["partial_coverage"] = True
+        return out
+    out.record["partial_coverage"] = False
+    try:
+        t = time.perf_counter()
+        img = bound_resolution(to_sitk(data, affine))
+        out.record["working_spacing_mm"] = list(img.GetSpacing())
+        corrected, n4_params = n4_correct(img, threads=threads)
+        out.timings["n4"] = time.perf_counter() - t
+        out.record["n4"] = n4_params
+
+        t = time.perf_counter()
+        tpl, tpl_affine = load_template("T1w")
+        fixed = to_sitk(tpl, tpl_affine)
+        transform, reg_params = register_affine(corrected, fixed, threads=threads)
+        reg_params["template_to_subject_ras"] = transform_to_ras_matrix(transform)
+        out.record["registration"] = reg_params
+        out.timings["registration"] = time.perf_counter() - t
+
+        t = time.perf_counter()
+        box = resample(corrected, transform, grid.shape, grid.affine)
+        scale = reference_scale(box)
+        out.scaled = box * np.float32(scale)
+        out.model_input = minmax(out.scaled)
+        if with_registered:
+            out.registered = resample(corrected, transform, tpl.shape, tpl_affine) * np.float32(scale)
+        out.record["intensity"] = {"reference": f"p{REFERENCE_PERCENTILE} of box = {REFERENCE_VALUE:g}",
+                                   "scale_factor": scale, "normalisation": "min-max to [0, 1]"}
+        out.timings["resample"] = time.perf_counter() - t
+    except InvalidScanError:
+        raise
+    except Exception as exc:
+        raise PreprocessingError(path, f"preprocessing failed: {exc}") from exc
+    return out

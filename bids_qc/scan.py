@@ -1,0 +1,118 @@
+"""One scan, end to end: load -> preprocess -> detectors -> grades/tier -> metrics.
+
+:func:`assess_scan` never raises for a problem with the scan: the record gets status ``error``
+with the failing stage and a reason naming the file, so a dataset run goes on.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from bids_qc.exceptions import ScanError
+from bids_qc.grading import grades_from_probabilities, tier_from_grades
+from bids_qc.models import DetectorBundle
+from bids_qc.preprocessing import ModelGrid, load_template, preprocess
+from bids_qc.record import DETECTORS, METRICS, new_record, set_error
+
+LOGGER = logging.getLogger(__name__)
+
+
+@dataclass
+class ScanAssessment:
+    record: dict
+    native: np.ndarray | None = None
+    native_zooms: tuple | None = None
+    model_input: np.ndarray | None = None
+    registered: np.ndarray | None = None
+    saliency: dict = field(default_factory=dict)
+
+
+def _metrics(pre, record: dict) -> None:
+    try:
+        from bids_qc.metrics import compute_metrics
+    except ImportError:  # metrics module not installed in this build
+        record["metrics_notes"] = {m: "metrics module unavailable" for m in METRICS}
+        return
+    try:
+        if pre.registered is not None:
+            gm, _ = load_template("label-GM_probseg")
+            wm, _ = load_template("label-WM_probseg")
+            registered = pre.registered
+        else:  # partial coverage: only the native, reference-free metrics make sense
+            gm = wm = registered = None
+        metrics, notes = compute_metrics(registered, gm, wm, pre.native, pre.native_zooms)
+        record["metrics"].update({k: float(v) for k, v in metrics.items()})
+        record["metrics_notes"].update(notes)
+    except Exception as exc:  # metrics must never kill the scan's other results
+        LOGGER.warning("%s: metrics failed: %s", record["source_file"], exc)
+        record["metrics_notes"] = {m: f"metrics failed: {exc}" for m in METRICS}
+
+
+def _saliency(bundle: DetectorBundle, x: torch.Tensor, probs: dict) -> dict:
+    try:
+        from bids_qc.saliency import grad_cam
+    except ImportError:
+        return {}
+    maps = {}
+    for det in DETECTORS:
+        if probs[det] >= bundle.thresholds[det]:
+            try:
+                maps[det] = grad_cam(bundle.members[0][det], x, target=1)
+            except Exception as exc:  # a missing saliency map is not a failed scan
+                LOGGER.warning("saliency for %s failed: %s", det, exc)
+    return maps
+
+
+def assess_scan(path, bundle: DetectorBundle, *, omp_nthreads: int = 1,
+                want_images: bool = True) -> ScanAssessment:
+    """Assess one T1w file with ``bundle``. Never raises for a bad scan (status error instead)."""
+    torch.set_num_threads(max(1, int(omp_nthreads)))
+    t_start = time.perf_counter()
+    record = new_record(path)
+    record["model"] = {"id": bundle.model_id, "trained": bundle.trained, "dir": str(bundle.folder)}
+    if not bundle.trained:
+        record["warnings"].append(
+            "the model is NOT trained (random weights): probabilities, grades and tier are meaningless")
+    out = ScanAssessment(record=record)
+    stage = "preprocessing"
+    try:
+        grid: ModelGrid = bundle.grid
+        pre = preprocess(path, grid=grid, threads=omp_nthreads)
+        record["preprocessing"] = pre.record
+        record["warnings"].extend(pre.warnings)
+        record["timings"].update({k: round(v, 4) for k, v in pre.timings.items()})
+        if want_images:
+            out.native, out.native_zooms = pre.native, pre.native_zooms
+            out.model_input, out.registered = pre.model_input, pre.registered
+        if pre.model_input is not None:
+            stage = "inference"
+            t = time.perf_counter()
+            x = torch.from_numpy(pre.model_input)[None, None]
+            mean, std = bundle.predict(x)
+            probs = {d: float(mean[d][0]) for d in DETECTORS}
+            record["probabilities"] = probs
+            if len(bundle.members) > 1:
+                record["probability_std"] = {d: float(std[d][0]) for d in DETECTORS}
+            record["grades"] = grades_from_probabilities(probs, bundle.thresholds)
+            record["tier"] = tier_from_grades(record["grades"])
+            record["timings"]["inference"] = round(time.perf_counter() - t, 4)
+            if want_images:
+                t = time.perf_counter()
+                out.saliency = _saliency(bundle, x, probs)
+                record["timings"]["saliency"] = round(time.perf_counter() - t, 4)
+        stage = "metrics"
+        t = time.perf_counter()
+        _metrics(pre, record)
+        record["timings"]["metrics"] = round(time.perf_counter() - t, 4)
+    except ScanError as exc:
+        set_error(record, exc, stage)
+    except Exception as exc:  # unexpected: still a per-scan failure, never a dead run
+        LOGGER.exception("%s: unexpected failure during %s", path, stage)
+        set_error(record, exc, stage)
+        record["error"]["message"] = f"{path}: unexpected {exc.__class__.__name__} during {stage}: {exc}"
+    record["timings"]["total"] = round(time.perf_counter() - t_start, 4)
+    return out
