@@ -1,0 +1,210 @@
+"""BIDS input: find the T1w scans to assess (pybids queries and nothing else).
+
+The input dataset is read only: the pybids index lives in memory (no database file), so
+nothing is ever written under ``bids_dir``.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bids_qc.exceptions import BidsInputError
+
+LOGGER = logging.getLogger(__name__)
+
+#: Entities reported for every scan, in BIDS file-name order (others found are appended).
+ENTITY_ORDER = (
+    "subject", "session", "task", "acquisition", "ceagent", "reconstruction", "run",
+    "echo", "flip", "inversion", "mtransfer", "part", "chunk",
+)
+#: The base pybids query; ``--bids-filter-file`` ``{"t1w": {...}}`` updates it.
+T1W_QUERY = {"datatype": "anat", "suffix": "T1w", "extension": [".nii", ".nii.gz"]}
+_NOT_ENTITIES = {"datatype", "suffix", "extension", "extra_entities"}
+
+# Folders never indexed: derivatives and sourcedata hold no raw input; dot-folders are
+# hidden; datatype folders other than anat/ only cost indexing time.
+_IGNORE = [
+    "code", "stimuli", "sourcedata", "models", "derivatives",
+    re.compile(r"/\."),
+    re.compile(r"^/sub-[^/]+/(?:ses-[^/]+/)?(?!anat(?:/|$))(?!ses-)[^/]+(?:/|$)"),
+]
+
+
+class BidsValidationFailure(BidsInputError):
+    """``bids_dir`` is not a valid BIDS dataset (pybids validation)."""
+
+
+class NoScansFound(BidsInputError):
+    """No T1w scan matched the selection."""
+
+
+@dataclass(frozen=True)
+class ScanSpec:
+    """One T1w scan to assess.
+
+    ``path`` is absolute; ``source_file`` is relative to ``bids_dir`` (POSIX separators);
+    ``bids_name`` is the file name without ``.nii``/``.nii.gz``; ``entities`` maps entity
+    names (``subject``, ``session``, ``run``, ...) to their labels as written in the name.
+    """
+
+    path: Path
+    source_file: str
+    bids_name: str
+    entities: dict = field(default_factory=dict)
+
+    @property
+    def subdir(self) -> Path:
+        """``sub-X[/ses-Y]/anat``: where this scan's derivatives go."""
+        parts = [f"sub-{self.entities['subject']}"]
+        if self.entities.get("session"):
+            parts.append(f"ses-{self.entities['session']}")
+        return Path(*parts, "anat")
+
+
+def strip_nifti_ext(name: str) -> str:
+    """``sub-01_T1w.nii.gz`` -> ``sub-01_T1w``."""
+    for ext in (".nii.gz", ".nii"):
+        if name.endswith(ext):
+            return name[: -len(ext)]
+    return name
+
+
+def load_bids_filters(path: Path | None) -> dict:
+    """Read an fMRIPrep-style filter file ``{"t1w": {entity: value}}``.
+
+    Returns the ``t1w`` entry (a dict, possibly empty). Raises :class:`BidsInputError`
+    when the file is missing, not JSON, or not of that shape.
+    """
+    if path is None:
+        return {}
+    try:
+        data = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise BidsInputError(f"--bids-filter-file {path}: file not found") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BidsInputError(f"--bids-filter-file {path}: cannot read JSON ({exc})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("t1w", {}), dict):
+        raise BidsInputError(
+            f'--bids-filter-file {path}: expected {{"t1w": {{"entity": value, ...}}}}'
+        )
+    unused = sorted(set(data) - {"t1w"})
+    if unused:
+        LOGGER.warning("--bids-filter-file: ignoring keys %s (bids_qc only uses 't1w')", unused)
+    return dict(data.get("t1w", {}))
+
+
+def _to_query_value(value):
+    """JSON null -> entity absent, ``"*"`` -> any value (pybids ``Query``)."""
+    from bids.layout import Query
+
+    if value is None:
+        return Query.NONE
+    if value == "*":
+        return Query.ANY
+    if isinstance(value, list):
+        return [_to_query_value(v) for v in value]
+    return value
+
+
+def build_layout(bids_dir: Path, *, validate: bool = True):
+    """Index ``bids_dir`` in memory (derivatives/, sourcedata/ and non-anat folders skipped).
+
+    Raises :class:`BidsValidationFailure` when ``validate`` and the dataset fails pybids'
+    validation (e.g. no ``dataset_description.json`` or no ``BIDSVersion`` in it).
+    """
+    from bids import BIDSLayout, BIDSLayoutIndexer
+    from bids.exceptions import BIDSValidationError
+
+    indexer = BIDSLayoutIndexer(validate=validate, ignore=_IGNORE)
+    try:
+        return BIDSLayout(str(bids_dir), validate=validate, derivatives=False, indexer=indexer)
+    except BIDSValidationError as exc:
+        first_line = str(exc).strip().splitlines()[0]
+        raise BidsValidationFailure(
+            f"{bids_dir} is not a valid BIDS dataset: {first_line} "
+            "(use --skip-bids-validation to index it anyway)"
+        ) from None
+
+
+def _entities_of(bids_file) -> dict:
+    raw = bids_file.get_entities()
+    found = {k: str(v) for k, v in raw.items() if k not in _NOT_ENTITIES and v is not None}
+    ordered = {k: found.pop(k) for k in ENTITY_ORDER if k in found}
+    ordered.update(sorted(found.items()))
+    return ordered
+
+
+def find_t1w(
+    layout,
+    *,
+    participant_label=(),
+    session_id=(),
+    filters: dict | None = None,
+) -> list[ScanSpec]:
+    """All T1w scans of ``layout`` matching the selection, sorted by path.
+
+    ``participant_label`` / ``session_id``: labels without prefix (empty = all).
+    ``filters``: pybids entities that update :data:`T1W_QUERY` (``None`` = entity absent,
+    ``"*"`` = any value). Raises :class:`NoScansFound` when nothing matches.
+    """
+    query = dict(T1W_QUERY)
+    for key, value in (filters or {}).items():
+        query[key] = _to_query_value(value)
+    if participant_label:
+        missing = sorted(set(participant_label) - set(layout.get_subjects()))
+        if missing:
+            LOGGER.warning("participant labels not in the dataset: %s", ", ".join(missing))
+        query["subject"] = list(participant_label)
+    if session_id:
+        query["session"] = list(session_id)
+    try:
+        files = layout.get(return_type="object", **query)
+    except (ValueError, TypeError) as exc:  # e.g. an unknown entity in the filter file
+        raise BidsInputError(f"invalid BIDS query {query}: {exc}") from None
+
+    root = Path(layout.root)
+    scans = []
+    for bids_file in files:
+        path = Path(bids_file.path)
+        entities = _entities_of(bids_file)
+        if "subject" not in entities:
+            LOGGER.warning("skipping %s: no subject entity", path)
+            continue
+        scans.append(
+            ScanSpec(
+                path=path,
+                source_file=path.relative_to(root).as_posix(),
+                bids_name=strip_nifti_ext(path.name),
+                entities=entities,
+            )
+        )
+    scans.sort(key=lambda s: s.source_file)
+    if not scans:
+        selection = {k: v for k, v in query.items() if k not in T1W_QUERY or k == "extension"}
+        raise NoScansFound(
+            f"no T1w scan in {root} matched the selection "
+            f"(subjects in the dataset: {', '.join(layout.get_subjects()) or 'none'}; "
+            f"query: {selection})"
+        )
+    n_subjects = len({s.entities["subject"] for s in scans})
+    LOGGER.info("found %d T1w scan(s) from %d subject(s) in %s", len(scans), n_subjects, root)
+    return scans
+
+
+def unindexed_t1w(layout) -> list[str]:
+    """T1w-looking files under ``sub-*/`` that the index left out (e.g. non-BIDS names).
+
+    pybids' validation drops such files silently; the CLI logs them so users see why a file
+    was not processed. Returns paths relative to the dataset root, sorted.
+    """
+    root = Path(layout.root)
+    indexed = {Path(f).resolve() for f in layout.get(return_type="filename", **T1W_QUERY)}
+    found = []
+    for pattern in ("sub-*/anat/*_T1w.nii*", "sub-*/ses-*/anat/*_T1w.nii*"):
+        for path in root.glob(pattern):
+            if path.name.endswith((".nii", ".nii.gz")) and path.resolve() not in indexed:
+                found.append(path.relative_to(root).as_posix())
+    return sorted(found)

@@ -1,0 +1,1 @@
+"""Thin nipype interfaces around the pure functions of bids_qc."""

@@ -1,0 +1,1 @@
+"""nipype workflow factories: ``init_participant_wf`` and ``init_group_wf`` (graphs only)."""

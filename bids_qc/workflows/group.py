@@ -1,0 +1,87 @@
+"""Group level: gather the per-scan records into a table, a summary and a report.
+
+The work is a few pandas operations on small JSON files, so it runs in-process without a
+nipype graph (a one-node workflow would only add a work directory and pickling).
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from bids_qc.outputs import (
+    GROUP_REPORT,
+    GROUP_SUMMARY,
+    GROUP_TSV,
+    atomic_write_json,
+    collect_records,
+    records_to_table,
+    summarise,
+    write_table,
+)
+
+LOGGER = logging.getLogger(__name__)
+
+
+class NoRecordsFound(LookupError):
+    """The output folder holds no participant-level results matching the selection."""
+
+
+def _select(records: list[dict], participant_label, session_id) -> list[dict]:
+    def keep(record):
+        entities = record.get("entities") or {}
+        if participant_label and entities.get("subject") not in participant_label:
+            return False
+        return not session_id or entities.get("session") in session_id
+
+    return [r for r in records if keep(r)]
+
+
+def _write_group_report(table, output_dir: Path, finetune: dict | None) -> Path | None:
+    try:
+        from bids_qc.reports.render import write_group_report
+    except ImportError as exc:
+        LOGGER.warning("group HTML report unavailable (%s)", exc)
+        return None
+    final = output_dir / GROUP_REPORT
+    try:  # the renderer writes atomically itself (tmp file + os.replace)
+        write_group_report(table, final, output_dir, finetune=finetune)
+    except Exception as exc:  # the table and summary are already written; say so and go on
+        LOGGER.warning("group report failed: %s: %s", exc.__class__.__name__, exc)
+        return None
+    return final
+
+
+def run_group_level(config) -> dict:
+    """Write ``group_T1w.tsv``, ``group_summary.json`` and (if ``config.reports``)
+    ``group_report.html`` in ``config.output_dir``; fine-tune on ``config.annotations`` if set.
+
+    Returns the summary dict. Raises :class:`NoRecordsFound` when there is nothing to
+    gather, :class:`bids_qc.exceptions.AnnotationError` for a bad ratings file and
+    ``OSError`` when an output cannot be written.
+    """
+    output_dir = Path(config.output_dir)
+    records = _select(collect_records(output_dir), config.participant_label, config.session_id)
+    if not records:
+        raise NoRecordsFound(
+            f"no *_qc.json records in {output_dir} match the selection; "
+            "run the participant level first"
+        )
+    table = records_to_table(records)
+    summary = summarise(table)
+    write_table(output_dir / GROUP_TSV, table)
+    atomic_write_json(output_dir / GROUP_SUMMARY, summary)
+    LOGGER.info(
+        "group table: %d scans (%d ok, %d failed) -> %s",
+        summary["n_scans"], summary["n_ok"], summary["n_error"], output_dir / GROUP_TSV,
+    )
+    if config.annotations is not None:
+        from bids_qc.finetune_group import run_group_finetuning
+
+        LOGGER.info("fine-tuning the detectors on the ratings in %s", config.annotations)
+        summary["finetuning"] = run_group_finetuning(config, table)
+        atomic_write_json(output_dir / GROUP_SUMMARY, summary)
+    if config.reports:
+        report = _write_group_report(table, output_dir, summary.get("finetuning"))
+        if report is not None:
+            LOGGER.info("group report -> %s", report)
+    return summary
