@@ -1,0 +1,1 @@
+"""Training engine: cached preprocessed volumes, simulated artefacts, CV by subject, fine-tuning."""

@@ -1,0 +1,74 @@
+"""Simulated training samples drawn from cached clean volumes.
+
+Each sample draws a grade per artefact independently (P(0), P(1), P(2) = ``GRADE_PROBS``), so an
+image may carry several artefacts ("label 0 includes images with other artefacts") and each
+detector derives its own binary label from the grade of its artefact (:mod:`bids_qc.grading`).
+Sample ``i`` of epoch ``e`` is fully determined by ``(seed, e, i)``.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from bids_qc.preprocessing import ModelGrid, minmax
+from bids_qc.record import ARTEFACTS
+from bids_qc.simulation import SEVERITY_NAMES, apply, sample_params
+from bids_qc.training.cache import CacheEntry
+
+GRADE_PROBS = (0.5, 0.25, 0.25)
+
+
+def draw_grades(rng: np.random.Generator, probs=GRADE_PROBS) -> dict:
+    return {a: int(rng.choice(3, p=probs)) for a in ARTEFACTS}
+
+
+def make_sample(entry: CacheEntry, grades: dict, rng: np.random.Generator,
+                affine: np.ndarray) -> tuple[np.ndarray, list[dict]]:
+    """Clean cached volume + artefacts of ``grades`` -> normalised [0, 1] model input."""
+    applied = []
+    if grades["motion"]:
+        variants = entry.motion[grades["motion"]]
+        k = int(rng.integers(len(variants)))
+        volume = variants[k].astype(np.float32)
+        applied.append({"artefact": "motion", "severity": SEVERITY_NAMES[grades["motion"]],
+                        "cached_variant": k})
+    else:
+        volume = entry.clean.astype(np.float32)
+    for artefact in ("contrast", "noise"):
+        if grades[artefact]:
+            params = sample_params(artefact, SEVERITY_NAMES[grades[artefact]], rng)
+            volume = apply(volume, affine, params)
+            applied.append(params)
+    return minmax(volume), applied
+
+
+class SimulatedSet(Dataset):
+    """``n_per_subject`` simulated samples per cached scan; ``set_epoch`` re-draws them."""
+
+    def __init__(self, entries: list[CacheEntry], n_per_subject: int, seed: int = 0,
+                 grid: ModelGrid = ModelGrid(), probs=GRADE_PROBS):
+        self.entries = [e if e.clean is not None else e.load() for e in entries]
+        self.n_per_subject = n_per_subject
+        self.seed = seed
+        self.epoch = 0
+        self.affine = grid.affine
+        self.probs = probs
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.entries) * self.n_per_subject
+
+    def _rng(self, index: int) -> np.random.Generator:
+        return np.random.default_rng([self.seed, self.epoch, index])
+
+    def grades(self, index: int) -> dict:
+        return draw_grades(self._rng(index), self.probs)
+
+    def __getitem__(self, index: int):
+        rng = self._rng(index)
+        grades = draw_grades(rng, self.probs)
+        x, _ = make_sample(self.entries[index % len(self.entries)], grades, rng, self.affine)
+        return torch.from_numpy(x)[None], torch.tensor([grades[a] for a in ARTEFACTS])

