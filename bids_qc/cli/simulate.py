@@ -1,0 +1,111 @@
+"""``bids-qc-simulate``: write simulated-artefact versions of a BIDS dataset as a derivative.
+
+Each T1w is preprocessed (reoriented, N4, affine to MNI, cropped to the model box, reference
+intensity scale: unnormalised), then the artefact is simulated with the published preset and
+written as ``sub-X/[ses-Y/]anat/<stem>_space-MNI152NLin2009aSym_desc-<artefact><severity>_T1w.nii.gz``.
+``labels.tsv`` lists every written file with its grades and the exact sampled parameters (JSON),
+so a synthetic test set is reproducible from ``--seed``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from bids_qc import __version__
+from bids_qc.exceptions import ScanError
+from bids_qc.preprocessing import TEMPLATE_NAME, ModelGrid, preprocess
+from bids_qc.record import ARTEFACTS
+from bids_qc.simulation import PRESETS, simulate
+from bids_qc.training.cache import find_t1w
+
+LOGGER = logging.getLogger("bids_qc.simulate")
+GRADE = {"none": 0, "moderate": 1, "severe": 2}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="bids-qc-simulate", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("bids_dir", type=Path)
+    p.add_argument("output_dir", type=Path)
+    p.add_argument("--artefact", choices=sorted({a for a, _ in PRESETS}), required=True)
+    p.add_argument("--severity", choices=["moderate", "severe"], required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--include-clean", action="store_true", help="also write the clean volume")
+    p.add_argument("--participant-label", nargs="*", default=None)
+    return p
+
+
+def _write(path: Path, volume: np.ndarray, affine: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp.nii.gz")
+    nib.save(nib.Nifti1Image(volume.astype(np.float32), affine), str(tmp))
+    tmp.replace(path)
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    bids_dir, out = args.bids_dir.resolve(), args.output_dir.resolve()
+    if not bids_dir.is_dir():
+        LOGGER.error("BIDS directory %s does not exist", bids_dir)
+        return 66
+    if out == bids_dir or bids_dir in out.parents and "derivatives" not in out.relative_to(bids_dir).parts:
+        LOGGER.error("refusing to write inside the input dataset: %s", out)
+        return 64
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "dataset_description.json").write_text(json.dumps({
+        "Name": f"bids_qc simulated {args.severity} {args.artefact}", "BIDSVersion": "1.9.0",
+        "DatasetType": "derivative",
+        "GeneratedBy": [{"Name": "bids_qc-simulate", "Version": __version__}],
+        "SourceDatasets": [{"URL": str(bids_dir)}]}, indent=2) + "\n")
+    grid = ModelGrid()
+    scans = find_t1w(bids_dir)
+    if args.participant_label:
+        wanted = {s.removeprefix("sub-") for s in args.participant_label}
+        scans = [(s, p) for s, p in scans if s in wanted]
+    rows, failed = [], 0
+    for i, (subject, path) in enumerate(tqdm(scans, desc="simulating", unit="scan")):
+        try:
+            pre = preprocess(path, grid=grid, with_registered=False)
+        except ScanError as exc:
+            LOGGER.warning("skipped: %s", exc)
+            failed += 1
+            continue
+        if pre.scaled is None:
+            LOGGER.warning("skipped %s: %s", path, "; ".join(pre.warnings))
+            failed += 1
+            continue
+        rng = np.random.default_rng([args.seed, i])
+        grades = {a: 0 for a in ARTEFACTS}
+        grades[args.artefact] = GRADE[args.severity]
+        volume, applied = simulate(pre.scaled, grid.affine, grades, rng)
+        stem = path.name.split(".nii")[0]
+        prefix, suffix = stem.rsplit("_", 1)
+        rel = path.parent.relative_to(bids_dir)
+        desc = f"{args.artefact}{args.severity}"
+        target = out / rel / f"{prefix}_space-{TEMPLATE_NAME}_desc-{desc}_{suffix}.nii.gz"
+        _write(target, volume, grid.affine)
+        rows.append({"path": str(target.relative_to(out)), "participant_id": f"sub-{subject}",
+                     "source_file": str(path.relative_to(bids_dir)), **grades,
+                     "params": json.dumps(applied)})
+        if args.include_clean:
+            clean = out / rel / f"{prefix}_space-{TEMPLATE_NAME}_desc-clean_{suffix}.nii.gz"
+            _write(clean, pre.scaled, grid.affine)
+            rows.append({"path": str(clean.relative_to(out)), "participant_id": f"sub-{subject}",
+                         "source_file": str(path.relative_to(bids_dir)),
+                         **{a: 0 for a in ARTEFACTS}, "params": "[]"})
+    pd.DataFrame(rows).to_csv(out / "labels.tsv", sep="\t", index=False)
+    LOGGER.info("wrote %d images (%d scans skipped) to %s", len(rows), failed, out)
+    return 0 if not failed else 65
+
+
+if __name__ == "__main__":
+    sys.exit(main())
