@@ -137,6 +137,21 @@ def _entities_of(bids_file) -> dict:
     return ordered
 
 
+def _drop_duplicate_names(scans: list[ScanSpec]) -> list[ScanSpec]:
+    """Keep one of ``x_T1w.nii`` / ``x_T1w.nii.gz`` (same outputs); prefer ``.nii.gz``."""
+    chosen: dict[tuple, ScanSpec] = {}
+    for scan in scans:
+        key = (scan.subdir, scan.bids_name)
+        if key in chosen:
+            keep = scan if scan.path.name.endswith(".nii.gz") else chosen[key]
+            LOGGER.warning("%s exists as .nii and .nii.gz; using %s", scan.bids_name,
+                           keep.source_file)
+            chosen[key] = keep
+        else:
+            chosen[key] = scan
+    return list(chosen.values())
+
+
 def find_t1w(
     layout,
     *,
@@ -182,6 +197,7 @@ def find_t1w(
             )
         )
     scans.sort(key=lambda s: s.source_file)
+    scans = _drop_duplicate_names(scans)
     if not scans:
         selection = {k: v for k, v in query.items() if k not in T1W_QUERY or k == "extension"}
         raise NoScansFound(
