@@ -357,5 +357,8 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         LOGGER.error("interrupted; finished scans are complete, rerun the same command to resume")
         return EX_INTERRUPTED
+    except Exception:  # a bug: say so with the traceback rather than die silently
+        LOGGER.exception("internal error in bids_qc %s; please report it", __version__)
+        return EX_SOFTWARE
 
 

@@ -75,10 +75,16 @@ def run_group_level(config) -> dict:
         summary["n_scans"], summary["n_ok"], summary["n_error"], output_dir / GROUP_TSV,
     )
     if config.annotations is not None:
+        from bids_qc.exceptions import AnnotationError
         from bids_qc.finetune_group import run_group_finetuning
 
         LOGGER.info("fine-tuning the detectors on the ratings in %s", config.annotations)
-        summary["finetuning"] = run_group_finetuning(config, table)
+        try:
+            summary["finetuning"] = run_group_finetuning(config, table)
+        except AnnotationError:
+            raise
+        except ValueError as exc:  # e.g. too few usable ratings: a problem with the data given
+            raise AnnotationError(config.annotations, str(exc)) from exc
         atomic_write_json(output_dir / GROUP_SUMMARY, summary)
     if config.reports:
         report = _write_group_report(table, output_dir, summary.get("finetuning"))

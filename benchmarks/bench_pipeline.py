@@ -1,0 +1,105 @@
+#!/usr/bin/env python
+"""Benchmark the BIDS-App end to end: seconds per scan per stage, scans/minute, peak memory.
+
+    python benchmarks/bench_pipeline.py                          # examples/ixi_mini
+    python benchmarks/bench_pipeline.py ../shared/data/ixi --limit 8 --nprocs 1 2
+
+Each configuration runs ``run.py <dataset> <fresh out> participant --nprocs N`` in a child
+process (cold start: model loading and BIDS indexing included in the wall time), then reads
+the per-stage timings that every ``_qc.json`` records. Peak RSS is ``ru_maxrss`` of this
+process and of its waited-for children (the largest single process, not a sum).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def first_subjects(bids_dir: Path, limit: int | None) -> list[str]:
+    """Labels (without ``sub-``) of the first ``limit`` subjects that have an anat folder."""
+    labels = sorted(p.name[4:] for p in bids_dir.glob("sub-*") if p.is_dir()
+                    and (any(p.glob("anat/*_T1w.nii*")) or any(p.glob("ses-*/anat/*_T1w.nii*"))))
+    return labels[:limit] if limit else labels
+
+
+def run_app(bids_dir: Path, out: Path, nprocs: int, labels: list[str], extra: list[str]) -> float:
+    cmd = [sys.executable, str(ROOT / "run.py"), str(bids_dir), str(out), "participant",
+           "--nprocs", str(nprocs), "--participant-label", *labels, *extra]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    started = time.perf_counter()
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - started
+    if proc.returncode not in (0, 65):
+        sys.stderr.write(proc.stderr[-4000:])
+        raise SystemExit(f"run.py exited {proc.returncode}: {' '.join(cmd)}")
+    return wall
+
+
+def stage_table(out: Path) -> tuple[dict[str, list[float]], int, int]:
+    """Per-stage seconds over the ok scans, and the numbers of ok and failed scans."""
+    stages: dict[str, list[float]] = {}
+    n_ok = n_err = 0
+    for path in sorted(out.glob("sub-*/**/*_qc.json")):
+        record = json.loads(path.read_text())
+        if record.get("status") != "ok":
+            n_err += 1
+            continue
+        n_ok += 1
+        for stage, seconds in (record.get("timings") or {}).items():
+            stages.setdefault(stage, []).append(float(seconds))
+    return stages, n_ok, n_err
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("dataset", nargs="?", type=Path, default=ROOT / "examples" / "ixi_mini")
+    parser.add_argument("--limit", type=int, default=None, help="first N subjects only")
+    parser.add_argument("--nprocs", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--no-reports", action="store_true", help="pass --no-reports to the app")
+    parser.add_argument("--keep", type=Path, default=None,
+                        help="write outputs under this folder instead of a deleted temp folder")
+    args = parser.parse_args(argv)
+
+    labels = first_subjects(args.dataset, args.limit)
+    if not labels:
+        raise SystemExit(f"no subjects with a T1w in {args.dataset}")
+    extra = ["--no-reports"] if args.no_reports else []
+    print(f"dataset {args.dataset} ({len(labels)} subjects), reports "
+          f"{'off' if args.no_reports else 'on'}, OMP_NUM_THREADS=1, cpus {os.cpu_count()}, "
+          f"load average {os.getloadavg()[0]:.1f}")
+    with tempfile.TemporaryDirectory(prefix="bids_qc_bench_") as tmp:
+        base = args.keep or Path(tmp)
+        results = []
+        for nprocs in args.nprocs:
+            out = base / f"out_nprocs{nprocs}"
+            wall = run_app(args.dataset, out, nprocs, labels, extra)
+            stages, n_ok, n_err = stage_table(out)
+            results.append((nprocs, wall, stages, n_ok, n_err))
+
+    for nprocs, wall, stages, n_ok, n_err in results:
+        n = n_ok + n_err
+        print(f"\n--nprocs {nprocs}: {n} scans ({n_err} failed) in {wall:.1f} s wall -> "
+              f"{60 * n / wall:.1f} scans/min end to end (cold start included)")
+        print(f"  {'stage':<14}{'median s':>10}{'mean s':>10}{'max s':>10}")
+        for stage, values in stages.items():
+            print(f"  {stage:<14}{statistics.median(values):>10.2f}"
+                  f"{statistics.fmean(values):>10.2f}{max(values):>10.2f}")
+    self_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    child_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    print(f"\npeak RSS: largest child process {child_mb:.0f} MB, this script {self_mb:.0f} MB")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
