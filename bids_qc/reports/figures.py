@@ -1,0 +1,484 @@
+"""Figures for the HTML reports: slice mosaics, saliency overlays and group plots.
+
+Mosaics are plain numpy -> PNG (a few ms each), returned as ``data:image/png;base64,...``
+URIs; group plots are small inline SVG charts written as text. A report is therefore one
+self-contained file that opens offline.
+
+Volumes are float arrays indexed (x, y, z) in RAS order: axis 0 left -> right, axis 1
+posterior -> anterior, axis 2 inferior -> superior (what the preprocessing gives for the raw
+image after reorientation, and what the MNI grids are). Slices are shown in neurological
+convention (subject's left on the viewer's left), superior / anterior up.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import logging
+import struct
+import zlib
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+#: orientation name -> the volume axis that is sliced
+ORIENTATIONS = {"sagittal": 0, "coronal": 1, "axial": 2}
+TIER_COLOURS = {1: "#2e9d52", 2: "#e0a526", 3: "#d2433a", None: "#8a8f98"}
+GRADE_COLOURS = ("#2e9d52", "#e0a526", "#d2433a")
+CONTOUR_RGB = (0, 215, 255)
+
+
+# --------------------------------------------------------------------------- PNG encoding
+def png_bytes(image: np.ndarray, compress_level: int = 1) -> bytes:
+    """Encode a uint8 array (H, W) grey, (H, W, 3) RGB or (H, W, 4) RGBA as PNG bytes."""
+    img = np.ascontiguousarray(image)
+    if img.dtype != np.uint8:
+        raise ValueError(f"png_bytes needs uint8, got {img.dtype}")
+    if img.ndim == 2:
+        colour_type, channels = 0, 1
+    elif img.ndim == 3 and img.shape[2] in (3, 4):
+        colour_type, channels = (2 if img.shape[2] == 3 else 6), img.shape[2]
+    else:
+        raise ValueError(f"png_bytes needs (H, W[, 3|4]), got shape {img.shape}")
+    height, width = img.shape[:2]
+    rows = img.reshape(height, width * channels)
+    raw = np.zeros((height, width * channels + 1), dtype=np.uint8)  # filter byte 0 per row
+    raw[:, 1:] = rows
+
+    def chunk(tag: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + tag + data
+                + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, colour_type, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
+            + chunk(b"IDAT", zlib.compress(raw.tobytes(), compress_level)) + chunk(b"IEND", b""))
+
+
+def data_uri(png: bytes) -> str:
+    """``data:image/png;base64,...`` for embedding in an ``<img src>``."""
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+# --------------------------------------------------------------------------- slicing
+def intensity_window(volume: np.ndarray, low: float = 0.5, high: float = 99.5) -> tuple[float, float]:
+    """Display window (intensity units of ``volume``): percentiles of the non-zero voxels.
+
+    Uses a strided 3D subsample (about 200k voxels) so a 0.7 mm head costs a few ms.
+    """
+    vol = np.asarray(volume)
+    step = max(1, int(np.ceil((vol.size / 200_000) ** (1 / 3)))) if vol.ndim == 3 else 1
+    sample = (vol[::step, ::step, ::step] if vol.ndim == 3 else vol).ravel()
+    sample = sample[np.isfinite(sample)]
+    nonzero = sample[sample != 0]
+    if nonzero.size >= 16:
+        sample = nonzero
+    if sample.size == 0:
+        return 0.0, 1.0
+    lo, hi = np.percentile(sample, [low, high])
+    if not hi > lo:
+        lo, hi = float(sample.min()), float(sample.max())
+    if not hi > lo:
+        hi = lo + 1.0
+    return float(lo), float(hi)
+
+
+def foreground_ranges(volume: np.ndarray, frac: float = 0.15) -> list[tuple[int, int]]:
+    """For each axis, the first and last slice index that holds foreground.
+
+    Foreground: voxels above ``frac`` x the 99th percentile; a slice counts when it holds at
+    least 2 % of the largest slice's foreground, so scattered noise voxels do not. Computed on
+    a strided copy (at most ~2M voxels), so the ends are exact to within the stride.
+    """
+    vol = np.asarray(volume)
+    step = max(1, int(np.ceil((vol.size / 2_000_000) ** (1 / 3))))
+    small = np.nan_to_num(np.asarray(vol[::step, ::step, ::step], dtype=np.float32), nan=0.0)
+    flat = small.ravel()[:: max(1, small.size // 200_000)]
+    mask = small > frac * float(np.percentile(flat, 99))
+    out = []
+    for axis in range(3):
+        counts = mask.sum(axis=tuple(a for a in range(3) if a != axis))
+        present = np.flatnonzero(counts >= max(1, 0.02 * counts.max()))
+        if present.size == 0:
+            out.append((0, vol.shape[axis] - 1))
+        else:
+            out.append((int(present[0]) * step,
+                        min(vol.shape[axis] - 1, int(present[-1]) * step + step - 1)))
+    return out
+
+
+def pick_slices(extent: tuple[int, int], n: int = 6, margin: float = 0.12) -> list[int]:
+    """``n`` evenly spaced slice indices inside ``extent`` (first, last), ends trimmed by ``margin``."""
+    first, last = extent
+    span = last - first
+    pos = np.linspace(first + margin * span, last - margin * span, n)
+    return sorted({int(round(p)) for p in pos})
+
+
+def display_slice(volume: np.ndarray, axis: int, index: int) -> np.ndarray:
+    """2D view of slice ``index`` along ``axis``: rows top -> bottom, columns left -> right.
+
+    sagittal (axis 0): rows superior -> inferior, columns posterior -> anterior;
+    coronal (axis 1) and axial (axis 2): columns subject left -> right (neurological);
+    rows superior -> inferior (coronal) or anterior -> posterior (axial).
+    """
+    sl = volume[(slice(None),) * axis + (index,)]  # a view; remaining axes in increasing order
+    return np.flipud(sl.T)
+
+
+def pixel_size(zooms, axis: int) -> tuple[float, float]:
+    """(row, column) pixel size in mm of :func:`display_slice` along ``axis``."""
+    rest = [float(z) for a, z in enumerate(zooms[:3]) if a != axis]
+    return rest[1], rest[0]
+
+
+@lru_cache(maxsize=256)
+def _interp_matrix(n_in: int, n_out: int) -> np.ndarray:
+    """(n_out, n_in) linear-interpolation weights, pixel centres aligned (like align_corners=False)."""
+    pos = np.clip((np.arange(n_out) + 0.5) * n_in / n_out - 0.5, 0, n_in - 1)
+    lo = np.floor(pos).astype(int)
+    hi = np.minimum(lo + 1, n_in - 1)
+    w = (pos - lo).astype(np.float32)
+    mat = np.zeros((n_out, n_in), dtype=np.float32)
+    mat[np.arange(n_out), lo] += 1 - w
+    mat[np.arange(n_out), hi] += w
+    return mat
+
+
+def resample_2d(image: np.ndarray, shape: tuple[int, int], order: int = 1) -> np.ndarray:
+    """Resize a 2D array to ``shape`` (bilinear for order 1, nearest for order 0)."""
+    rows, cols = image.shape
+    if order == 0:
+        ri = np.clip(((np.arange(shape[0]) + 0.5) * rows / shape[0]).astype(int), 0, rows - 1)
+        ci = np.clip(((np.arange(shape[1]) + 0.5) * cols / shape[1]).astype(int), 0, cols - 1)
+        return image[np.ix_(ri, ci)]
+    img = np.asarray(image, dtype=np.float32)
+    return _interp_matrix(rows, shape[0]) @ img @ _interp_matrix(cols, shape[1]).T
+
+
+def _display_shape(sl: np.ndarray, pix: tuple[float, float], height: int) -> tuple[int, int]:
+    mm_h, mm_w = sl.shape[0] * pix[0], sl.shape[1] * pix[1]
+    width = max(1, int(round(height * mm_w / mm_h))) if mm_h > 0 else sl.shape[1]
+    return height, width
+
+
+def _tile_height(shape: tuple[int, int], pix: tuple[float, float], height: int) -> int:
+    """Stored tile height: ``height`` at most, but no more pixels than the slice has.
+
+    The browser scales the image up to ``height`` on screen, so a 64-voxel slice is stored at
+    ~64-80 px instead of 150 (smaller files, faster encoding, same information).
+    """
+    rows, cols = shape
+    mm_h, mm_w = rows * pix[0], cols * pix[1]
+    need = max(rows, cols * mm_h / mm_w) if mm_w > 0 else rows
+    return int(min(height, max(32, np.ceil(need))))
+
+
+def display_size(image: np.ndarray, height: int) -> tuple[int, int]:
+    """(width, height) in CSS pixels to show a stored strip at tile height ``height``."""
+    return int(round(image.shape[1] * height / image.shape[0])), int(height)
+
+
+def _to_uint8(image: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    scaled = (np.nan_to_num(image, nan=lo) - lo) * (255.0 / (hi - lo))
+    return np.clip(scaled, 0, 255).astype(np.uint8)
+
+
+def _hstack(tiles: list[np.ndarray], gap: int = 3) -> np.ndarray:
+    """Tiles side by side, bottom-padded to the tallest, separated by ``gap`` black columns."""
+    height = max(t.shape[0] for t in tiles)
+    extra = tiles[0].shape[2:]
+    parts = []
+    for i, tile in enumerate(tiles):
+        if tile.shape[0] < height:
+            pad = np.zeros((height - tile.shape[0],) + tile.shape[1:], dtype=tile.dtype)
+            tile = np.concatenate([tile, pad], axis=0)
+        if i:
+            parts.append(np.zeros((height, gap) + extra, dtype=tile.dtype))
+        parts.append(tile)
+    return np.concatenate(parts, axis=1)
+
+
+def _edges(mask: np.ndarray) -> np.ndarray:
+    """Boundary pixels of a 2D boolean mask (inside pixels with an outside 4-neighbour)."""
+    inner = mask.copy()
+    inner[1:, :] &= mask[:-1, :]
+    inner[:-1, :] &= mask[1:, :]
+    inner[:, 1:] &= mask[:, :-1]
+    inner[:, :-1] &= mask[:, 1:]
+    return mask & ~inner
+
+
+# --------------------------------------------------------------------------- mosaics
+def mosaic_strip(volume: np.ndarray, zooms, orientation: str, *, n: int = 6, height: int = 150,
+                 window: tuple[float, float] | None = None, slices: list[int] | None = None,
+                 contour: np.ndarray | None = None) -> tuple[np.ndarray, list[int]]:
+    """One row of ``n`` slices of ``volume`` (3D, RAS) as a uint8 image.
+
+    ``zooms`` are voxel sizes in mm (aspect ratio on screen is true to mm); ``height`` is the
+    tile height in screen pixels; the stored image may be smaller (:func:`_tile_height`; show
+    it with :func:`display_size`). ``contour`` (boolean volume, same shape) is drawn in cyan
+    on top and turns the result RGB. Returns (image, slice indices used).
+    """
+    axis = ORIENTATIONS[orientation]
+    vol = np.asarray(volume, dtype=np.float32)
+    lo, hi = window or intensity_window(vol)
+    if slices is None:
+        slices = pick_slices(foreground_ranges(vol)[axis], n)
+    pix = pixel_size(zooms, axis)
+    tiles = []
+    for idx in slices:
+        sl = display_slice(vol, axis, idx)
+        shape = _display_shape(sl, pix, _tile_height(sl.shape, pix, height))
+        tile = _to_uint8(resample_2d(sl, shape, order=1), lo, hi)
+        if contour is not None:
+            edge = _edges(resample_2d(display_slice(contour, axis, idx).astype(np.uint8), shape,
+                                      order=0).astype(bool))
+            tile = np.repeat(tile[..., None], 3, axis=2)
+            tile[edge] = CONTOUR_RGB
+        tiles.append(tile)
+    return _hstack(tiles), slices
+
+
+def mosaic_uris(volume: np.ndarray | None, zooms, *, n: int = 6, height: int = 150,
+                contour: np.ndarray | None = None) -> dict:
+    """{orientation: {"uri", "slices", "width", "height"}} for the three orientations, or {}."""
+    if volume is None:
+        return {}
+    vol = np.asarray(volume, dtype=np.float32)
+    if vol.ndim != 3 or min(vol.shape) < 2:
+        logger.warning("mosaic: expected a 3D volume, got shape %s", vol.shape)
+        return {}
+    window = intensity_window(vol)
+    extents = foreground_ranges(vol)
+    out = {}
+    for name, axis in ORIENTATIONS.items():
+        image, slices = mosaic_strip(vol, zooms, name, n=n, height=height, window=window,
+                                     slices=pick_slices(extents[axis], n), contour=contour)
+        width, disp_h = display_size(image, height)
+        out[name] = {"uri": data_uri(png_bytes(image)), "slices": slices,
+                     "width": width, "height": disp_h}
+    return out
+
+
+@lru_cache(maxsize=4)
+def _heat_lut(threshold: float = 0.2, name: str = "turbo") -> np.ndarray:
+    """(256, 4) uint8 RGBA: colour map, alpha 0 below ``threshold`` then rising to ~0.92."""
+    from matplotlib import colormaps
+
+    v = np.linspace(0, 1, 256)
+    lut = np.empty((256, 4), dtype=np.uint8)
+    lut[:, :3] = (colormaps[name](v)[:, :3] * 255).astype(np.uint8)
+    lut[:, 3] = (np.clip((v - threshold) / (1.0 - threshold), 0.0, 1.0) ** 0.7 * 235).astype(np.uint8)
+    return lut
+
+
+def heat_rgba(values: np.ndarray, threshold: float = 0.2) -> np.ndarray:
+    """(H, W) map in [0, 1] -> RGBA uint8: turbo colours, alpha rising from ``threshold``."""
+    v = np.clip(np.nan_to_num(np.asarray(values, dtype=np.float32), nan=0.0), 0.0, 1.0)
+    return _heat_lut(threshold)[(v * 255).astype(np.uint8)]
+
+
+@lru_cache(maxsize=1)
+def heat_legend_uri(width: int = 160, height: int = 10) -> str:
+    """Colour bar of :func:`heat_rgba` from 0 (left) to 1 (right), opaque."""
+    rgba = heat_rgba(np.tile(np.linspace(0.0, 1.0, width), (height, 1)))
+    rgba[..., 3] = 255
+    return data_uri(png_bytes(rgba))
+
+
+def saliency_strips(base: np.ndarray, maps: dict, zooms=(2.5, 2.5, 2.5), *, n: int = 6,
+                    height: int = 150) -> dict:
+    """Base mosaics of ``base`` and transparent heat overlays of each map, same slices.
+
+    ``base`` and every map share one grid (the model grid). Returns
+    ``{"base": {orientation: {...}}, "maps": {name: {orientation: uri}}}``.
+    """
+    vol = np.asarray(base, dtype=np.float32)
+    window = intensity_window(vol)
+    extents = foreground_ranges(vol)
+    out = {"base": {}, "maps": {name: {} for name in maps}}
+    for name, axis in ORIENTATIONS.items():
+        image, slices = mosaic_strip(vol, zooms, name, n=n, height=height, window=window,
+                                     slices=pick_slices(extents[axis], n))
+        width, disp_h = display_size(image, height)
+        out["base"][name] = {"uri": data_uri(png_bytes(image)), "slices": slices,
+                             "width": width, "height": disp_h}
+        pix = pixel_size(zooms, axis)
+        for det, smap in maps.items():
+            smap = np.asarray(smap, dtype=np.float32)
+            tiles = []
+            for idx in slices:
+                sl = display_slice(smap, axis, idx)
+                tiles.append(resample_2d(sl, _display_shape(sl, pix, _tile_height(sl.shape, pix, height))))
+            out["maps"][det][name] = data_uri(png_bytes(heat_rgba(_hstack(tiles))))
+    return out
+
+
+@lru_cache(maxsize=1)
+def template_brain_mask() -> np.ndarray | None:
+    """Boolean brain mask on the 2 mm template grid (GM + WM prior > 0.5), or None."""
+    try:
+        import nibabel as nib
+
+        data = Path(__file__).resolve().parent.parent / "data"
+        probs = [np.asarray(nib.load(data / f"tpl-MNI152NLin2009aSym_res-2_label-{t}_probseg.nii.gz")
+                            .dataobj, dtype=np.float32) for t in ("GM", "WM")]
+        total = probs[0] + probs[1]
+        if total.max() > 1.5:  # stored as 0..255 without scaling
+            total = total / 255.0
+        return total > 0.5
+    except Exception as exc:  # the contour is a nicety; never fail a report for it
+        logger.warning("template brain mask unavailable: %s", exc)
+        return None
+
+
+# --------------------------------------------------------------------------- group plots
+# Small inline SVG charts built as text (no matplotlib: a group report renders in milliseconds).
+# Every label goes through html.escape, so the SVG is safe to embed as markup.
+_FONT = 'font-family="system-ui, sans-serif" font-size="10" fill="#52606d"'
+
+
+def _esc(text) -> str:
+    return html.escape(str(text), quote=True)
+
+
+def _nice_ticks(top: float, n: int = 4) -> list[float]:
+    """0 and up to ``n`` round tick values covering [0, top] (integers when top is small)."""
+    top = max(float(top), 1.0)
+    raw = top / n
+    mag = 10 ** np.floor(np.log10(raw))
+    step = next(m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw)
+    step = max(step, 1.0)
+    return [float(v) for v in np.arange(0, top + step * 0.999, step)]
+
+
+def _svg(width: int, height: int, label: str, body: list[str]) -> str:
+    return (f'<svg xmlns="http://www.w3.org/2000/svg" class="chart" viewBox="0 0 {width} {height}" '
+            f'width="{width}" height="{height}" role="img" aria-label="{_esc(label)}">'
+            + "".join(body) + "</svg>")
+
+
+def _legend(items, x: float, y: float) -> list[str]:
+    out = []
+    for name, colour in items:
+        out.append(f'<rect x="{x:.1f}" y="{y - 8:.1f}" width="9" height="9" rx="2" fill="{colour}"/>'
+                   f'<text x="{x + 12:.1f}" y="{y:.1f}" {_FONT}>{_esc(name)}</text>')
+        x += 18 + 6.2 * len(str(name))
+    return out
+
+
+def bar_chart(categories, series, *, stacked: bool = False, title: str = "", ylabel: str = "scans",
+              width: int = 360, height: int = 210, gap: float = 0.25, legend: bool = True,
+              xlabels=None) -> str:
+    """Vertical bars as inline SVG.
+
+    ``series`` is a list of (name, colour, values) with one value per category; bars are side
+    by side, or stacked when ``stacked``. ``xlabels`` replaces the category labels (use "" to
+    skip some). Each bar has a tooltip (``<title>``) with its exact value.
+    """
+    left, right, top, bottom = 34, 6, (34 if legend else 18) if title else (22 if legend else 8), 24
+    pw, ph = width - left - right, height - top - bottom
+    n = max(1, len(categories))
+    vals = np.array([[float(v or 0) for v in values] for _, _, values in series]).reshape(len(series), -1)
+    ymax = (vals.sum(axis=0).max() if stacked else vals.max()) if vals.size else 0
+    ticks = _nice_ticks(ymax)
+    scale = ph / ticks[-1]
+    body = []
+    if title:
+        body.append(f'<text x="{left}" y="12" {_FONT} font-weight="600" fill="#1f2933">{_esc(title)}</text>')
+    if legend and len(series) > 1:
+        body += _legend([(name, colour) for name, colour, _ in series], left, top - 8)
+    for t in ticks:
+        y = top + ph - t * scale
+        body.append(f'<line x1="{left}" x2="{left + pw}" y1="{y:.1f}" y2="{y:.1f}" stroke="#e6e8eb"/>'
+                    f'<text x="{left - 4}" y="{y + 3:.1f}" text-anchor="end" {_FONT}>{t:g}</text>')
+    band = pw / n
+    inner = band * (1 - gap)
+    for i, cat in enumerate(categories):
+        x0 = left + i * band + band * gap / 2
+        base = 0.0
+        for j, (name, colour, _) in enumerate(series):
+            v = vals[j, i]
+            if stacked:
+                x, w, y0 = x0, inner, base
+                base += v
+            else:
+                w = inner / len(series)
+                x, y0 = x0 + j * w, 0.0
+            if v > 0:
+                tip = f"{cat}: {name} {v:g}" if name else f"{cat}: {v:g}"
+                body.append(f'<rect x="{x:.1f}" y="{top + ph - (y0 + v) * scale:.1f}" width="{max(w - 0.5, 0.5):.1f}" '
+                            f'height="{v * scale:.1f}" fill="{colour}"><title>{_esc(tip)}</title></rect>')
+        label = cat if xlabels is None else xlabels[i]
+        if label != "":
+            body.append(f'<text x="{left + (i + 0.5) * band:.1f}" y="{top + ph + 14}" text-anchor="middle" '
+                        f'{_FONT}>{_esc(label)}</text>')
+    body.append(f'<line x1="{left}" x2="{left + pw}" y1="{top + ph}" y2="{top + ph}" stroke="#9aa5b1"/>')
+    body.append(f'<text transform="translate(10 {top + ph / 2:.0f}) rotate(-90)" text-anchor="middle" '
+                f'{_FONT}>{_esc(ylabel)}</text>')
+    return _svg(width, height, title or ylabel, body)
+
+
+def _fmt_edge(v: float) -> str:
+    return f"{v:.2g}" if abs(v) < 10 else f"{v:.0f}"
+
+
+def histogram_chart(values, tiers=None, *, title: str = "", bins: int = 16, width: int = 270,
+                    height: int = 170, legend: bool = False, value_range=None) -> str:
+    """Histogram of ``values`` (NaN ignored) as SVG, stacked by tier (1/2/3, other) when given.
+
+    ``value_range`` (lo, hi) fixes the bins (e.g. (0, 1) for probabilities); default data range.
+    """
+    vals = np.asarray(values, dtype=float)
+    ok = np.isfinite(vals)
+    if not ok.any():
+        return _svg(width, height, title, [
+            f'<text x="8" y="12" {_FONT} font-weight="600" fill="#1f2933">{_esc(title)}</text>',
+            f'<text x="{width / 2}" y="{height / 2}" text-anchor="middle" {_FONT}>no values</text>'])
+    lo, hi = value_range or (float(vals[ok].min()), float(vals[ok].max()))
+    if hi <= lo:
+        lo, hi = lo - 0.5, hi + 0.5
+    edges = np.linspace(lo, hi, bins + 1)
+    tiers = np.full(vals.shape, np.nan) if tiers is None else np.asarray(tiers, dtype=float)
+    series = []
+    for key, name in ((1, "tier 1"), (2, "tier 2"), (3, "tier 3"), (None, "no tier")):
+        sel = ok & (~np.isin(tiers, (1, 2, 3)) if key is None else tiers == key)
+        if sel.any():
+            series.append((name, TIER_COLOURS[key], np.histogram(vals[sel], edges)[0].tolist()))
+    centres = [f"{_fmt_edge(a)}–{_fmt_edge(b)}" for a, b in zip(edges[:-1], edges[1:], strict=True)]
+    labels = [""] * bins
+    for i in (0, bins // 2, bins - 1):
+        labels[i] = _fmt_edge((edges[i] + edges[i + 1]) / 2)
+    return bar_chart(centres, series, stacked=True, title=title, width=width, height=height,
+                     gap=0.08, legend=legend, xlabels=labels)
+
+
+def share_chart(groups: dict, *, width: int = 460) -> str:
+    """Horizontal 100 % stacked bars of tier shares per group (site, scanner), as SVG.
+
+    ``groups`` maps label -> {1: n, 2: n, 3: n, None: n_error_or_untiered}.
+    """
+    labels = list(groups)
+    label_w = min(160, 12 + 6.2 * max((len(str(g)) for g in labels), default=4))
+    row, top = 22, 24
+    height = top + row * len(labels) + 22
+    pw = width - label_w - 24
+    keys = ((1, "tier 1"), (2, "tier 2"), (3, "tier 3"), (None, "error / none"))
+    body = _legend([(name, TIER_COLOURS[k]) for k, name in keys], label_w, 12)
+    for i, g in enumerate(labels):
+        total = max(1, sum(groups[g].values()))
+        y, x = top + i * row, label_w
+        body.append(f'<text x="{label_w - 6}" y="{y + 13}" text-anchor="end" {_FONT}>{_esc(g)}</text>')
+        for k, name in keys:
+            share = groups[g].get(k, 0) / total
+            if share > 0:
+                body.append(f'<rect x="{x:.1f}" y="{y + 2}" width="{share * pw:.1f}" height="{row - 6}" '
+                            f'fill="{TIER_COLOURS[k]}"><title>{_esc(g)}: {name} {groups[g].get(k, 0)} '
+                            f'({100 * share:.0f} %)</title></rect>')
+                x += share * pw
+    for t in (0, 0.5, 1):
+        x = label_w + t * pw
+        body.append(f'<text x="{x:.1f}" y="{height - 6}" text-anchor="middle" {_FONT}>{t * 100:.0f} %</text>')
+    return _svg(width, height, "tier shares", body)
