@@ -158,6 +158,9 @@ def test_no_match_exits_18(tiny_bids, tmp_path):
     assert main([str(tiny_bids), str(tmp_path / "o"), "participant",
                  "--participant-label", "99"]) == 18
     assert main([str(tiny_bids), str(tmp_path / "o"), "group"]) == 18  # nothing to gather
+    assert not (tmp_path / "o").exists()
+    (tmp_path / "empty").mkdir()
+    assert main([str(tiny_bids), str(tmp_path / "empty"), "group"]) == 18
 
 
 def test_output_inside_input_exits_64(tiny_bids):

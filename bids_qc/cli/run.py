@@ -326,6 +326,9 @@ def run_group(config) -> int:
     from bids_qc.exceptions import AnnotationError
     from bids_qc.workflows.group import NoRecordsFound, run_group_level
 
+    if not config.output_dir.is_dir():
+        raise _Exit(EX_NOMATCH, f"{config.output_dir} does not exist: run the participant "
+                                "level first")
     _make_output_dir(config)
     try:
         summary = run_group_level(config)
