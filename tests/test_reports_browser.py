@@ -39,6 +39,8 @@ def test_reports_in_headless_chromium(tmp_path):
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000
     # the group queue lists the scans to rate (error scan excluded), most in need first
     assert result["queue"][0].startswith("sub-04_acq-") and "sub-03_T1w" not in result["queue"]
+    # a rating made in a participant page shows up in the group queue (same derivatives folder)
+    assert result["storage_shared"]
 
 
 def test_chromium_checks_catch_a_broken_page(tmp_path):

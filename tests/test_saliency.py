@@ -121,12 +121,16 @@ def test_saliency_maps_skips_failures(conv5fc3, caplog):
 
 
 def test_grad_cam_cost_on_one_thread(conv5fc3):
-    """Issue 7: < 0.3 s per detector at 64x80x64 on 1 thread (best of 3 against CPU contention)."""
+    """Issue 7: < 0.3 s per detector at 64x80x64 on 1 thread.
+
+    Measured as CPU time of this thread (torch runs single-threaded here, in the caller's
+    thread), best of 3, so other jobs on a shared machine do not make the test flaky.
+    """
     x = torch.rand(1, 1, 64, 80, 64)
     grad_cam(conv5fc3, x)  # warm-up
     best = float("inf")
     for _ in range(3):
-        t0 = time.perf_counter()
+        t0 = time.thread_time()
         grad_cam(conv5fc3, x)
-        best = min(best, time.perf_counter() - t0)
-    assert best < 0.3, f"Grad-CAM took {best:.3f} s"
+        best = min(best, time.thread_time() - t0)
+    assert best < 0.3, f"Grad-CAM took {best:.3f} s of CPU"

@@ -262,14 +262,35 @@ def mosaic_uris(volume: np.ndarray | None, zooms, *, n: int = 6, height: int = 1
     return out
 
 
-@lru_cache(maxsize=4)
-def _heat_lut(threshold: float = 0.2, name: str = "turbo") -> np.ndarray:
-    """(256, 4) uint8 RGBA: colour map, alpha 0 below ``threshold`` then rising to ~0.92."""
-    from matplotlib import colormaps
+# The "turbo" colour map sampled at 256 levels (RGB bytes, hex). Turbo: Copyright 2019 Google
+# LLC, Apache License 2.0 (Mikhailov, "Turbo, an improved rainbow colormap"); values as in
+# matplotlib's copy. Embedded so that a report does not import matplotlib (~1 s per process).
+_TURBO_HEX = (
+    "30123b32154333184a341b51351e5836215f37246638276d392a733a2d793b2f803c32863d358b3e38913f3b973f3e9c"
+    "4040a24143a74146ac4249b1424bb5434eba4451bf4454c34456c74559cb455ccf455ed34661d64664da4666dd4669e0"
+    "466be3476ee64771e94773eb4776ee4778f0477bf2467df44680f64682f84685fa4687fb458afc458cfd448ffe4391fe"
+    "4294ff4196ff4099ff3e9bfe3d9efe3ba0fd3aa3fc38a5fb37a8fa35abf833adf731aff52fb2f42eb4f22cb7f02ab9ee"
+    "28bceb27bee925c0e723c3e422c5e220c7df1fc9dd1ecbda1ccdd81bd0d51ad2d21ad4d019d5cd18d7ca18d9c818dbc5"
+    "18ddc218dec018e0bd19e2bb19e3b91ae4b61ce6b41de7b21fe9af20eaac22ebaa25eca727eea42aefa12cf09e2ff19b"
+    "32f29835f39438f4913cf58e3ff68a43f78746f8844af8804ef97d52fa7a55fa7659fb735dfc6f61fc6c65fd6969fd66"
+    "6dfe6271fe5f75fe5c79fe597dff5680ff5384ff5188ff4e8bff4b8fff4992ff4796fe4499fe429cfe409ffd3fa1fd3d"
+    "a4fc3ca7fc3aa9fb39acfb38affa37b1f936b4f836b7f735b9f635bcf534bef434c1f334c3f134c6f034c8ef34cbed34"
+    "cdec34d0ea34d2e935d4e735d7e535d9e436dbe236dde037dfdf37e1dd37e3db38e5d938e7d739e9d539ebd339ecd13a"
+    "eecf3aefcd3af1cb3af2c93af4c73af5c53af6c33af7c13af8be39f9bc39faba39fbb838fbb637fcb336fcb136fdae35"
+    "fdac34fea933fea732fea431fea130fe9e2ffe9b2dfe992cfe962bfe932afe9029fd8d27fd8a26fc8725fc8423fb8122"
+    "fb7e21fa7b1ff9781ef9751df8721cf76f1af66c19f56918f46617f36315f26014f15d13f05b12ef5811ed5510ec530f"
+    "eb500eea4e0de84b0ce7490ce5470be4450ae2430ae14109df3f08dd3d08dc3b07da3907d83706d63506d43305d23105"
+    "d02f05ce2d04cc2b04ca2a04c82803c52603c32503c12302be2102bc2002b91e02b71d02b41b01b21a01af1801ac1701"
+    "a91601a71401a41301a112019e10019b0f01980e01950d01920b018e0a018b09028808028507028106027e05027a0403"
+)
 
+
+@lru_cache(maxsize=4)
+def _heat_lut(threshold: float = 0.2) -> np.ndarray:
+    """(256, 4) uint8 RGBA: turbo colours, alpha 0 below ``threshold`` then rising to ~0.92."""
     v = np.linspace(0, 1, 256)
     lut = np.empty((256, 4), dtype=np.uint8)
-    lut[:, :3] = (colormaps[name](v)[:, :3] * 255).astype(np.uint8)
+    lut[:, :3] = np.frombuffer(bytes.fromhex(_TURBO_HEX), dtype=np.uint8).reshape(256, 3)
     lut[:, 3] = (np.clip((v - threshold) / (1.0 - threshold), 0.0, 1.0) ** 0.7 * 235).astype(np.uint8)
     return lut
 
@@ -320,11 +341,16 @@ def saliency_strips(base: np.ndarray, maps: dict, zooms=(2.5, 2.5, 2.5), *, n: i
 def template_brain_mask() -> np.ndarray | None:
     """Boolean brain mask on the 2 mm template grid (GM + WM prior > 0.5), or None."""
     try:
-        import nibabel as nib
+        try:  # shares the pipeline's cached copy when the app has loaded it
+            from bids_qc.preprocessing import load_template
 
-        data = Path(__file__).resolve().parent.parent / "data"
-        probs = [np.asarray(nib.load(data / f"tpl-MNI152NLin2009aSym_res-2_label-{t}_probseg.nii.gz")
-                            .dataobj, dtype=np.float32) for t in ("GM", "WM")]
+            probs = [load_template(f"label-{t}_probseg")[0] for t in ("GM", "WM")]
+        except ImportError:
+            import nibabel as nib
+
+            data = Path(__file__).resolve().parent.parent / "data"
+            probs = [np.asarray(nib.load(data / f"tpl-MNI152NLin2009aSym_res-2_label-{t}_probseg.nii.gz")
+                                .dataobj, dtype=np.float32) for t in ("GM", "WM")]
         total = probs[0] + probs[1]
         if total.max() > 1.5:  # stored as 0..255 without scaling
             total = total / 255.0
@@ -371,14 +397,15 @@ def _legend(items, x: float, y: float) -> list[str]:
 
 def bar_chart(categories, series, *, stacked: bool = False, title: str = "", ylabel: str = "scans",
               width: int = 360, height: int = 210, gap: float = 0.25, legend: bool = True,
-              xlabels=None) -> str:
+              xlabels=None, xticks=None) -> str:
     """Vertical bars as inline SVG.
 
     ``series`` is a list of (name, colour, values) with one value per category; bars are side
     by side, or stacked when ``stacked``. ``xlabels`` replaces the category labels (use "" to
-    skip some). Each bar has a tooltip (``<title>``) with its exact value.
+    skip some); ``xticks`` [(fraction of the axis, label)] puts labels between bars instead
+    (histogram edges). Each bar has a tooltip (``<title>``) with its exact value.
     """
-    left, right, top, bottom = 34, 6, (34 if legend else 18) if title else (22 if legend else 8), 24
+    left, right, top, bottom = 34, 12, (34 if legend else 18) if title else (22 if legend else 8), 24
     pw, ph = width - left - right, height - top - bottom
     n = max(1, len(categories))
     vals = np.array([[float(v or 0) for v in values] for _, _, values in series]).reshape(len(series), -1)
@@ -411,10 +438,14 @@ def bar_chart(categories, series, *, stacked: bool = False, title: str = "", yla
                 tip = f"{cat}: {name} {v:g}" if name else f"{cat}: {v:g}"
                 body.append(f'<rect x="{x:.1f}" y="{top + ph - (y0 + v) * scale:.1f}" width="{max(w - 0.5, 0.5):.1f}" '
                             f'height="{v * scale:.1f}" fill="{colour}"><title>{_esc(tip)}</title></rect>')
-        label = cat if xlabels is None else xlabels[i]
+        label = "" if xticks is not None else (cat if xlabels is None else xlabels[i])
         if label != "":
             body.append(f'<text x="{left + (i + 0.5) * band:.1f}" y="{top + ph + 14}" text-anchor="middle" '
                         f'{_FONT}>{_esc(label)}</text>')
+    for frac, label in xticks or []:
+        x = left + frac * pw
+        body.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{top + ph}" y2="{top + ph + 3}" stroke="#9aa5b1"/>'
+                    f'<text x="{x:.1f}" y="{top + ph + 14}" text-anchor="middle" {_FONT}>{_esc(label)}</text>')
     body.append(f'<line x1="{left}" x2="{left + pw}" y1="{top + ph}" y2="{top + ph}" stroke="#9aa5b1"/>')
     body.append(f'<text transform="translate(10 {top + ph / 2:.0f}) rotate(-90)" text-anchor="middle" '
                 f'{_FONT}>{_esc(ylabel)}</text>')
@@ -448,11 +479,9 @@ def histogram_chart(values, tiers=None, *, title: str = "", bins: int = 16, widt
         if sel.any():
             series.append((name, TIER_COLOURS[key], np.histogram(vals[sel], edges)[0].tolist()))
     centres = [f"{_fmt_edge(a)}–{_fmt_edge(b)}" for a, b in zip(edges[:-1], edges[1:], strict=True)]
-    labels = [""] * bins
-    for i in (0, bins // 2, bins - 1):
-        labels[i] = _fmt_edge((edges[i] + edges[i + 1]) / 2)
+    ticks = [(f, _fmt_edge(lo + f * (hi - lo))) for f in (0.0, 0.5, 1.0)]
     return bar_chart(centres, series, stacked=True, title=title, width=width, height=height,
-                     gap=0.08, legend=legend, xlabels=labels)
+                     gap=0.08, legend=legend, xticks=ticks)
 
 
 def share_chart(groups: dict, *, width: int = 460) -> str:

@@ -109,12 +109,12 @@ def plain(value):
 
 
 def _missing(value) -> bool:
+    """None, NaN, or pandas' NA/NaT (nullable columns of the group table)."""
     if value is None:
         return True
-    try:
-        return bool(isinstance(value, float) and math.isnan(value)) or value is np.nan
-    except TypeError:
-        return False
+    if isinstance(value, (float, np.floating)):
+        return bool(np.isnan(value))
+    return type(value).__name__ in ("NAType", "NaTType")
 
 
 def _int_or_none(value):
@@ -198,7 +198,7 @@ def participant_context(assessment) -> dict:
     model = record.get("model") or {}
 
     warnings = [str(w) for w in record.get("warnings") or []]
-    if status != "error" and model.get("trained") is False and not any("untrained" in w.lower() for w in warnings):
+    if status != "error" and model.get("trained") is False and not any(("untrained" in w.lower() or "not trained" in w.lower()) for w in warnings):
         warnings.append("The model is untrained: probabilities, grades and tier are placeholders.")
 
     detectors = []
@@ -268,7 +268,9 @@ def participant_context(assessment) -> dict:
         "images": images, "image_notes": image_notes,
         "positive": list(ordered),
         "saliency_empty": [d for d in ordered if not float(np.max(ordered[d])) > 0],
-        "rating": {**keys, "storage_key": source or bids_name,
+        # ratings are kept in the browser per derivatives folder: the report sits in
+        # <root>/sub-X/[ses-Y/]anat/, so the root is 2 or 3 levels up
+        "rating": {**keys, "root": "../" * (3 if keys["session"] != "n/a" else 2),
                    "model": {a: grades.get(a) for a in ARTEFACTS}, "model_tier": record.get("tier")},
         "annotation_columns": ANNOTATION_COLUMNS,
         "record_text": json.dumps(record, indent=2), "version": __version__,
@@ -301,7 +303,7 @@ _ENTITY_COLUMNS = ("session", "run", "acquisition", "task", "reconstruction", "c
 
 
 def _bids_root(source_file: str) -> Path | None:
-    """Nearest parent of ``source_file`` holding dataset_description.json, or None."""
+    """Nearest parent of an absolute ``source_file`` holding dataset_description.json, or None."""
     try:
         folder = Path(source_file).resolve().parent
     except (OSError, RuntimeError):
@@ -310,6 +312,25 @@ def _bids_root(source_file: str) -> Path | None:
         if (candidate / "dataset_description.json").is_file():
             return candidate
     return None
+
+
+def source_datasets(out_dir: Path) -> list[Path]:
+    """Local source dataset folders named in ``out_dir/dataset_description.json``
+    (``SourceDatasets[].URL`` of the form ``file:///...``)."""
+    from urllib.parse import unquote, urlparse
+
+    try:
+        desc = json.loads((Path(out_dir) / "dataset_description.json").read_text())
+    except (OSError, ValueError):
+        return []
+    roots = []
+    for entry in desc.get("SourceDatasets") or []:
+        url = str((entry or {}).get("URL") or "")
+        if url.startswith("file://"):
+            path = Path(unquote(urlparse(url).path))
+            if path.is_dir():
+                roots.append(path)
+    return roots
 
 
 def _participants_sites(root: Path) -> dict:
@@ -363,19 +384,27 @@ def _scanner_label(meta: dict) -> str | None:
     return " ".join(parts) or None
 
 
-def _add_site_scanner(df):
-    """Add ``site`` (participants.tsv) and ``scanner`` (sidecars) columns when they can be found."""
+def _add_site_scanner(df, out_dir: Path):
+    """Add ``site`` (participants.tsv) and ``scanner`` (JSON sidecars) columns when found.
+
+    ``source_file`` may be absolute, or relative to a source dataset named in the
+    derivatives' dataset_description.json (as the BIDS-App writes it).
+    """
     if "source_file" not in df:
         return df
-    roots: dict[str, Path | None] = {}
+    sources = source_datasets(out_dir)
+    roots: dict[str, tuple[Path | None, str]] = {}
     sites, scanners = [], []
     site_maps: dict[Path, dict] = {}
     for src, subj in zip(df["source_file"], df["subject"], strict=False):
         src = "" if _missing(src) else str(src)
-        parent = str(Path(src).parent)
-        if parent not in roots:
-            roots[parent] = _bids_root(src) if src else None
-        root = roots[parent]
+        if src not in roots:
+            if src and Path(src).is_absolute():
+                roots[src] = (_bids_root(src), src)
+            else:
+                found = [r for r in sources if (r / src).exists()] or sources
+                roots[src] = (found[0], str(found[0] / src)) if (found and src) else (None, src)
+        root, full = roots[src]
         if root is None:
             sites.append(None)
             scanners.append(None)
@@ -383,7 +412,7 @@ def _add_site_scanner(df):
         if root not in site_maps:
             site_maps[root] = _participants_sites(root)
         sites.append(site_maps[root].get(f"sub-{_label(subj)}"))
-        scanners.append(_scanner_label(_sidecar_metadata(src, root)))
+        scanners.append(_scanner_label(_sidecar_metadata(full, root)))
     if "site" not in df and any(s is not None for s in sites):
         df["site"] = sites
     if "scanner" not in df and any(s is not None for s in scanners):
@@ -425,6 +454,58 @@ def _proxy_uncertainty(probs: list) -> float | None:
     return max(vals) if vals else None
 
 
+def _score(value, key: str = "balanced_accuracy"):
+    """A score given as a number, or as a dict of scores (``key`` picked)."""
+    return _num(value.get(key)) if isinstance(value, dict) else _num(value)
+
+
+def _before_after(before, after, key: str = "balanced_accuracy") -> dict:
+    b, a = _score(before, key), _score(after, key)
+    return {"before": "n/a" if b is None else f"{b:.3f}", "after": "n/a" if a is None else f"{a:.3f}",
+            "change": "n/a" if a is None or b is None else f"{a - b:+.3f}",
+            "better": None if a is None or b is None else a > b}
+
+
+TIER_DECISIONS = {"tier_12_vs_3": "reject (tier 3) vs keep", "tier_1_vs_2": "medium (tier 2) vs good"}
+
+
+def finetune_context(finetune: dict) -> dict:
+    """Group fine-tuning results -> tables of CV balanced accuracy before/after.
+
+    Accepts the summary of :func:`bids_qc.finetune_group.run_group_finetuning` (``detectors``:
+    {name: {status, n_scans, before: {balanced_accuracy, ...}, after: {...}}}, ``tiers``:
+    {n_scans, before: {decision: scores}, after: ...}, plus scalars) and the simple form
+    {detector: {"before": 0.7, "after": 0.8}, ...}.
+    """
+    finetune = plain(finetune)
+    dets = finetune.get("detectors")
+    if not isinstance(dets, dict):
+        dets = {k: v for k, v in finetune.items() if isinstance(v, dict) and ("before" in v or "status" in v)}
+    rows = []
+    for name, v in dets.items():
+        if not isinstance(v, dict):
+            continue
+        n = v.get("n_scans")
+        if n is None and isinstance(v.get("before"), dict):
+            n = (v["before"].get("n_positive") or 0) + (v["before"].get("n_negative") or 0) or None
+        if n is None and "n_positive" in v:
+            n = f"{v.get('n_positive', 0)} pos / {v.get('n_negative', 0)} neg"
+        rows.append({"name": name, "status": v.get("status", ""), "n": fmt(n),
+                     **_before_after(v.get("before"), v.get("after"))})
+    tiers, tiers_n = [], None
+    tier_info_ = finetune.get("tiers")
+    if isinstance(tier_info_, dict) and isinstance(tier_info_.get("before"), dict):
+        tiers_n = tier_info_.get("n_scans")
+        for key, label in TIER_DECISIONS.items():
+            if key in tier_info_["before"]:
+                tiers.append({"name": label, **_before_after(tier_info_["before"].get(key),
+                                                             (tier_info_.get("after") or {}).get(key))})
+    used = {"detectors", "tiers"} | set(dets)
+    scalars = [(k, v if isinstance(v, str) else (json.dumps(v) if isinstance(v, (dict, list)) else fmt(v, 4)))
+               for k, v in finetune.items() if k not in used]
+    return {"scalars": scalars, "detectors": rows, "tiers": tiers, "tiers_n": tiers_n}
+
+
 def group_context(table, html_path: Path, out_dir: Path, *, finetune: dict | None = None) -> dict:
     """Everything the group template shows; ``table`` is the per-scan DataFrame."""
     import pandas as pd
@@ -436,7 +517,7 @@ def group_context(table, html_path: Path, out_dir: Path, *, finetune: dict | Non
         df["bids_name"] = [bids_stem(s) for s in df["source_file"]]
     if "subject" not in df:
         df["subject"] = [annotation_keys(str(n))["participant_id"] for n in df["bids_name"]]
-    df = _add_site_scanner(df)
+    df = _add_site_scanner(df, out_dir)
     entity_cols = [c for c in _ENTITY_COLUMNS
                    if c in df and any(_label(v) != "n/a" for v in df[c])]
     group_cols = [c for c in ("site", "scanner") if c in df and df[c].notna().any()]
@@ -457,7 +538,7 @@ def group_context(table, html_path: Path, out_dir: Path, *, finetune: dict | Non
         grades = {a: _int_or_none(rec.get(f"grade_{a}")) for a in ARTEFACTS}
         rows.append({
             "bids_name": name, "link": link, "ids": keys, "status": status,
-            "storage_key": str(rec.get("source_file") or name),
+
             "error": _error_text(rec.get("error")) if status == "error" else "",
             "entities": {c: _label(rec.get(c)) for c in entity_cols},
             "groups": {c: ("n/a" if _missing(rec.get(c)) else str(rec.get(c))) for c in group_cols},
@@ -520,23 +601,9 @@ def group_context(table, html_path: Path, out_dir: Path, *, finetune: dict | Non
         return (-flag, -(r["uncertainty"] if r["uncertainty"] is not None else -1.0), r["bids_name"])
 
     queue = sorted(ok, key=need_key)
-    ft = None
-    if finetune:
-        ft = {"scalars": [(k, fmt(v, 4)) for k, v in finetune.items() if not isinstance(v, dict)],
-              "columns": [], "rows": []}
-        nested = {k: v for k, v in finetune.items() if isinstance(v, dict)}
-        cols: list[str] = []
-        for v in nested.values():
-            cols += [c for c in v if c not in cols]
-        show_delta = "before" in cols and "after" in cols
-        ft["columns"] = cols + (["change"] if show_delta else [])
-        for k, v in nested.items():
-            cells = [f"{x:.3f}" if (x := _num(v.get(c))) is not None else fmt(v.get(c)) for c in cols]
-            if show_delta:
-                b, a = _num(v.get("before")), _num(v.get("after"))
-                cells.append("n/a" if a is None or b is None else f"{a - b:+.3f}")
-            ft["rows"].append((k, cells))
+    ft = finetune_context(finetune) if finetune else None
     models = sorted({r["model_id"] for r in rows if r["model_id"]})
+    root = Path(os.path.relpath(out_dir, html_path.parent)).as_posix().rstrip("/") + "/"
     return {
         "title": "bids_qc group report", "rows": rows, "n": len(rows), "n_ok": len(ok),
         "n_error": len(errors), "errors": errors, "tier_cards": tier_cards, "plots": plots,
@@ -545,7 +612,7 @@ def group_context(table, html_path: Path, out_dir: Path, *, finetune: dict | Non
         "finetune": ft, "models": models, "detectors": DETECTORS, "artefacts": ARTEFACTS,
         "metrics": [(m, METRIC_INFO[m][0]) for m in METRICS],
         "annotation_columns": ANNOTATION_COLUMNS, "version": __version__,
-        "generated": time.strftime("%Y-%m-%d %H:%M"), "out_dir": str(out_dir),
+        "generated": time.strftime("%Y-%m-%d %H:%M"), "out_dir": str(out_dir), "root": root,
     }
 
 
