@@ -29,6 +29,7 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -232,6 +233,7 @@ class Page:
 
 
 # --------------------------------------------------------------------------- demo dataset
+@lru_cache(maxsize=4)
 def _template(name: str) -> np.ndarray:
     import nibabel as nib
 
@@ -240,7 +242,8 @@ def _template(name: str) -> np.ndarray:
 
 
 def demo_assessment(bids_name: str, *, native=None, zooms=(2.0, 2.0, 2.0), error: bool = False,
-                    untrained: bool = True, seed: int = 0, probabilities: dict | None = None):
+                    untrained: bool = True, seed: int = 0, probabilities: dict | None = None,
+                    real_saliency: bool = False):
     """A ScanAssessment-like object with realistic arrays (template-based) and a full record."""
     from types import SimpleNamespace
 
@@ -282,7 +285,7 @@ def demo_assessment(bids_name: str, *, native=None, zooms=(2.0, 2.0, 2.0), error
     if untrained:
         record["warnings"].append("untrained model: the detector weights are random")
     positives = [d for d in DETECTORS if probs[d] >= 0.5]
-    saliency = _demo_saliency(model_input, positives, seed)
+    saliency = _demo_saliency(model_input, positives, seed, real_saliency)
     if native is None:
         native = t1  # the template stands in for the raw scan
         zooms = (2.0, 2.0, 2.0)
@@ -291,27 +294,32 @@ def demo_assessment(bids_name: str, *, native=None, zooms=(2.0, 2.0, 2.0), error
                            registered=registered.astype(np.float32), saliency=saliency)
 
 
-def _demo_saliency(model_input: np.ndarray, detectors, seed: int) -> dict:
-    """Real Grad-CAM of an untrained Conv5FC3 (seeded); a smooth blob if torch is unavailable."""
+def _demo_saliency(model_input: np.ndarray, detectors, seed: int, real: bool) -> dict:
+    """Smooth blobs; with ``real``, Grad-CAM of untrained Conv5FC3 nets for the first scan
+    (seed 0) when torch and the network are available (importing torch costs seconds)."""
+    grid = np.stack(np.meshgrid(*[np.linspace(-1, 1, s) for s in model_input.shape], indexing="ij"))
+    out = {}
+    for i, det in enumerate(detectors):
+        centre = np.array([0.4 * np.sin(i + seed), 0.3 * np.cos(i), 0.2 * i - 0.2])[:, None, None, None]
+        out[det] = np.exp(-((grid - centre) ** 2).sum(0) / 0.15).astype(np.float32)
+    if seed != 0 or not real:
+        return out
     try:
         import torch
 
         from bids_qc.networks import Conv5FC3
         from bids_qc.saliency import grad_cam
-
-        x = torch.from_numpy(model_input)[None, None]
-        out = {}
-        for i, det in enumerate(detectors):
-            for s in range(20):  # an untrained net can have no region raising the logit
-                torch.manual_seed(1000 * seed + 50 * i + s)
-                out[det] = grad_cam(Conv5FC3(model_input.shape), x)
-                if out[det].max() > 0:
-                    break
-        return out
     except ImportError:
-        grid = np.stack(np.meshgrid(*[np.linspace(-1, 1, s) for s in model_input.shape], indexing="ij"))
-        blob = np.exp(-((grid - np.array([0.3, 0.2, 0.4])[:, None, None, None]) ** 2).sum(0) / 0.1)
-        return {d: blob.astype(np.float32) for d in detectors}
+        return out
+    x = torch.from_numpy(model_input)[None, None]
+    for i, det in enumerate(detectors):
+        for s in range(8):  # an untrained net can have no region raising the logit
+            torch.manual_seed(50 * i + s)
+            cam = grad_cam(Conv5FC3(model_input.shape), x)
+            if cam.max() > 0:
+                out[det] = cam
+                break
+    return out
 
 
 def _load_ixi(data: Path):
@@ -326,7 +334,7 @@ def _load_ixi(data: Path):
         return None
 
 
-def build_demo(out: Path, data: Path | None = None) -> dict:
+def build_demo(out: Path, data: Path | None = None, real_saliency: bool = False) -> dict:
     """Write a small derivatives tree with participant reports and a group report.
 
     Returns {"participant": path, "error": path, "evil": path, "group": path, "names": [...]}.
@@ -350,7 +358,7 @@ def build_demo(out: Path, data: Path | None = None) -> dict:
                                           "contrast_moderate": 0.55, "contrast_severe": 0.08}}
             if ixi is not None:
                 kw.update(native=ixi[0], zooms=ixi[1])
-        a = demo_assessment(name, **kw)
+        a = demo_assessment(name, real_saliency=real_saliency, **kw)
         rec = a.record
         ses = rec["entities"].get("session")
         rel = Path(f"sub-{rec['entities']['subject']}") / (f"ses-{ses}" if ses else "") / "anat"
@@ -394,9 +402,9 @@ def _wait_download(page: Page, folder: Path, name: str, timeout: float = 10.0) -
     raise RuntimeError(f"download {name} did not complete in {folder}")
 
 
-def run_checks(binary: str, out: Path, data: Path | None = None) -> dict:
+def run_checks(binary: str, out: Path, data: Path | None = None, real_saliency: bool = False) -> dict:
     """Render the demo, drive Chromium through it; returns {"problems": [...], "screenshots": [...]}."""
-    demo = build_demo(out / "derivatives", data)
+    demo = build_demo(out / "derivatives", data, real_saliency)
     shots, problems = [], []
     downloads = out / "downloads"
     downloads.mkdir(parents=True, exist_ok=True)
@@ -437,6 +445,14 @@ def run_checks(binary: str, out: Path, data: Path | None = None) -> dict:
                     problems.append("evil: the file name is not shown as text")
                 if key == "error" and "file is empty" not in page.js("document.getElementById('error').textContent"):
                     problems.append("error: the reason is not shown")
+                if key == "evil":  # "Start from model grades" copies the model's grades
+                    page.js(CLICK % json.dumps("#use-model"))
+                    got = page.js("BidsQcAnnotations.read(document.getElementById('rating-box'))")
+                    want = page.js("(function (b) { return [b.dataset.modelMotion, b.dataset.modelNoise, "
+                                   "b.dataset.modelContrast]; })(document.getElementById('rating-box'))")
+                    if [got["motion"], got["noise"], got["contrast"]] != want:
+                        problems.append(f"evil: 'Start from model grades' gave {got}, model {want}")
+                    page.js(CLICK % json.dumps("#clear-rating"))
                 shots.append(page.screenshot(out / f"participant_{key}.png"))
                 problems += [f"{key}: {p}" for p in page.problems]
             # 3. group report: sort, filter, queue, export
@@ -464,7 +480,7 @@ def run_checks(binary: str, out: Path, data: Path | None = None) -> dict:
             page.js(SELECT % (1, json.dumps("comment"), json.dumps("rated in queue")))
             page.js("""(function () { window.confirm = function () { return true; }; })()""")
             page.js(CLICK % json.dumps("#q-export"))
-            text = _wait_download(page, downloads, "annotations.tsv")
+            text = group_tsv = _wait_download(page, downloads, "annotations.tsv")
             lines = text.splitlines()
             if lines[0].split("\t") != ["bids_name", "participant_id", "session", "run", "motion", "noise",
                                         "contrast", "tier_override", "comment"]:
@@ -476,7 +492,8 @@ def run_checks(binary: str, out: Path, data: Path | None = None) -> dict:
         finally:
             browser.close()
     return {"problems": problems, "screenshots": shots, "queue": queue_names,
-            "storage_shared": restored == "2", "demo": demo}
+            "storage_shared": restored == "2", "demo": demo, "group_tsv": group_tsv,
+            "downloads": downloads}
 
 
 def main(argv=None) -> int:
@@ -493,7 +510,7 @@ def main(argv=None) -> int:
     out = args.out or Path(tempfile.mkdtemp(prefix="bids_qc_reports_"))
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    result = run_checks(binary, out, args.data if args.data.is_dir() else None)
+    result = run_checks(binary, out, args.data if args.data.is_dir() else None, real_saliency=True)
     for shot in result["screenshots"]:
         logger.info("screenshot %s (%d kB)", shot, shot.stat().st_size // 1024)
     logger.info("rating in a participant page restored in the group queue: %s", result["storage_shared"])

@@ -10,6 +10,7 @@ import importlib.util
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -41,6 +42,20 @@ def test_reports_in_headless_chromium(tmp_path):
     assert result["queue"][0].startswith("sub-04_acq-") and "sub-03_T1w" not in result["queue"]
     # a rating made in a participant page shows up in the group queue (same derivatives folder)
     assert result["storage_shared"]
+    # the file the browser downloaded is read by the group-level fine-tuning: the loop closes
+    annotations = pytest.importorskip("bids_qc.annotations")
+    names = result["demo"]["names"]
+    table = pd.DataFrame({"bids_name": names,
+                          "subject": [n.split("_")[0][4:] for n in names],
+                          "session": [next((p[4:] for p in n.split("_") if p.startswith("ses-")), None)
+                                      for n in names],
+                          "run": [None] * len(names)})
+    ratings = annotations.read_annotations(result["downloads"] / "annotations.tsv", table)
+    got = ratings.set_index("bids_name")
+    assert got.loc["sub-01_ses-1_run-1_T1w", "motion"] == 2 and got.loc["sub-01_ses-1_run-1_T1w", "tier_override"] == 3
+    assert got.loc["sub-01_ses-1_run-1_T1w", "comment"] == "ghosting in frontal lobe"
+    second = result["queue"][1]
+    assert got.loc[second, "noise"] == 1 and got.loc[second, "comment"] == "rated in queue"
 
 
 def test_chromium_checks_catch_a_broken_page(tmp_path):
