@@ -382,3 +382,17 @@ def test_group_table_as_the_app_writes_it(tmp_path, bids_tree):
     assert ctx["rows"][1]["ids"]["session"] == "n/a" and ctx["root"] == "./"
     text = write_group_report(table, out / "group_report.html", out).read_text()
     assert 'data-root="./"' in text
+
+
+@pytest.mark.parametrize("native", [
+    np.zeros((20, 20, 20), np.float32),                       # constant
+    np.full((8, 9, 10), np.nan, np.float32),                  # all NaN
+    np.random.default_rng(0).normal(size=(3, 40, 40)).astype(np.float32),  # thin slab
+    np.ones((10, 10, 10, 2), np.float32),                     # 4D: not shown, no crash
+])
+def test_degenerate_images_still_render(native):
+    a = assessment()
+    a.native = native
+    a.native_zooms = (1.0, 1.0, 1.0)
+    text = render_participant_report(a)
+    assert "<title>" in text and 'id="images"' in text
