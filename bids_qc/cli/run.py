@@ -88,9 +88,6 @@ def _limit_threads(omp_nthreads: int) -> None:
     """Numerical libraries get ``omp_nthreads`` threads; this (scheduling) process one."""
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = str(omp_nthreads)
-    import torch
-
-    torch.set_num_threads(1)  # the main process only loads the model; forked workers reset it
 
 
 def build_config(args: argparse.Namespace):
@@ -200,8 +197,11 @@ def run_participant(config) -> int:
                 config.output_dir)
     progress = None
     if todo:
+        import torch
+
         from bids_qc.interfaces.assess import get_bundle
 
+        torch.set_num_threads(1)  # this process only loads the model; each scan sets its own
         try:
             bundle = get_bundle(config.model_dir)  # once, before the workers fork
         except ModelError as exc:
@@ -243,7 +243,7 @@ class Progress:
         prefix = f"[{self.count}/{self.total}] {scan.bids_name if scan else node.name}"
         if status == "exception":
             self.crashed.append(scan.bids_name if scan else node.name)
-            LOGGER.error("%s: CRASHED (see the nipype crash file; rerun with -v)", prefix)
+            LOGGER.error("%s: CRASHED (a bug; see the nipype crash file)", prefix)
             return
         out = node.result.outputs
         seconds = out.seconds if isinstance(out.seconds, float) else float("nan")
@@ -283,7 +283,9 @@ def _run_workflow(config, todo):
     except RuntimeError as exc:  # nipype: some nodes crashed; progress knows which
         LOGGER.debug("nipype reported: %s", exc)
     finally:
-        if own_work_dir:
+        if progress.crashed:
+            LOGGER.error("nipype crash files kept in %s", work_dir / "crash")
+        elif own_work_dir:
             shutil.rmtree(work_dir, ignore_errors=True)
     return progress
 
