@@ -181,6 +181,20 @@ def test_invalid_dataset_exits_16(tmp_path):
     root = make_tiny_bids(tmp_path / "ds")
     (root / "dataset_description.json").unlink()
     assert main([str(root), str(tmp_path / "out"), "participant"]) == 16
+    # without validation the dataset is usable (only the corrupt scan: quick, exit 65)
+    assert main([str(root), str(tmp_path / "out"), "participant", "--skip-bids-validation",
+                 "--participant-label", "03", "--plugin", "Linear", "--no-reports"]) == 65
+    assert strict_json(tmp_path / "out/sub-03/anat/sub-03_T1w_qc.json")["status"] == "error"
+
+
+def test_filter_file_through_cli(tiny_bids, tmp_path):
+    spec = tmp_path / "filter.json"
+    spec.write_text('{"t1w": {"acquisition": "MPRAGE"}}')
+    assert main([str(tiny_bids), str(tmp_path / "o"), "participant",
+                 "--bids-filter-file", str(spec)]) == 18
+    spec.write_text('{"t1w": ')
+    assert main([str(tiny_bids), str(tmp_path / "o"), "participant",
+                 "--bids-filter-file", str(spec)]) == 64
 
 
 def test_write_failure_exits_74(tiny_bids, tmp_path):
