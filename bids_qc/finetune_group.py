@@ -18,6 +18,7 @@ import pandas as pd
 import torch
 
 from bids_qc.annotations import read_annotations
+from bids_qc.exceptions import AnnotationError
 from bids_qc.grading import detector_label, grades_from_probabilities, tier_from_grades
 from bids_qc.models import DetectorBundle, load_bundle, save_bundle
 from bids_qc.preprocessing import preprocess
@@ -51,7 +52,8 @@ def run_group_finetuning(config, table: pd.DataFrame, k: int = 5, epochs: int = 
     inputs = model_inputs(config, table, parent)
     rated = ratings[ratings["bids_name"].isin(inputs)].reset_index(drop=True)
     if len(rated) < 4:
-        raise ValueError(f"only {len(rated)} rated scans could be preprocessed; need at least 4")
+        raise AnnotationError(config.annotations, f"only {len(rated)} rated scans could be "
+                              "preprocessed; fine-tuning needs at least 4")
     subject_of = dict(zip(table["bids_name"], table["subject"].astype(str)))
     subjects = [subject_of[n] for n in rated["bids_name"]]
     k = max(2, min(k, len(set(subjects))))

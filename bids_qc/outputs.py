@@ -195,6 +195,8 @@ def record_to_row(record: dict) -> dict:
         n_warnings=len(record.get("warnings") or []),
         model_id=model.get("id"),
         model_trained=model.get("trained"),
+        uncertainty=record.get("uncertainty"),
+        needs_review=record.get("needs_review"),
         qc_json=record.get("qc_json"),
     )
     return row

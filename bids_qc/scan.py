@@ -17,6 +17,7 @@ from bids_qc.grading import grades_from_probabilities, tier_from_grades
 from bids_qc.models import DetectorBundle
 from bids_qc.preprocessing import ModelGrid, load_template, preprocess
 from bids_qc.record import DETECTORS, METRICS, new_record, set_error
+from bids_qc.review import review_flags
 
 LOGGER = logging.getLogger(__name__)
 
@@ -95,8 +96,10 @@ def assess_scan(path, bundle: DetectorBundle, *, omp_nthreads: int = 1,
             mean, std = bundle.predict(x)
             probs = {d: float(mean[d][0]) for d in DETECTORS}
             record["probabilities"] = probs
-            if len(bundle.members) > 1:
-                record["probability_std"] = {d: float(std[d][0]) for d in DETECTORS}
+            stds = {d: float(std[d][0]) for d in DETECTORS} if len(bundle.members) > 1 else None
+            if stds:
+                record["probability_std"] = stds
+            record["uncertainty"], record["needs_review"] = review_flags(probs, stds, bundle.thresholds)
             record["grades"] = grades_from_probabilities(probs, bundle.thresholds)
             record["tier"] = tier_from_grades(record["grades"])
             record["timings"]["inference"] = round(time.perf_counter() - t, 4)
