@@ -20,6 +20,7 @@ import torch
 from bids_qc.annotations import read_annotations
 from bids_qc.exceptions import AnnotationError
 from bids_qc.grading import detector_label, grades_from_probabilities, tier_from_grades
+from bids_qc.model_inputs import load_model_input, model_input_path
 from bids_qc.models import DetectorBundle, load_bundle, save_bundle
 from bids_qc.preprocessing import preprocess
 from bids_qc.record import ARTEFACTS, DETECTORS
@@ -31,10 +32,17 @@ LOGGER = logging.getLogger(__name__)
 
 
 def model_inputs(config, table: pd.DataFrame, bundle: DetectorBundle) -> dict[str, np.ndarray]:
-    """Model-grid input of every ``ok`` scan in ``table`` (preprocessed again from the source)."""
+    """Model-grid input of every ``ok`` scan in ``table``: the participant level's stored
+    volume when present, else preprocessed again from the source file."""
     out = {}
     rows = table[table["status"] == "ok"]
     for i, row in enumerate(rows.itertuples(), start=1):
+        qc_json = Path(config.output_dir) / str(row.qc_json) if isinstance(row.qc_json, str) else None
+        if qc_json is not None:
+            stored = load_model_input(model_input_path(qc_json.parent, row.bids_name), bundle.grid)
+            if stored is not None:
+                out[row.bids_name] = stored
+                continue
         source = Path(row.source_file)
         path = source if source.is_absolute() else Path(config.bids_dir) / source
         pre = preprocess(path, grid=bundle.grid, threads=config.omp_nthreads, with_registered=False)

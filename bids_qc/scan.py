@@ -86,9 +86,10 @@ def assess_scan(path, bundle: DetectorBundle, *, omp_nthreads: int = 1,
         record["preprocessing"] = pre.record
         record["warnings"].extend(pre.warnings)
         record["timings"].update({k: round(v, 4) for k, v in pre.timings.items()})
+        out.model_input = pre.model_input  # kept always: the group level reuses it
         if want_images:
             out.native, out.native_zooms = pre.native, pre.native_zooms
-            out.model_input, out.registered = pre.model_input, pre.registered
+            out.registered = pre.registered
         if pre.model_input is not None:
             stage = "inference"
             t = time.perf_counter()

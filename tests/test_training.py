@@ -142,7 +142,7 @@ def test_finetuning_repairs_a_miscalibrated_detector():
     rng = np.random.default_rng(0)
     entries = tiny_entries(12, seed=1)
     volumes, labels, subjects = [], [], []
-    for i, e in enumerate(entries):
+    for _i, e in enumerate(entries):
         for noisy in (0, 1):
             v = e.clean.astype(np.float32)
             if noisy:

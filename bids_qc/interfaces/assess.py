@@ -119,6 +119,11 @@ def qc_scan(
             if warning:
                 record.setdefault("warnings", []).append(warning)
             record.setdefault("timings", {})["report"] = round(time.perf_counter() - written_at, 4)
+        if assessment is not None and assessment.model_input is not None:
+            from bids_qc.model_inputs import model_input_path, save_model_input
+
+            save_model_input(assessment.model_input, get_bundle(model_dir).grid,
+                             model_input_path(paths["json"].parent, bids_name))
         atomic_write_json(paths["json"], record)
     except OSError as exc:
         LOGGER.error("%s: cannot write outputs: %s", bids_name, exc)

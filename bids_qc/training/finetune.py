@@ -111,7 +111,7 @@ def cross_validated_finetune(net: Conv5FC3, volumes: torch.Tensor, labels: np.nd
     k = max(2, min(k, n_subjects))
     oof = np.full(len(valid), np.nan)
     members, folds = [], []
-    for f, (train_s, val_s) in enumerate(kfold_by_subject(subj, k, seed)):
+    for f, (train_s, _val_s) in enumerate(kfold_by_subject(subj, k, seed)):
         tr = np.array([s in set(train_s) for s in subj])
         va = ~tr
         tuned, log = train_head(net, feats[tr], y[tr], val_features=feats[va], val_labels=y[va],

@@ -1,0 +1,49 @@
+"""The networks' input volume of each scan, kept as a derivative so that the group level can
+fine-tune and re-score without preprocessing every scan again.
+
+``<bids_name without _T1w>_space-MNI152NLin2009aSym_res-qc_desc-preproc_T1w.nii.gz`` beside the
+scan's ``_qc.json``: the model grid (MNI box, 2.5 mm), min-max normalised to [0, 1], int16 with a
+scale factor (quantisation step 3e-5, far below any simulated artefact).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from bids_qc.preprocessing import TEMPLATE_NAME, ModelGrid
+
+ENTITIES = f"_space-{TEMPLATE_NAME}_res-qc_desc-preproc"
+
+
+def model_input_path(folder, bids_name: str) -> Path:
+    stem, _, suffix = bids_name.rpartition("_")
+    return Path(folder) / f"{stem}{ENTITIES}_{suffix}.nii.gz"
+
+
+def save_model_input(volume: np.ndarray, grid: ModelGrid, path) -> Path:
+    """Write atomically (temporary name, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img = nib.Nifti1Image(np.asarray(volume, np.float32), grid.affine)
+    img.set_data_dtype(np.int16)
+    img.header.set_slope_inter(1.0 / 32767, 0.0)
+    img.header.set_qform(grid.affine, 1)
+    img.header.set_sform(grid.affine, 1)
+    tmp = path.with_name(f".{path.name}.tmp.nii.gz")
+    nib.save(img, str(tmp))
+    os.replace(tmp, path)
+    return path
+
+
+def load_model_input(path, grid: ModelGrid) -> np.ndarray | None:
+    """The stored volume, or None if missing or of another geometry than ``grid``."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    img = nib.load(str(path))
+    if tuple(img.shape) != tuple(grid.shape) or not np.allclose(img.affine, grid.affine, atol=1e-3):
+        return None
+    return np.asarray(img.dataobj, dtype=np.float32)

@@ -1,0 +1,85 @@
+"""Group level with annotations, end to end: fine-tune, re-score, flag, reuse the new model."""
+import json
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import synthetic_head, write_dataset_description
+
+from bids_qc.cli.run import main
+from bids_qc.models import make_untrained_bundle
+from bids_qc.preprocessing import ModelGrid
+
+TINY = ModelGrid(shape=(16, 16, 16), spacing=10.0, origin=(-75.0, -75.0, -75.0))
+
+
+@pytest.fixture(scope="module")
+def rated_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ft")
+    bids = root / "bids"
+    write_dataset_description(bids)
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(8):
+        img = synthetic_head(seed=i)
+        data = np.asarray(img.dataobj).astype(np.float32)
+        noisy = i % 2
+        if noisy:
+            data = np.sqrt((data + rng.normal(0, 150, data.shape)) ** 2 + rng.normal(0, 150, data.shape) ** 2)
+        path = bids / f"sub-{i:02d}" / "anat" / f"sub-{i:02d}_T1w.nii.gz"
+        path.parent.mkdir(parents=True)
+        nib.save(nib.Nifti1Image(data.astype(np.int16), img.affine), path)
+        rows.append(f"sub-{i:02d}_T1w\tsub-{i:02d}\tn/a\tn/a\t0\t{noisy}\t0\tn/a\t")
+    ratings = root / "ratings.tsv"
+    ratings.write_text("bids_name\tparticipant_id\tsession\trun\tmotion\tnoise\tcontrast\ttier_override\t"
+                       "comment\n" + "\n".join(rows) + "\n")
+    model = make_untrained_bundle(root / "model", grid=TINY, seed=0)
+    out = root / "out"
+    rc_p = main([str(bids), str(out), "participant", "--model-dir", str(model), "--nprocs", "2",
+                 "--no-reports"])
+    rc_g = main([str(bids), str(out), "group", "--annotations", str(ratings), "--model-dir",
+                 str(model), "--no-reports"])
+    return {"root": root, "bids": bids, "out": out, "ratings": ratings, "model": model,
+            "rc": (rc_p, rc_g)}
+
+
+def test_group_finetuning_writes_a_model_and_rescores(rated_run):
+    assert rated_run["rc"] == (0, 0)
+    out = rated_run["out"]
+    folders = list((out / "models").glob("*-finetuned-*"))
+    assert len(folders) == 1
+    manifest = json.loads((folders[0] / "manifest.json").read_text())
+    assert manifest["parent_model"].startswith("conv5fc3-untrained")
+    assert manifest["finetuning"]["n_rated"] == 8
+    noise = manifest["metrics"]["cross_validated"]["noise_moderate"]
+    assert noise["status"] == "fine-tuned" and "before" in noise and "after" in noise
+    assert len(manifest["files"]) == manifest["finetuning"]["k_folds"] >= 2
+    table = pd.read_csv(out / "group_T1w.tsv", sep="\t")
+    for col in ("p_noise_moderate_ft", "tier_ft", "uncertainty", "needs_review"):
+        assert col in table and table[col].notna().all(), col
+    summary = json.loads((out / "group_summary.json").read_text())
+    assert summary["finetuning"]["model_dir"] == str(folders[0])
+    # the participant level reuses the stored model inputs; nothing was preprocessed twice
+    assert len(list(out.rglob("*_desc-preproc_T1w.nii.gz"))) == 8
+
+
+def test_participant_level_accepts_the_finetuned_model(rated_run, tmp_path):
+    folder = next((rated_run["out"] / "models").glob("*-finetuned-*"))
+    out = tmp_path / "again"
+    assert main([str(rated_run["bids"]), str(out), "participant", "--participant-label", "01",
+                 "--model-dir", str(folder), "--no-reports"]) == 0
+    record = json.loads(next(out.rglob("*_qc.json")).read_text())
+    assert record["model"]["id"] == folder.name
+    assert "probability_std" in record and record["needs_review"] in (True, False)
+
+
+@pytest.mark.parametrize("body", ["bids_name\tmotion\tnoise\tcontrast\nsub-00_T1w\t0\t5\t0\n",
+                                  "bids_name\tmotion\tnoise\tcontrast\nsub-99_T1w\t0\t0\t0\n"])
+def test_bad_ratings_exit_65(rated_run, tmp_path, body, caplog):
+    ratings = tmp_path / "bad.tsv"
+    ratings.write_text(body)
+    rc = main([str(rated_run["bids"]), str(rated_run["out"]), "group", "--annotations", str(ratings),
+               "--model-dir", str(rated_run["model"]), "--no-reports"])
+    assert rc == 65
+    assert "row 1" in caplog.text
