@@ -30,7 +30,7 @@ from bids_qc.grading import grades_from_probabilities, tier_from_grades  # noqa:
 from bids_qc.metrics import tenengrad  # noqa: E402
 from bids_qc.models import load_bundle  # noqa: E402
 from bids_qc.preprocessing import minmax, preprocess  # noqa: E402
-from bids_qc.record import ARTEFACTS, DETECTORS  # noqa: E402
+from bids_qc.record import DETECTORS  # noqa: E402
 from bids_qc.scan import assess_scan  # noqa: E402
 from bids_qc.simulation import simulate  # noqa: E402
 from bids_qc.training.data import GRADE_PROBS, draw_grades  # noqa: E402
