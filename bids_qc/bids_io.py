@@ -26,11 +26,20 @@ _NOT_ENTITIES = {"datatype", "suffix", "extension", "extra_entities"}
 
 # Folders never indexed: derivatives and sourcedata hold no raw input; dot-folders are
 # hidden; datatype folders other than anat/ only cost indexing time.
+# Names that are not valid UTF-8 (surrogate-escaped by Python) cannot be stored by pybids'
+# SQLite index: they are left out here and reported by :func:`invalid_name_scans`.
 _IGNORE = [
     "code", "stimuli", "sourcedata", "models", "derivatives",
     re.compile(r"/\."),
     re.compile(r"^/sub-[^/]+/(?:ses-[^/]+/)?(?!anat(?:/|$))(?!ses-)[^/]+(?:/|$)"),
+    re.compile("[\udc80-\udcff]"),
 ]
+#: Why a T1w-looking file that pybids left out gets an error record instead of an assessment.
+INVALID_NAME = ("not a valid BIDS file name, so it was not assessed (rename it, e.g. "
+                "sub-<label>[_ses-<label>][_acq-<label>][_run-<index>]_T1w.nii.gz with "
+                "letters and digits only in the labels, or run with --skip-bids-validation)")
+NON_UTF8_NAME = ("not a valid BIDS file name (bytes that are not UTF-8 text), so it was not "
+                 "assessed; rename it with letters and digits only in the labels")
 
 
 class BidsValidationFailure(BidsInputError):
@@ -48,12 +57,17 @@ class ScanSpec:
     ``path`` is absolute; ``source_file`` is relative to ``bids_dir`` (POSIX separators);
     ``bids_name`` is the file name without ``.nii``/``.nii.gz``; ``entities`` maps entity
     names (``subject``, ``session``, ``run``, ...) to their labels as written in the name.
+    ``source_file`` and ``bids_name`` are printable text: bytes of a name that are not valid
+    UTF-8 appear as ``\\xe9`` (see :func:`display_name`); ``path`` is the real path.
+    ``problem``: when not empty, why the scan cannot be assessed at all (e.g. an invalid
+    BIDS name); the scan then gets an error record with this reason.
     """
 
     path: Path
     source_file: str
     bids_name: str
     entities: dict = field(default_factory=dict)
+    problem: str = ""
 
     @property
     def subdir(self) -> Path:
@@ -62,6 +76,15 @@ class ScanSpec:
         if self.entities.get("session"):
             parts.append(f"ses-{self.entities['session']}")
         return Path(*parts, "anat")
+
+
+def display_name(text: str) -> str:
+    """``text`` with the bytes of a non-UTF-8 file name shown as ``\\xNN`` escapes.
+
+    Python decodes such names with surrogate escapes, which cannot be written as UTF-8
+    (JSON, TSV, HTML); valid text is returned unchanged.
+    """
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def strip_nifti_ext(name: str) -> str:
@@ -118,7 +141,9 @@ def build_layout(bids_dir: Path, *, validate: bool = True):
     from bids import BIDSLayout, BIDSLayoutIndexer
     from bids.exceptions import BIDSValidationError
 
-    indexer = BIDSLayoutIndexer(validate=validate, ignore=_IGNORE)
+    # no metadata index: bids_qc reads no sidecar through pybids, and one sidecar that is not
+    # valid JSON would otherwise make the whole dataset unreadable
+    indexer = BIDSLayoutIndexer(validate=validate, ignore=_IGNORE, index_metadata=False)
     try:
         return BIDSLayout(str(bids_dir), validate=validate, derivatives=False, indexer=indexer)
     except BIDSValidationError as exc:
@@ -214,13 +239,47 @@ def unindexed_t1w(layout) -> list[str]:
     """T1w-looking files under ``sub-*/`` that the index left out (e.g. non-BIDS names).
 
     pybids' validation drops such files silently; the CLI logs them so users see why a file
-    was not processed. Returns paths relative to the dataset root, sorted.
+    was not processed. Returns paths relative to the dataset root (:func:`display_name`
+    text), sorted.
     """
+    root = Path(layout.root)
+    return sorted(display_name(p.relative_to(root).as_posix()) for p in _unindexed_paths(layout))
+
+
+def _unindexed_paths(layout) -> list[Path]:
     root = Path(layout.root)
     indexed = {Path(f).resolve() for f in layout.get(return_type="filename", **T1W_QUERY)}
     found = []
     for pattern in ("sub-*/anat/*_T1w.nii*", "sub-*/ses-*/anat/*_T1w.nii*"):
         for path in root.glob(pattern):
             if path.name.endswith((".nii", ".nii.gz")) and path.resolve() not in indexed:
-                found.append(path.relative_to(root).as_posix())
+                found.append(path)
     return sorted(found)
+
+
+def invalid_name_scans(layout, *, participant_label=(), session_id=()) -> list[ScanSpec]:
+    """T1w-looking files the index left out, as scans to report as errors (:data:`INVALID_NAME`,
+    :data:`NON_UTF8_NAME`).
+
+    A file ``sub-<X>/[ses-<Y>/]anat/*_T1w.nii[.gz]`` whose name pybids rejected (or could
+    not store) would otherwise be silently missing from the results. Subject and session
+    come from the folder names; the selection by ``participant_label`` / ``session_id``
+    applies. Sorted by ``source_file``.
+    """
+    root = Path(layout.root)
+    scans = []
+    for path in _unindexed_paths(layout):
+        rel = path.relative_to(root)
+        entities = {"subject": display_name(rel.parts[0][len("sub-"):])}
+        if len(rel.parts) == 4:
+            entities["session"] = display_name(rel.parts[1][len("ses-"):])
+        if participant_label and entities["subject"] not in participant_label:
+            continue
+        if session_id and entities.get("session") not in session_id:
+            continue
+        source_file = display_name(rel.as_posix())
+        problem = INVALID_NAME if source_file == rel.as_posix() else NON_UTF8_NAME
+        scans.append(ScanSpec(path=path, source_file=source_file,
+                              bids_name=display_name(strip_nifti_ext(path.name)),
+                              entities=entities, problem=problem))
+    return sorted(scans, key=lambda s: s.source_file)

@@ -76,43 +76,130 @@ def load_scan(path) -> tuple[np.ndarray, np.ndarray, tuple]:
     """Read ``path``, check it is a usable 3D image, reorient to RAS.
 
     Returns ``(data float32, affine 4x4, zooms mm)``. Raises :class:`InvalidScanError` naming
-    the file and the problem.
+    the file and the problem (missing, dangling link, not a regular file, empty, unreadable,
+    not gzip/NIfTI, truncated, not 3D, too large, singular or non-finite affine, > 1 % NaN or
+    infinite voxels, intensities beyond float32, constant). Problems that do not stop the
+    assessment (a few NaN voxels set to 0, no orientation codes, a sheared affine) are logged
+    as warnings with ``extra={"scan_warning": text}`` so that callers can record them.
+    Nothing is read before the size checks (a header claiming 10^13 voxels costs nothing).
     """
+    import gzip
+    import os
+    import stat
+    import zlib
+
     path = Path(path)
-    if not path.exists():
-        raise InvalidScanError(path, "file does not exist (dangling link?)")
-    if path.stat().st_size == 0:
+
+    def warn(text: str) -> None:
+        LOGGER.warning("%s: %s", path, text, extra={"scan_warning": text})
+
+    if path.is_symlink() and not path.exists():
+        raise InvalidScanError(path, f"dangling symbolic link (its target {os.readlink(path)} "
+                                     "does not exist)")
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        raise InvalidScanError(path, "file does not exist") from None
+    except OSError as exc:
+        raise InvalidScanError(path, f"cannot access the file: {exc.strerror}") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise InvalidScanError(path, "not a regular file (a folder, named pipe or device); "
+                                     "it cannot be read as an image")
+    if info.st_size == 0:
         raise InvalidScanError(path, "file is empty (0 bytes)")
     try:
+        with open(path, "rb") as handle:
+            magic = handle.read(2)
+    except PermissionError:
+        raise InvalidScanError(path, f"Permission denied: the file is not readable by this user "
+                                     f"(uid {os.getuid()}, file mode "
+                                     f"{stat.filemode(info.st_mode)})") from None
+    except OSError as exc:
+        raise InvalidScanError(path, f"cannot read the file: {exc.strerror}") from None
+    if path.name.endswith(".gz") and magic != b"\x1f\x8b":
+        raise InvalidScanError(path, "named .gz but not gzip-compressed (an uncompressed NIfTI? "
+                                     "rename it .nii or compress it)")
+    try:
         img = nib.load(str(path))
+    except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+        raise InvalidScanError(path, f"file is truncated or corrupt: {exc}") from None
     except Exception as exc:
-        raise InvalidScanError(path, f"cannot be read as NIfTI: {exc}") from exc
-    shape = img.shape
+        raise InvalidScanError(path, f"not a NIfTI image that can be read ({exc})") from None
+    if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
+        raise InvalidScanError(path, f"not a NIfTI image ({type(img).__name__})")
+    shape = tuple(int(n) for n in img.shape)
     if len(shape) == 4 and shape[3] == 1:
         img = img.slicer[..., 0]
-        shape = img.shape
-    if len(shape) != 3:
-        raise InvalidScanError(path, f"expected a 3D image, got shape {tuple(shape)}")
+        shape = shape[:3]
+    if len(shape) < 3:
+        raise InvalidScanError(path, f"a {len(shape)}D image (shape {shape}); a T1w scan must be 3D")
+    if len(shape) > 3:
+        volumes = int(np.prod(shape[3:]))
+        raise InvalidScanError(path, f"a {len(shape)}D image with {volumes} volumes (shape {shape}); "
+                                     "expected one 3D volume")
     if min(shape) < 2:
-        raise InvalidScanError(path, f"image is not 3D (shape {tuple(shape)})")
-    if int(np.prod(shape)) > MAX_VOXELS:
-        raise InvalidScanError(path, f"image too large ({tuple(shape)} voxels, limit {MAX_VOXELS})")
+        raise InvalidScanError(path, f"image is not 3D (shape {shape})")
+    n_voxels = int(np.prod(shape, dtype=np.int64))
+    if n_voxels > MAX_VOXELS:
+        raise InvalidScanError(path, f"image too large ({shape} = {n_voxels:.3g} voxels, "
+                                     f"limit {MAX_VOXELS:.3g})")
+    if not path.name.endswith(".gz"):
+        needed = int(img.header.get_data_offset()) + n_voxels * img.get_data_dtype().itemsize
+        if info.st_size < needed:
+            raise InvalidScanError(path, f"file is truncated: the header declares {needed} bytes "
+                                         f"(header + voxels), the file holds {info.st_size}")
     affine = img.affine
-    if not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-6:
-        raise InvalidScanError(path, "affine (voxel-to-world matrix) is singular or not finite")
+    if not np.all(np.isfinite(affine)):
+        raise InvalidScanError(path, "affine (voxel-to-world matrix) is not finite (NaN or "
+                                     "infinite values in the header's qform/sform)")
+    if abs(np.linalg.det(affine[:3, :3])) < 1e-6:
+        raise InvalidScanError(path, "affine (voxel-to-world matrix) is singular: a voxel axis "
+                                     "has no length or two axes coincide, so there is no 3D geometry")
+    if int(img.header["qform_code"]) == 0 and int(img.header["sform_code"]) == 0:
+        warn("no orientation in the header (qform_code and sform_code are 0 or invalid): "
+             "the image was placed from its voxel sizes only, left and right may be swapped")
+    columns = affine[:3, :3] / np.linalg.norm(affine[:3, :3], axis=0)
+    shear = float(np.abs(columns.T @ columns - np.eye(3)).max())
+    if shear > 1e-3:
+        warn(f"the affine has a shear (voxel axes {np.degrees(np.arcsin(min(shear, 1.0))):.1f} "
+             "degrees off perpendicular); the scan was processed with it")
     try:
         img = nib.as_closest_canonical(img)
-        data = np.asarray(img.dataobj, dtype=np.float32)
+        with np.errstate(over="ignore", invalid="ignore"):
+            data = np.asarray(img.dataobj, dtype=np.float32)
+    except MemoryError:
+        raise InvalidScanError(path, f"not enough memory to read {shape} voxels") from None
     except Exception as exc:
-        raise InvalidScanError(path, f"image data cannot be read (truncated file?): {exc}") from exc
+        raise InvalidScanError(path, f"file is truncated or corrupt: the voxel data cannot be "
+                                     f"read ({exc})") from None
     finite = np.isfinite(data)
     if not finite.all():
-        n_bad = int((~finite).sum())
-        if n_bad > 0.01 * data.size:
-            raise InvalidScanError(path, f"{n_bad} voxels are NaN or infinite")
+        n_nan = int(np.isnan(data).sum())
+        n_inf = int(data.size - finite.sum()) - n_nan
+        stored = img.get_data_dtype()
+        slope, _ = img.header.get_slope_inter()
+        overflow = n_inf and (stored.kind in "iu" or stored.itemsize > 4
+                              or (slope is not None and abs(slope) > 1))
+        if overflow and stored.kind == "f":  # a float file may hold real infinities
+            overflow = not np.isinf(np.asanyarray(img.dataobj.get_unscaled())).any()
+        if overflow:
+            what = (f"{n_inf} voxel intensities exceed the float32 range (|value| > 3.4e38; "
+                    f"stored as {stored}" + (f" with scl_slope {slope:g}" if slope not in (None, 1)
+                                             else "") + ")")
+        else:
+            what = " and ".join(t for t in (f"{n_nan} NaN" if n_nan else "",
+                                            f"{n_inf} infinite" if n_inf else "") if t)
+            what = f"{what} voxels of {data.size}"
+        if n_nan == data.size:
+            raise InvalidScanError(path, f"every voxel is NaN ({data.size} voxels)")
+        if data.size - finite.sum() > 0.01 * data.size:
+            raise InvalidScanError(path, f"{what} (more than 1 % of the image is not a number)")
         data = np.where(finite, data, 0).astype(np.float32)
+        warn(f"{what}; these voxels were set to 0")
     lo, hi = float(data.min()), float(data.max())
     if hi - lo <= 0:
+        if lo == 0:
+            raise InvalidScanError(path, "all voxels are 0 (an empty image)")
         raise InvalidScanError(path, f"image is constant (all voxels = {lo:g})")
     zooms = tuple(float(z) for z in img.header.get_zooms()[:3])
     return data, img.affine.astype(np.float64), zooms

@@ -161,31 +161,11 @@ def _make_output_dir(config) -> None:
 
 def run_participant(config) -> int:
     """Find the scans, skip those already done, run the workflow, log a summary."""
-    from bids_qc.bids_io import (
-        BidsValidationFailure,
-        NoScansFound,
-        build_layout,
-        find_t1w,
-        unindexed_t1w,
-    )
-    from bids_qc.exceptions import BidsInputError, ModelError
+    from bids_qc.exceptions import ModelError
     from bids_qc.outputs import is_done, scan_output_paths
 
     _limit_threads(config.omp_nthreads)
-    try:
-        layout = build_layout(config.bids_dir, validate=not config.skip_bids_validation)
-        scans = find_t1w(layout, participant_label=config.participant_label,
-                         session_id=config.session_id, filters=config.bids_filters)
-    except BidsValidationFailure as exc:
-        raise _Exit(EX_VALIDATION, str(exc)) from None
-    except NoScansFound as exc:
-        raise _Exit(EX_NOMATCH, str(exc)) from None
-    except BidsInputError as exc:
-        raise _Exit(EX_USAGE, str(exc)) from None
-    left_out = unindexed_t1w(layout)
-    if left_out:
-        LOGGER.warning("%d T1w-like file(s) not indexed (not valid BIDS names?), e.g. %s",
-                       len(left_out), left_out[0])
+    scans = _select_scans(config)
     _make_output_dir(config)
 
     json_of = {s.bids_name: scan_output_paths(config.output_dir, s.subdir, s.bids_name)["json"]
@@ -211,6 +191,46 @@ def run_participant(config) -> int:
                            bundle.model_id)
         progress = _run_workflow(config, todo)
     return _summarise_run(config, scans, done, progress, json_of)
+
+
+def _select_scans(config):
+    """The scans to assess: pybids' selection, plus T1w-looking files whose names pybids
+    rejected (they get an error record saying so rather than silently missing)."""
+    from bids_qc.bids_io import (
+        BidsValidationFailure,
+        NoScansFound,
+        build_layout,
+        find_t1w,
+        invalid_name_scans,
+    )
+    from bids_qc.exceptions import BidsInputError
+
+    try:
+        layout = build_layout(config.bids_dir, validate=not config.skip_bids_validation)
+    except BidsValidationFailure as exc:
+        raise _Exit(EX_VALIDATION, str(exc)) from None
+    except OSError as exc:
+        raise _Exit(EX_NOINPUT, f"cannot read bids_dir {config.bids_dir}: {exc}") from None
+    invalid = invalid_name_scans(layout, participant_label=config.participant_label,
+                                 session_id=config.session_id)
+    if invalid and config.bids_filters:
+        LOGGER.warning("%d T1w-like file(s) with invalid BIDS names ignored (a "
+                       "--bids-filter-file cannot select them), e.g. %s", len(invalid),
+                       invalid[0].source_file)
+        invalid = []
+    try:
+        scans = find_t1w(layout, participant_label=config.participant_label,
+                         session_id=config.session_id, filters=config.bids_filters)
+    except NoScansFound as exc:
+        if not invalid:
+            raise _Exit(EX_NOMATCH, str(exc)) from None
+        scans = []
+    except BidsInputError as exc:
+        raise _Exit(EX_USAGE, str(exc)) from None
+    for scan in invalid:
+        LOGGER.warning("%s: not a valid BIDS file name; it gets an error record (use "
+                       "--skip-bids-validation to assess it anyway)", scan.source_file)
+    return sorted(scans + invalid, key=lambda s: s.source_file)
 
 
 class Progress:

@@ -5,12 +5,18 @@ fields to the record and writes ``<stem>_qc.html`` (optional) then ``<stem>_qc.j
 atomically. The JSON is written last, so "the JSON exists with status ok" means the scan is
 complete (the resume test).
 
+Warnings about the input that the loader logs with ``extra={"scan_warning": text}`` (e.g.
+NaN voxels set to 0, unknown orientation) are collected while the scan is assessed and added
+to the record's ``warnings``. Text that cannot be written as UTF-8 (non-UTF-8 file names) is
+escaped before anything is written.
+
 The detector bundle is loaded once per process and kept in :data:`_BUNDLES` (keyed by the
 resolved model folder). The CLI loads it before the workers start, so MultiProc workers
 (forked) inherit it instead of loading it again.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -20,7 +26,6 @@ os.environ.setdefault("NIPYPE_NO_ET", "1")  # nipype must not phone home (no net
 
 from nipype.interfaces.base import (  # noqa: E402
     BaseInterfaceInputSpec,
-    File,
     SimpleInterface,
     TraitedSpec,
     traits,
@@ -50,8 +55,78 @@ def get_bundle(model_dir):
     return _BUNDLES[key]
 
 
+class _ScanWarnings(logging.Handler):
+    """Collects the ``scan_warning`` texts logged under ``bids_qc`` while it is attached."""
+
+    def __init__(self):
+        super().__init__(level=logging.DEBUG)
+        self.texts: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = getattr(record, "scan_warning", None)
+        if text and text not in self.texts:
+            self.texts.append(str(text))
+
+
+@contextlib.contextmanager
+def collect_scan_warnings():
+    """``with collect_scan_warnings() as found: ...`` -> ``found.texts`` (list of str)."""
+    handler = _ScanWarnings()
+    logger = logging.getLogger("bids_qc")
+    logger.addHandler(handler)
+    try:
+        yield handler
+    finally:
+        logger.removeHandler(handler)
+
+
+def printable(value):
+    """``value`` (nested dicts/lists) with every string made writable as UTF-8.
+
+    Strings decoded from non-UTF-8 file names hold surrogate escapes; their bytes become
+    ``\\xNN`` text (:func:`bids_qc.bids_io.display_name`).
+    """
+    from bids_qc.bids_io import display_name
+
+    if isinstance(value, str):
+        return display_name(value)
+    if isinstance(value, dict):
+        return {printable(k): printable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [printable(v) for v in value]
+    return value
+
+
+def remove_stale_temporaries(paths: dict) -> None:
+    """Delete the hidden temporary files a killed run (SIGKILL, power loss) left for these
+    outputs: ``.<stem>.*.tmp<suffix>`` (:func:`bids_qc.outputs.atomic_path`) and
+    ``.<name>.<pid>.tmp`` (the report renderer)."""
+    for path in map(Path, paths.values()):
+        prefixes = (f".{path.stem}.", f".{path.name}.")
+        with contextlib.suppress(OSError):
+            for entry in os.scandir(path.parent):
+                if entry.name.startswith(prefixes) and ".tmp" in entry.name:
+                    with contextlib.suppress(OSError):
+                        os.unlink(entry.path)
+
+
+def _model_info(model_dir) -> dict:
+    """``{"id", "trained", "dir"}`` of the model (``None`` values if it cannot be loaded)."""
+    try:
+        bundle = get_bundle(model_dir)
+    except Exception:  # the CLI checked the model before; never fail a record for this
+        return {"id": None, "trained": None, "dir": str(model_dir)}
+    return {"id": bundle.model_id, "trained": bundle.trained, "dir": str(bundle.folder)}
+
+
 def _write_report(assessment, html_path: Path) -> str | None:
-    """Write the participant HTML report; returns a warning text instead of raising."""
+    """Write the participant HTML report; returns a warning text instead of raising.
+
+    An ``OSError`` while writing (disk full, read-only file system) is raised: it is an I/O
+    failure of the run, not a problem of the report.
+    """
+    from bids_qc.exceptions import BidsQcError
+
     try:
         from bids_qc.reports.render import write_participant_report
     except ImportError as exc:
@@ -61,6 +136,11 @@ def _write_report(assessment, html_path: Path) -> str | None:
         return None
     try:  # the renderer writes atomically itself (tmp file + os.replace)
         write_participant_report(assessment, html_path)
+    except OSError as exc:
+        if not isinstance(exc, BidsQcError):  # e.g. ENOSPC: the JSON would fail next
+            raise
+        LOGGER.warning("%s: report failed: %s", html_path.name, exc)
+        return f"HTML report not written: {exc.__class__.__name__}: {exc}"
     except Exception as exc:  # a broken report must not lose the scan's results
         LOGGER.warning("%s: report failed: %s", html_path.name, exc)
         return f"HTML report not written: {exc.__class__.__name__}: {exc}"
@@ -78,31 +158,49 @@ def qc_scan(
     model_dir: str,
     omp_nthreads: int = 1,
     reports: bool = True,
+    problem: str = "",
 ) -> dict:
     """Assess ``in_file`` and write its outputs under ``output_dir/subdir``.
+
+    ``problem``: if not empty, the scan is not assessed and gets an error record (stage
+    ``bids``) with this reason (e.g. an invalid BIDS file name).
 
     Returns a summary ``{"out_json", "status", "tier", "grades", "error", "io_error",
     "seconds"}``. A bad scan gives status ``error`` (never an exception); an ``OSError``
     while writing is returned in ``io_error`` (the scan's JSON may then be missing).
     """
+    from bids_qc.exceptions import InvalidScanError
     from bids_qc.record import new_record, set_error
+    from bids_qc.scan import ScanAssessment
 
     started = time.perf_counter()
     paths = scan_output_paths(Path(output_dir), Path(subdir), bids_name)
     assessment = None
-    try:
-        from bids_qc.scan import assess_scan
+    with collect_scan_warnings() as found:
+        try:
+            if problem:
+                record = set_error(new_record(in_file), InvalidScanError(in_file, problem), "bids")
+                assessment = ScanAssessment(record=record)
+            else:
+                from bids_qc.scan import assess_scan
 
-        bundle = get_bundle(model_dir)
-        assessment = assess_scan(in_file, bundle, omp_nthreads=omp_nthreads,
-                                 want_images=reports)
-        record = assessment.record
-    except Exception as exc:  # scan boundary: assess_scan should not raise, but never lose a scan
-        LOGGER.exception("%s: assessment failed", in_file)
-        record = set_error(new_record(in_file), exc, "internal")
+                bundle = get_bundle(model_dir)
+                assessment = assess_scan(in_file, bundle, omp_nthreads=omp_nthreads,
+                                         want_images=reports)
+                record = assessment.record
+        except Exception as exc:  # scan boundary: assess_scan should not raise; never lose a scan
+            LOGGER.exception("%s: assessment failed", in_file)
+            record = set_error(new_record(in_file), exc, "internal")
+    if not record.get("model"):  # records made here (bad name, internal error) name the model too
+        record["model"] = _model_info(model_dir)
+    warnings = record.setdefault("warnings", [])
+    warnings.extend(w for w in found.texts if w not in warnings)
     record["source_file"] = source_file
     record["bids_name"] = bids_name
     record["entities"] = dict(entities)
+    record = printable(record)
+    if assessment is not None:
+        assessment.record = record
 
     summary = {
         "out_json": str(paths["json"]),
@@ -113,6 +211,7 @@ def qc_scan(
         "io_error": "",
     }
     try:
+        remove_stale_temporaries(paths)
         if reports and assessment is not None:
             written_at = time.perf_counter()
             warning = _write_report(assessment, paths["html"])
@@ -133,7 +232,8 @@ def qc_scan(
 
 
 class _AssessInputSpec(BaseInterfaceInputSpec):
-    in_file = File(exists=True, mandatory=True, desc="the T1w NIfTI file")
+    # not File(exists=True): a dangling link must reach qc_scan and get an error record
+    in_file = traits.Str(mandatory=True, desc="the T1w NIfTI file")
     source_file = traits.Str(mandatory=True, desc="path relative to the BIDS root")
     bids_name = traits.Str(mandatory=True, desc="file name without .nii/.nii.gz")
     entities = traits.Dict(mandatory=True, desc="BIDS entities of the scan")
@@ -142,6 +242,7 @@ class _AssessInputSpec(BaseInterfaceInputSpec):
     model_dir = traits.Str(mandatory=True, desc="detector model folder")
     omp_nthreads = traits.Int(1, usedefault=True, desc="threads for this scan")
     reports = traits.Bool(True, usedefault=True, desc="write the HTML report")
+    problem = traits.Str("", usedefault=True, desc="if set: do not assess, record this error")
 
 
 class _AssessOutputSpec(TraitedSpec):
@@ -173,6 +274,7 @@ class AssessScan(SimpleInterface):
                 model_dir=inputs.model_dir,
                 omp_nthreads=inputs.omp_nthreads,
                 reports=inputs.reports,
+                problem=inputs.problem,
             )
         )
         return runtime

@@ -43,6 +43,7 @@ def init_participant_wf(config, scans, name: str = "bids_qc_participant_wf"):
     """
     from nipype.pipeline import engine as pe
 
+    from bids_qc.bids_io import display_name
     from bids_qc.interfaces.assess import AssessScan
 
     workflow = pe.Workflow(name=name)
@@ -53,7 +54,7 @@ def init_participant_wf(config, scans, name: str = "bids_qc_participant_wf"):
     for index, scan in enumerate(scans):
         node = pe.Node(
             AssessScan(
-                in_file=str(scan.path),
+                in_file=display_name(str(scan.path)) if scan.problem else str(scan.path),
                 source_file=scan.source_file,
                 bids_name=scan.bids_name,
                 entities=dict(scan.entities),
@@ -62,6 +63,7 @@ def init_participant_wf(config, scans, name: str = "bids_qc_participant_wf"):
                 model_dir=str(config.model_dir),
                 omp_nthreads=config.omp_nthreads,
                 reports=config.reports,
+                problem=scan.problem,
             ),
             name=node_name(scan, index),
             n_procs=config.omp_nthreads,
