@@ -15,7 +15,8 @@ Where each metric is measured and in which unit (the masks are described in :mod
 - ``nd_wgm`` = |WM - GM| / (WM + GM), the normalised difference of the white- and grey-matter
   levels (medians of the masks, as for SNR) on the registered image, unitless in [0, 1].
   Published clinical means: 0.16 / 0.13 / 0.10 for contrast grades 0 / 1 / 2. It depends on the
-  registration: an affine misfit mixes CSF into the GM mask (IXI: 0.12-0.26 for clean scans).
+  registration: an affine misfit mixes CSF into the GM mask and raises it (clean IXI scans:
+  0.10-0.13 with the app's registration, up to 0.26 with a poorer one).
 - ``aes`` (average edge strength, after Zacharaki et al. 2008 and Aksoy et al. 2012, who average
   the gradient magnitude on Canny edges slice by slice): here in 3D on the registered image, inside
   the brain (GM + WM prior > 0.5, dilated by one voxel, inside the field of view). Edges = voxels
