@@ -28,7 +28,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-from conftest import synthetic_head, write_dataset_description
+from conftest import ROOT, synthetic_head, write_dataset_description
 
 SHAPE = (40, 48, 40)
 ZOOM = 4.0
@@ -401,3 +401,18 @@ def unprivileged_prefix() -> list[str] | None:
         except (OSError, subprocess.SubprocessError):
             return None
     return prefix if result.returncode != 0 else None
+
+
+def run_cli(args, prefix=(), timeout=900):
+    """``python run.py *args`` in a subprocess (under ``prefix``, e.g. setpriv).
+
+    Returns ``(exit code, stderr text)``; one thread per scan, no network.
+    """
+    import subprocess
+    import sys
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "NIPYPE_NO_ET": "1"}
+    result = subprocess.run([*prefix, sys.executable, str(ROOT / "run.py"), *map(str, args)],
+                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout,
+                            errors="backslashreplace")
+    return result.returncode, result.stderr

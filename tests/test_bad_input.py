@@ -12,15 +12,11 @@ is skipped with a message.
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
 
 import pandas as pd
 import pytest
-from conftest import ROOT
-from corpus import KINDS, build_corpus, tree_state, unprivileged_prefix
+from corpus import KINDS, build_corpus, run_cli, tree_state, unprivileged_prefix
 from markupsafe import escape
 
 from bids_qc.cli.run import main
@@ -31,15 +27,6 @@ from bids_qc.record import ARTEFACTS
 TINY_GRID = ModelGrid(shape=(16, 16, 16), spacing=10.0, origin=(-75.0, -75.0, -75.0))
 UNTRAINED = "NOT trained"
 PARTIAL = "partial coverage"
-
-
-def run_cli(args, prefix=(), timeout=900):
-    """``python run.py *args`` (under ``prefix``); returns (exit code, stderr text)."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "NIPYPE_NO_ET": "1"}
-    result = subprocess.run([*prefix, sys.executable, str(ROOT / "run.py"), *map(str, args)],
-                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout,
-                            errors="backslashreplace")
-    return result.returncode, result.stderr
 
 
 @pytest.fixture(scope="module")

@@ -15,17 +15,24 @@ Exit codes (BIDS-App execution spec + sysexits.h):
 73  output_dir cannot be created or written
 74  I/O error while writing outputs (disk full, read-only file system, ...)
 78  the model folder is unusable (missing, corrupted, wrong geometry)
-130 interrupted (Ctrl-C); finished scans are complete, resume with the same command
+130 interrupted (Ctrl-C, or SIGTERM e.g. from a batch system's time limit); finished
+    scans are complete, resume with the same command
 ==  ==========================================================================
+
+Every output is written atomically (temporary file + rename), so an interruption never
+leaves a half-written ``_qc.json``; SIGTERM is handled like Ctrl-C (temporary files removed).
 """
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
 import shutil
+import signal
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 from bids_qc import __version__
@@ -36,6 +43,16 @@ LOGGER = logging.getLogger("bids_qc.cli")
 EX_OK, EX_VALIDATION, EX_LEVEL, EX_NOMATCH = 0, 16, 17, 18
 EX_USAGE, EX_DATAERR, EX_NOINPUT, EX_SOFTWARE = 64, 65, 66, 70
 EX_CANTCREAT, EX_IOERR, EX_CONFIG, EX_INTERRUPTED = 73, 74, 78, 130
+#: errno values meaning "the storage failed" (exit 74) rather than "cannot write here" (73).
+STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EFBIG}
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so that ``finally`` blocks remove temporary files."""
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated()
 
 
 class _Exit(Exception):
@@ -155,8 +172,9 @@ def _make_output_dir(config) -> None:
         elif not os.access(config.output_dir, os.W_OK):
             raise PermissionError(f"{config.output_dir} is not writable")
     except OSError as exc:
-        raise _Exit(EX_CANTCREAT, f"cannot create or write output_dir {config.output_dir}: "
-                                  f"{exc}") from None
+        code = EX_IOERR if exc.errno in STORAGE_ERRNOS else EX_CANTCREAT
+        raise _Exit(code, f"cannot create or write output_dir {config.output_dir}: "
+                          f"{exc}") from None
 
 
 def run_participant(config) -> int:
@@ -302,12 +320,30 @@ def _run_workflow(config, todo):
         workflow.run(plugin=config.plugin, plugin_args=plugin_args)
     except RuntimeError as exc:  # nipype: some nodes crashed; progress knows which
         LOGGER.debug("nipype reported: %s", exc)
+    except KeyboardInterrupt:
+        _stop_workers()
+        raise
     finally:
         if progress.crashed:
             LOGGER.error("nipype crash files kept in %s", work_dir / "crash")
         elif own_work_dir:
             shutil.rmtree(work_dir, ignore_errors=True)
     return progress
+
+
+def _stop_workers() -> None:
+    """After Ctrl-C/SIGTERM: end this run's worker processes (MultiProc) at once, quietly.
+
+    A scan being assessed in a worker is abandoned (its JSON is not written, so the next
+    run redoes it); the pool's and nipype's complaints about vanished workers are muted.
+    """
+    import multiprocessing
+
+    for name in ("concurrent.futures", "nipype.workflow"):
+        logging.getLogger(name).disabled = True
+    for child in multiprocessing.active_children():
+        child.kill()
+        child.join(timeout=10)
 
 
 def _summarise_run(config, scans, done, progress, json_of) -> int:
@@ -368,6 +404,16 @@ def run_group(config) -> int:
 
 def main(argv=None) -> int:
     """Run the BIDS-App with ``argv`` (default ``sys.argv[1:]``); return the exit code."""
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _raise_terminated) if in_main_thread else None
+    try:
+        return _main(argv)
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _main(argv) -> int:
     try:
         args = _parse(argv)
         setup_logging(args.verbosity)
@@ -379,8 +425,9 @@ def main(argv=None) -> int:
         if str(exc):
             LOGGER.error("%s", exc)
         return exc.code
-    except KeyboardInterrupt:
-        LOGGER.error("interrupted; finished scans are complete, rerun the same command to resume")
+    except KeyboardInterrupt as exc:
+        what = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
+        LOGGER.error("%s; finished scans are complete, rerun the same command to resume", what)
         return EX_INTERRUPTED
     except Exception:  # a bug: say so with the traceback rather than die silently
         LOGGER.exception("internal error in bids_qc %s; please report it", __version__)

@@ -227,6 +227,7 @@ def qc_scan(
     except OSError as exc:
         LOGGER.error("%s: cannot write outputs: %s", bids_name, exc)
         summary["io_error"] = f"{exc.__class__.__name__}: {exc}"
+        remove_stale_temporaries(paths)  # e.g. a report cut short by a full disk
     summary["seconds"] = round(time.perf_counter() - started, 3)
     return summary
 
