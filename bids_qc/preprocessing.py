@@ -65,6 +65,7 @@ class Preprocessed:
     scaled: np.ndarray | None = None  # model grid, reference scale (simulation unit)
     model_input: np.ndarray | None = None  # model grid, min-max normalised to [0, 1]
     registered: np.ndarray | None = None  # 2 mm template grid, bias-corrected, reference scale
+    fov: np.ndarray | None = None  # bool, template grid: inside the scan's field of view
     record: dict = field(default_factory=dict)
     timings: dict = field(default_factory=dict)
     warnings: list = field(default_factory=list)
@@ -440,6 +441,9 @@ def preprocess(path, grid: ModelGrid = ModelGrid(), threads: int = 1,
         out.model_input = minmax(out.scaled)
         if with_registered:
             out.registered = resample(corrected, transform, tpl.shape, tpl_affine) * np.float32(scale)
+            ones = sitk.Image(corrected.GetSize(), sitk.sitkFloat32) + 1.0
+            ones.CopyInformation(corrected)
+            out.fov = resample(ones, transform, tpl.shape, tpl_affine) > 0.999
         out.record["intensity"] = {"reference": f"p{REFERENCE_PERCENTILE} of box = {REFERENCE_VALUE:g}",
                                    "scale_factor": scale, "normalisation": "min-max to [0, 1]"}
         out.timings["resample"] = time.perf_counter() - t

@@ -40,12 +40,14 @@ def _metrics(pre, record: dict) -> None:
         return
     try:
         if pre.registered is not None:
-            gm, _ = load_template("label-GM_probseg")
-            wm, _ = load_template("label-WM_probseg")
+            from bids_qc.metrics import load_priors
+
+            gm, wm = load_priors()
             registered = pre.registered
         else:  # partial coverage: only the native, reference-free metrics make sense
             gm = wm = registered = None
-        metrics, notes = compute_metrics(registered, gm, wm, pre.native, pre.native_zooms)
+        metrics, notes = compute_metrics(registered, gm, wm, pre.native, pre.native_zooms,
+                                         fov=pre.fov)
         record["metrics"].update({k: float(v) for k, v in metrics.items()})
         record["metrics_notes"].update(notes)
     except Exception as exc:  # metrics must never kill the scan's other results
