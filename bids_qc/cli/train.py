@@ -27,6 +27,7 @@ from bids_qc.training.data import GRADE_PROBS, SimulatedSet
 from bids_qc.training.ensemble import MeanEnsemble
 from bids_qc.training.evaluate import evaluate_detectors
 from bids_qc.training.loop import train_detectors
+from bids_qc.training.model_card import render_model_card
 from bids_qc.training.splits import holdout_split, kfold_by_subject
 
 LOGGER = logging.getLogger("bids_qc.train")
@@ -126,6 +127,8 @@ def main(argv=None) -> int:
     folder = save_bundle(args.model_dir, members, model_id=args.model_id or args.model_dir.name,
                          trained=True, grid=grid, detectors=detectors, extra=extra,
                          dtype=torch.float16 if args.half else torch.float32)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    (folder / "MODEL_CARD.md").write_text(render_model_card(manifest))
     LOGGER.info("wrote %s in %.1f min", folder, (time.perf_counter() - t0) / 60)
     print(json.dumps(test_metrics, indent=1))
     return 0
