@@ -197,3 +197,17 @@ def test_hostile_name_assessed_without_validation(corpus_run, tiny_model, tmp_pa
         assert "<script>alert(1)" not in html and "<img src=x onerror" not in html, page.name
         assert str(escape(kind.bids_names[0])) in html
     assert corpus_run["before"] == tree_state(corpus_run["bids"])
+
+
+def test_docs_table_lists_every_kind():
+    """docs/bad_input.md documents the outcome of every kind of the corpus, and only those."""
+    from conftest import ROOT
+
+    text = (ROOT / "docs" / "bad_input.md").read_text(encoding="utf-8")
+    table = text.split("## Kinds of input and outcomes", 1)[1].split("\n## ", 1)[0]
+    documented = re.findall(r"^\| `([a-z0-9_]+)` \|", table, flags=re.M)
+    assert sorted(documented) == sorted(k for k in KINDS if k != "good")
+    for name, (outcome, *_rest) in KINDS.items():
+        if name != "good":
+            row = next(line for line in table.splitlines() if line.startswith(f"| `{name}` |"))
+            assert ("**error**" in row) == (outcome == "error"), row

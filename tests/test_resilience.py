@@ -173,6 +173,17 @@ def test_full_file_system_exits_74(slab_ds, tiny_model, tmp_path):
     assert results[2] == expected and results[4] == expected  # no partial or hidden file
 
 
+def test_uncreatable_work_dir_exits_73(slab_ds, tiny_model, tmp_path, caplog):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("a file where the work folder must go")
+    rc = main([str(slab_ds), str(tmp_path / "out"), "participant", "-w", str(blocker / "work"),
+               "--skip-bids-validation", "--model-dir", str(tiny_model)])
+    assert rc == 73
+    assert any(f"cannot create the work folder {blocker / 'work'}" in r.getMessage()
+               for r in caplog.records if r.levelname == "ERROR")
+    assert not list((tmp_path / "out").rglob("*_qc.json"))
+
+
 # --------------------------------------------------------------------------- interruptions
 class App:
     """The CLI in its own process group (as a terminal runs it); stderr kept in a file."""

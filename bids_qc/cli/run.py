@@ -302,9 +302,15 @@ def _run_workflow(config, todo):
     from bids_qc.workflows.participant import init_participant_wf
 
     own_work_dir = config.work_dir is None
-    work_dir = Path(tempfile.mkdtemp(prefix="bids_qc_work_")) if own_work_dir else config.work_dir
-    if not own_work_dir:
+    try:
+        work_dir = (Path(tempfile.mkdtemp(prefix="bids_qc_work_")) if own_work_dir
+                    else config.work_dir)
         work_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        code = EX_IOERR if exc.errno in STORAGE_ERRNOS else EX_CANTCREAT
+        where = config.work_dir or f"a temporary folder in {tempfile.gettempdir()}"
+        raise _Exit(code, f"cannot create the work folder {where} (set -w/--work-dir or "
+                          f"TMPDIR): {exc}") from None
     from dataclasses import replace
 
     config = replace(config, work_dir=work_dir)
