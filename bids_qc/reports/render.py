@@ -14,6 +14,7 @@ import re
 import time
 from functools import lru_cache
 from pathlib import Path
+from urllib.parse import quote
 
 import numpy as np
 from markupsafe import Markup
@@ -531,7 +532,7 @@ def group_context(table, html_path: Path, out_dir: Path, *, finetune: dict | Non
         subject = keys["participant_id"]
         rel = Path(subject) / (f"ses-{keys['session']}" if keys["session"] != "n/a" else "") / "anat"
         target = out_dir / rel / f"{name}_qc.html"
-        link = Path(os.path.relpath(target, html_path.parent)).as_posix()
+        link = quote(Path(os.path.relpath(target, html_path.parent)).as_posix(), safe="/")
         status = "error" if str(rec.get("status", "ok")).lower() == "error" else "ok"
         probs = {d: _num(rec.get(f"p_{d}")) for d in DETECTORS}
         unc = _num(rec.get("uncertainty")) if has_unc else _proxy_uncertainty(list(probs.values()))
