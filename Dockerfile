@@ -39,26 +39,29 @@ RUN if [ "${VERSION}" != "$(cat /tmp/stage/version)" ]; then \
     && find /opt/venv/lib/python3.11/site-packages/torch/bin -type f ! -name torch_shm_manager -delete
 
 # torch's C++ headers and test binaries and the packages' tests/ folders are not needed to run
-# (about 250 MB). Dependencies from pyproject.toml get their own layer, so code changes do not
-# reinstall them.
-COPY pyproject.toml /tmp/pyproject.toml
-RUN python -c "import tomllib; d = tomllib.load(open('/tmp/pyproject.toml', 'rb')); \
+# (about 330 MB). Dependencies from pyproject.toml get their own layer, so code changes do not
+# reinstall them. The editable install (console script `bids-qc`, import path -> /opt/bids_qc) is
+# made against a stub package here, so /opt/venv stays identical, and cached, when only code changes.
+COPY pyproject.toml version /opt/bids_qc/
+RUN python -c "import tomllib; d = tomllib.load(open('/opt/bids_qc/pyproject.toml', 'rb')); \
 print('\n'.join(d['project']['dependencies']))" > /tmp/requirements.txt \
     && if [ -f /tmp/stage/ca-certificates.crt ]; then export PIP_CERT=/tmp/stage/ca-certificates.crt; fi \
     && pip install --no-cache-dir --find-links /tmp/stage -r /tmp/requirements.txt \
-    && find /opt/venv/lib/python3.11/site-packages -depth -type d -name tests -exec rm -rf {} +
+    && mkdir /opt/bids_qc/bids_qc && touch /opt/bids_qc/bids_qc/__init__.py \
+    && pip install --no-cache-dir --no-deps -e /opt/bids_qc \
+    && rm -rf /opt/bids_qc/bids_qc /opt/bids_qc/bids_qc.egg-info \
+    && find /opt/venv/lib/python3.11/site-packages -depth -type d -name tests -exec rm -rf {} + \
+    && chmod -R a+rX /opt/venv
 
 # The source tree lives in /opt/bids_qc (models/ and reports/templates/ next to the package, where
-# bids_qc.config and the report renderer look for them);
-# the editable install adds the `bids-qc` console script and points the import at this tree.
-COPY pyproject.toml version run.py /opt/bids_qc/
+# bids_qc.config and the report renderer look for them).
+COPY run.py /opt/bids_qc/
 COPY models /opt/bids_qc/models
 COPY reports/templates /opt/bids_qc/reports/templates
 COPY bids_qc /opt/bids_qc/bids_qc
-RUN if [ -f /tmp/stage/ca-certificates.crt ]; then export PIP_CERT=/tmp/stage/ca-certificates.crt; fi \
-    && pip install --no-cache-dir --no-deps -e /opt/bids_qc \
-    && python -m compileall -q /opt/bids_qc/bids_qc /opt/bids_qc/run.py \
-    && chmod -R a+rX /opt/bids_qc /opt/venv
+RUN python -m compileall -q /opt/bids_qc/bids_qc /opt/bids_qc/run.py \
+    && chmod -R a+rX /opt/bids_qc \
+    && bids-qc --version
 
 # ---------------------------------------------------------------------------- runtime
 FROM ${BASE_IMAGE}
