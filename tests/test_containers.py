@@ -135,7 +135,10 @@ def test_dockerfile_copies_paths_that_exist_and_the_version_check_matches():
         for source in sources:
             if "[" in source:  # optional glob (staged wheels)
                 continue
-            assert (ROOT / source).exists(), f"COPY {source}: no such path in the repository"
+            assert (ROOT / source).exists(), (
+                f"COPY {source}: no such path in this checkout, so `docker build` fails"
+                + (" and the image would ship no model (commit models/)" if source == "models"
+                   else ""))
     # the app finds its templates and models where the image puts them
     assert (ROOT / "reports" / "templates" / "participant.html.j2").is_file()
     from bids_qc.config import DEFAULT_MODEL_DIR
