@@ -319,7 +319,7 @@ PITCH_STARTS_DEG = (-12.0, 0.0, 12.0)
 
 
 def register_affine(moving: sitk.Image, fixed: sitk.Image, threads: int = 1,
-                    seed: int = 0) -> tuple[sitk.Transform, dict]:
+                    seed: int = 1) -> tuple[sitk.Transform, dict]:
     """Affine (12 dof) registration of a head scan to the synthetic head template.
 
     Stage 1, similarity (7 dof) at 8 then 4 mm from three pitch starts (-12, 0, +12 degrees about
@@ -332,7 +332,7 @@ def register_affine(moving: sitk.Image, fixed: sitk.Image, threads: int = 1,
 
     def brain_correlation(transform) -> float:
         """Pearson correlation with the template inside its brain: the selection criterion."""
-        moved = sitk.GetArrayViewFromImage(
+        moved = sitk.GetArrayFromImage(  # a copy: a view would outlive the temporary image
             sitk.Resample(moving, fixed, transform, sitk.sitkLinear, 0.0, sitk.sitkFloat32))
         return float(np.corrcoef(moved.transpose(2, 1, 0)[brain], tpl[brain])[0, 1])
 
@@ -354,7 +354,7 @@ def register_affine(moving: sitk.Image, fixed: sitk.Image, threads: int = 1,
     if cc < cc_sim:  # the affine stage made things worse: keep the similarity solution
         affine, cc = start, cc_sim
     params = {"target": "MNI152NLin2009aSym brain + synthetic CSF/skull/scalp layers",
-              "metric": "MattesMI", "bins": 32, "sampling": 0.2,
+              "metric": "MattesMI", "bins": 32, "sampling": 0.2, "sampling_seed": seed,
               "stage1": {"transform": "similarity", "pitch_starts_deg": list(PITCH_STARTS_DEG),
                          "chosen_pitch_deg": pitch, "shrink": [8, 4], "iterations": 40,
                          "brain_correlation": round(cc_sim, 4)},
@@ -404,6 +404,8 @@ def preprocess(path, grid: ModelGrid = ModelGrid(), threads: int = 1,
     """Run the full chain on ``path``. Slabs (extent < 100 mm on an axis) stop after loading
     with a warning: registration and the detectors cannot judge them."""
     t0 = time.perf_counter()
+    # ITK's default uses every core, and its rounding then depends on the thread count
+    sitk.ProcessObject_SetGlobalDefaultNumberOfThreads(max(1, int(threads)))
     data, affine, zooms = load_scan(path)
     out = Preprocessed(native=data, native_zooms=zooms)
     out.timings["load"] = time.perf_counter() - t0

@@ -90,6 +90,13 @@ def setup_logging(verbosity: int) -> None:
     logger.setLevel(logging.DEBUG if verbosity >= 2 else logging.INFO)
     nipype_level = ("WARNING", "INFO", "DEBUG")[min(verbosity, 2)]
     os.environ.setdefault("NIPYPE_NO_ET", "1")
+    if "LOGNAME" not in os.environ:  # nipype's SLURM plugin reads it; unset in containers/cron/CI
+        import getpass
+
+        try:
+            os.environ["LOGNAME"] = getpass.getuser()
+        except (KeyError, OSError):
+            os.environ["LOGNAME"] = "bids_qc"
     from nipype import config as nipype_config
     from nipype import logging as nipype_logging
 
