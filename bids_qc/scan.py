@@ -15,7 +15,7 @@ import torch
 from bids_qc.exceptions import ScanError
 from bids_qc.grading import grades_from_probabilities, tier_from_grades
 from bids_qc.models import DetectorBundle
-from bids_qc.preprocessing import ModelGrid, load_template, preprocess
+from bids_qc.preprocessing import ModelGrid, preprocess
 from bids_qc.record import DETECTORS, METRICS, new_record, set_error
 from bids_qc.review import review_flags
 
