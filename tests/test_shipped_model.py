@@ -41,4 +41,6 @@ def test_outputs_on_the_bundled_example_are_stable():
         assert record["status"] == "ok", record["error"]
         for det in DETECTORS:
             assert record["probabilities"][det] == pytest.approx(expected["probabilities"][det], abs=0.05), det
-        assert record["tier"] == expected["tier"]
+        near = any(abs(p - bundle.thresholds[d]) < 0.05 for d, p in expected["probabilities"].items())
+        if not near:  # a tier may only flip where a probability sits at a threshold
+            assert record["tier"] == expected["tier"]
