@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 from bids_qc.grading import detector_label  # noqa: E402
 from bids_qc.models import load_bundle  # noqa: E402
-from bids_qc.preprocessing import minmax, preprocess  # noqa: E402
+from bids_qc.preprocessing import PREPROCESSING_VERSION, minmax, preprocess  # noqa: E402
 from bids_qc.record import ARTEFACTS, DETECTORS  # noqa: E402
 from bids_qc.simulation import simulate  # noqa: E402
 from bids_qc.training.data import draw_grades  # noqa: E402
@@ -37,7 +37,8 @@ from bids_qc.training.finetune import cross_validated_finetune  # noqa: E402
 
 def clean_volumes(args, grid, n_subjects):
     if args.cache_dir:
-        files = sorted(glob.glob(str(args.cache_dir / "*" / "*.npz")))[:n_subjects]
+        pattern = args.cache_dir / f"prep-v{PREPROCESSING_VERSION}_*" / "*.npz"  # this preprocessing only
+        files = sorted(glob.glob(str(pattern)))[:n_subjects]
         if files:
             return [(Path(f).stem.split("_")[0], np.load(f)["clean"].astype(np.float32)) for f in files]
     scans = sorted((args.data / "ixi").glob("sub-*/anat/*_T1w.nii.gz"))[:n_subjects]
