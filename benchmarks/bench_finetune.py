@@ -26,10 +26,10 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bids_qc.grading import detector_label  # noqa: E402
+from bids_qc.grading import binary_labels  # noqa: E402
 from bids_qc.models import load_bundle  # noqa: E402
 from bids_qc.preprocessing import PREPROCESSING_VERSION, minmax, preprocess  # noqa: E402
-from bids_qc.record import ARTEFACTS, DETECTORS  # noqa: E402
+from bids_qc.record import DETECTORS  # noqa: E402
 from bids_qc.simulation import simulate  # noqa: E402
 from bids_qc.training.data import draw_grades  # noqa: E402
 from bids_qc.training.finetune import cross_validated_finetune  # noqa: E402
@@ -80,7 +80,7 @@ def main(argv=None) -> int:
     t_all = time.perf_counter()
     for det in DETECTORS:
         a = det.split("_")[0]
-        labels = np.array([-1 if (v := detector_label(det, g[a])) is None else v for g in grades])
+        labels = binary_labels(det, [g[a] for g in grades])
         t = time.perf_counter()
         res = cross_validated_finetune(bundle.members[0][det], x, labels, subj, k=5, epochs=args.epochs)
         print(f"{det:<20}{res['n_scans']:>5}{100 * res['before']['balanced_accuracy']:>14.1f}"
@@ -88,7 +88,6 @@ def main(argv=None) -> int:
     total = time.perf_counter() - t_all
     print(f"\nfine-tuning all six detectors on {args.n} scans: {total:.0f} s "
           f"({total / 60:.1f} min; target <= 5 min) with {args.threads} threads")
-    _ = ARTEFACTS
     return 0
 
 

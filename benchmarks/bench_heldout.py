@@ -26,7 +26,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bids_qc.grading import grades_from_probabilities, tier_from_grades  # noqa: E402
+from bids_qc.grading import binary_labels, grades_from_probabilities, tier_from_grades  # noqa: E402
 from bids_qc.metrics import tenengrad  # noqa: E402
 from bids_qc.models import load_bundle  # noqa: E402
 from bids_qc.preprocessing import minmax, preprocess  # noqa: E402
@@ -36,15 +36,7 @@ from bids_qc.simulation import simulate  # noqa: E402
 from bids_qc.training.data import GRADE_PROBS, draw_grades  # noqa: E402
 from bids_qc.training.evaluate import tier_scores  # noqa: E402
 from bids_qc.training.metrics import auc, binary_scores  # noqa: E402
-
-PUBLISHED = {"motion_severe": 100.0, "noise_severe": 97.8, "contrast_severe": 97.6,
-             "motion_moderate": 99.5, "noise_moderate": 87.4, "contrast_moderate": 90.2,
-             "tier_12_vs_3": 92.0, "tier_1_vs_2": 91.0}
-
-
-def detector_label(det: str, grade: int, schemes: dict):
-    s = schemes[det]
-    return 1 if grade in s["positive"] else 0 if grade in s["negative"] else None
+from bids_qc.training.model_card import PUBLISHED  # noqa: E402
 
 
 def predict(bundle, volume: np.ndarray) -> dict:
@@ -92,9 +84,9 @@ def main(argv=None) -> int:
           f"{'published b.acc':>17}")
     for det in DETECTORS:
         col = det.split("_")[0]
-        pairs = [(detector_label(det, g[col], schemes), p[det]) for g, p in rows]
-        pairs = [(y, p) for y, p in pairs if y is not None]
-        y, p = np.array([a for a, _ in pairs]), np.array([b for _, b in pairs])
+        labels = binary_labels(det, [g[col] for g, _ in rows], schemes)
+        keep = labels >= 0
+        y, p = labels[keep], np.array([q[det] for _, q in rows])[keep]
         s = binary_scores(y, p >= schemes[det].get("threshold", 0.5))
         s["auc"] = auc(y, p)
         out["detectors"][det] = s

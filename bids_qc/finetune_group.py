@@ -19,7 +19,7 @@ import torch
 
 from bids_qc.annotations import read_annotations
 from bids_qc.exceptions import AnnotationError
-from bids_qc.grading import detector_label, grades_from_probabilities, tier_from_grades
+from bids_qc.grading import binary_labels, grades_from_probabilities, tier_from_grades
 from bids_qc.model_inputs import load_model_input, model_input_path
 from bids_qc.models import DetectorBundle, load_bundle, save_bundle
 from bids_qc.preprocessing import preprocess
@@ -71,9 +71,7 @@ def run_group_finetuning(config, table: pd.DataFrame, k: int = 5, epochs: int = 
     before_probs = {}
     for det in DETECTORS:
         artefact = det.split("_")[0]
-        labels = np.array([-1 if pd.isna(g) else (detector_label(det, int(g)) if
-                                                  detector_label(det, int(g)) is not None else -1)
-                           for g in rated[artefact]])
+        labels = binary_labels(det, rated[artefact].tolist())
         parent_net = parent.members[0][det]
         if (labels == 0).sum() < 2 or (labels == 1).sum() < 2:
             LOGGER.warning("%s: fewer than 2 rated scans per class; kept the parent weights", det)

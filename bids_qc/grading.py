@@ -11,6 +11,9 @@ Tier = 1 if every grade is 0, 3 if any grade is 2, else 2.
 """
 from __future__ import annotations
 
+import numpy as np
+import pandas as pd
+
 from bids_qc.record import ARTEFACTS
 
 LABEL_SCHEMES = {
@@ -29,6 +32,17 @@ def detector_label(detector: str, grade: int, schemes: dict = LABEL_SCHEMES) -> 
     if grade in scheme["negative"]:
         return 0
     return None
+
+
+def binary_labels(detector: str, grades, schemes: dict = LABEL_SCHEMES) -> np.ndarray:
+    """Binary labels (int array) of a sequence of grades for ``detector``: 1 positive,
+    0 negative, -1 where the detector does not see that grade or the grade is missing (NaN/None)."""
+    out = []
+    for g in grades:
+        missing = g is None or (isinstance(g, float) and np.isnan(g)) or g is pd.NA
+        label = None if missing else detector_label(detector, int(g), schemes)
+        out.append(-1 if label is None else label)
+    return np.array(out, dtype=int)
 
 
 def grades_from_probabilities(probs: dict, thresholds: dict | None = None) -> dict:

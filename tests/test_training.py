@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from bids_qc.grading import LABEL_SCHEMES, LABEL_SCHEMES_PAPER, detector_label
+from bids_qc.grading import LABEL_SCHEMES, LABEL_SCHEMES_PAPER, binary_labels, detector_label
 from bids_qc.networks import Conv5FC3
 from bids_qc.preprocessing import ModelGrid
 from bids_qc.record import DETECTORS
@@ -57,6 +57,7 @@ def test_label_schemes():
     assert labels_for("contrast_severe", grades).tolist() == [1, 0]
     assert labels_for("motion_moderate", grades).tolist() == [0, -1]
     assert set(LABEL_SCHEMES) == set(DETECTORS)
+    assert binary_labels("noise_moderate", [0, 1, 2, None, float("nan")]).tolist() == [0, 1, -1, -1, -1]
 
 
 def test_class_weights_balance_classes():

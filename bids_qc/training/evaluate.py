@@ -4,7 +4,12 @@ from __future__ import annotations
 import numpy as np
 from torch.utils.data import DataLoader
 
-from bids_qc.grading import LABEL_SCHEMES, grades_from_probabilities, tier_from_grades
+from bids_qc.grading import (
+    LABEL_SCHEMES,
+    binary_labels,
+    grades_from_probabilities,
+    tier_from_grades,
+)
 from bids_qc.record import ARTEFACTS
 from bids_qc.training.loop import evaluate
 from bids_qc.training.metrics import auc, binary_scores
@@ -26,9 +31,7 @@ def evaluate_detectors(nets: dict, dataset, batch_size: int = 6, thresholds: dic
     per_det, probs, grades = evaluate(nets, loader, schemes)
     for det in nets:
         col = ARTEFACTS.index(det.split("_")[0])
-        labels = np.array([{0: 0, 1: 1}.get(v, -1) if v is not None else -1 for v in
-                           [(1 if g in schemes[det]["positive"] else 0 if g in schemes[det]["negative"]
-                             else None) for g in grades[:, col]]])
+        labels = binary_labels(det, grades[:, col].tolist(), schemes)
         per_det[det]["auc"] = auc(labels[labels >= 0], probs[det][labels >= 0])
     result = {"n_images": int(len(grades)), "detectors": per_det}
     if set(nets) >= {f"{a}_{s}" for a in ARTEFACTS for s in ("moderate", "severe")}:

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from bids_qc.grading import LABEL_SCHEMES, detector_label
+from bids_qc.grading import LABEL_SCHEMES, binary_labels
 from bids_qc.networks import Conv5FC3
 from bids_qc.record import ARTEFACTS
 from bids_qc.training.metrics import binary_scores
@@ -29,8 +29,7 @@ LOGGER = logging.getLogger(__name__)
 def labels_for(detector: str, grades: torch.Tensor, schemes=LABEL_SCHEMES) -> torch.Tensor:
     """Binary labels (-1 = excluded) of a (N, 3) grade tensor for ``detector``."""
     col = ARTEFACTS.index(detector.split("_")[0])
-    out = [detector_label(detector, int(g), schemes) for g in grades[:, col]]
-    return torch.tensor([-1 if v is None else v for v in out])
+    return torch.from_numpy(binary_labels(detector, grades[:, col].tolist(), schemes))
 
 
 def class_weights(labels: np.ndarray) -> torch.Tensor:
