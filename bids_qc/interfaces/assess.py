@@ -128,7 +128,7 @@ def _write_report(assessment, html_path: Path) -> str | None:
     from bids_qc.exceptions import BidsQcError
 
     try:
-        from bids_qc.reports.render import write_participant_report
+        from bids_qc.reports.participant_report import write_participant_report
     except ImportError as exc:
         if not _REPORT_IMPORT_FAILED:
             LOGGER.warning("HTML reports unavailable (%s); writing JSON only", exc)

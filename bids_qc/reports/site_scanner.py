@@ -1,0 +1,134 @@
+"""Site and scanner of each scan for the group report's breakdowns.
+
+Sites come from the source dataset's ``participants.tsv``; scanners from the images' JSON
+sidecars (BIDS inheritance principle).
+"""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from bids_qc.reports.formatting import bids_stem, entity_label, fmt, is_missing
+
+logger = logging.getLogger(__name__)
+
+SCANNER_KEYS = ("Manufacturer", "ManufacturersModelName", "MagneticFieldStrength")
+
+
+def _bids_root(source_file: str) -> Path | None:
+    """Nearest parent of an absolute ``source_file`` holding dataset_description.json, or None."""
+    try:
+        folder = Path(source_file).resolve().parent
+    except (OSError, RuntimeError):
+        return None
+    for candidate in [folder, *folder.parents][:6]:
+        if (candidate / "dataset_description.json").is_file():
+            return candidate
+    return None
+
+
+def source_datasets(out_dir: Path) -> list[Path]:
+    """Local source dataset folders named in ``out_dir/dataset_description.json``
+    (``SourceDatasets[].URL`` of the form ``file:///...``)."""
+    from urllib.parse import unquote, urlparse
+
+    try:
+        desc = json.loads((Path(out_dir) / "dataset_description.json").read_text())
+    except (OSError, ValueError):
+        return []
+    roots = []
+    for entry in desc.get("SourceDatasets") or []:
+        url = str((entry or {}).get("URL") or "")
+        if url.startswith("file://"):
+            path = Path(unquote(urlparse(url).path))
+            if path.is_dir():
+                roots.append(path)
+    return roots
+
+
+def _participants_sites(root: Path) -> dict:
+    """participant_id -> site from ``participants.tsv`` (``site`` column), or {}."""
+    import pandas as pd
+
+    tsv = root / "participants.tsv"
+    if not tsv.is_file():
+        return {}
+    try:
+        df = pd.read_csv(tsv, sep="\t", dtype=str, na_values=["n/a"], keep_default_na=False)
+    except Exception as exc:  # a broken participants.tsv must not break the report
+        logger.warning("cannot read %s: %s", tsv, exc)
+        return {}
+    if "participant_id" not in df or "site" not in df:
+        return {}
+    return {str(p): s for p, s in zip(df["participant_id"], df["site"], strict=False) if isinstance(s, str) and s}
+
+
+def _sidecar_metadata(source_file: str, root: Path) -> dict:
+    """JSON sidecar fields for one image, following the BIDS inheritance principle."""
+    path = Path(source_file)
+    stem = bids_stem(path)
+    parts = stem.split("_")
+    suffix, entities = parts[-1], set(parts[:-1])
+    try:
+        rel_dirs = path.resolve().parent.relative_to(root).parts
+    except (ValueError, OSError):
+        return {}
+    meta, folder = {}, root
+    for level in range(len(rel_dirs) + 1):
+        if level:
+            folder = folder / rel_dirs[level - 1]
+        candidates = []
+        for js in folder.glob(f"*{suffix}.json"):
+            jparts = js.name[: -len(".json")].split("_")
+            if jparts[-1] == suffix and set(jparts[:-1]) <= entities:
+                candidates.append((len(jparts), js))
+        for _, js in sorted(candidates):
+            try:
+                meta.update(json.loads(js.read_text()))
+            except (OSError, ValueError):
+                logger.warning("cannot read sidecar %s", js)
+    return meta
+
+
+def _scanner_label(meta: dict) -> str | None:
+    parts = [str(meta[k]) for k in SCANNER_KEYS[:2] if meta.get(k)]
+    if meta.get("MagneticFieldStrength"):
+        parts.append(f"{fmt(meta['MagneticFieldStrength'])} T")
+    return " ".join(parts) or None
+
+
+def add_site_scanner(df, out_dir: Path):
+    """Add ``site`` (participants.tsv) and ``scanner`` (JSON sidecars) columns when found.
+
+    ``source_file`` may be absolute, or relative to a source dataset named in the
+    derivatives' dataset_description.json (as the BIDS-App writes it).
+    """
+    if "source_file" not in df:
+        return df
+    sources = source_datasets(out_dir)
+    roots: dict[str, tuple[Path | None, str]] = {}
+    sites, scanners = [], []
+    site_maps: dict[Path, dict] = {}
+    for src, subj in zip(df["source_file"], df["subject"], strict=False):
+        src = "" if is_missing(src) else str(src)
+        if src not in roots:
+            if src and Path(src).is_absolute():
+                roots[src] = (_bids_root(src), src)
+            else:
+                found = [r for r in sources if (r / src).exists()] or sources
+                roots[src] = (found[0], str(found[0] / src)) if (found and src) else (None, src)
+        root, full = roots[src]
+        if root is None:
+            sites.append(None)
+            scanners.append(None)
+            continue
+        if root not in site_maps:
+            site_maps[root] = _participants_sites(root)
+        sites.append(site_maps[root].get(f"sub-{entity_label(subj)}"))
+        scanners.append(_scanner_label(_sidecar_metadata(full, root)))
+    if "site" not in df and any(s is not None for s in sites):
+        df["site"] = sites
+    if "scanner" not in df and any(s is not None for s in scanners):
+        df["scanner"] = scanners
+    return df

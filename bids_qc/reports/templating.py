@@ -1,0 +1,58 @@
+"""The Jinja2 templates of the reports: where they are, how they are rendered and written.
+
+Templates live in ``reports/templates`` at the repository root (autoescape on). Every figure
+is embedded as a base64 PNG or inline SVG and all scripts are inline, so a report is one file
+that opens offline.
+"""
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+
+import bids_qc
+from bids_qc.exceptions import BidsQcError
+from bids_qc.reports.formatting import fmt
+
+TEMPLATES_ENV = "BIDS_QC_TEMPLATES"
+DEFAULT_TEMPLATES = Path(bids_qc.__file__).resolve().parent.parent / "reports" / "templates"
+
+
+class ReportTemplateError(BidsQcError, FileNotFoundError):
+    """The report templates folder is missing (e.g. a non-editable install without it)."""
+
+
+def templates_dir() -> Path:
+    """Folder of the ``*.html.j2`` templates: ``$BIDS_QC_TEMPLATES`` or <repo>/reports/templates."""
+    folder = Path(os.environ.get(TEMPLATES_ENV) or DEFAULT_TEMPLATES)
+    if not (folder / "participant.html.j2").is_file() or not (folder / "group.html.j2").is_file():
+        raise ReportTemplateError(
+            f"report templates not found in {folder} (expected participant.html.j2 and "
+            f"group.html.j2). Run bids_qc from a source checkout, or set {TEMPLATES_ENV} to the "
+            "folder reports/templates of the bids_qc repository.")
+    return folder
+
+
+@lru_cache(maxsize=4)
+def _environment(folder: str):
+    import jinja2
+
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(folder), autoescape=True,
+                             undefined=jinja2.StrictUndefined, trim_blocks=True,
+                             lstrip_blocks=True)
+    env.filters["fmt"] = fmt
+    return env
+
+
+def render_template(name: str, context: dict) -> str:
+    """HTML text of template ``name`` rendered with ``context``."""
+    return _environment(str(templates_dir())).get_template(name).render(**context)
+
+
+def write_text(path: Path, text: str) -> Path:
+    """Write ``text`` to ``path`` atomically (tmp file + os.replace), parents created."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+    return path
