@@ -1,4 +1,4 @@
-"""Image-quality metrics of one T1w scan: SNR, ND-WGM, AES and Tenengrad (pure numpy/scipy).
+"""Image-quality metrics of one T1w scan: SNR, ND-WGM, AES, Tenengrad and native SNR (numpy/scipy).
 
 Where each metric is measured and in which unit (the masks are described in :mod:`bids_qc.masks`):
 
@@ -35,6 +35,12 @@ Where each metric is measured and in which unit (the masks are described in :mod
   axes, divided by 32 x voxel size so that it is in intensity/mm; image borders reflected). Unit
   mm^-2. Higher = sharper. This matches BASELINES.md's formula up to the per-axis factor
   1 / (32 x zoom)^2, so rankings at one resolution are identical.
+- ``snr_native`` = mean over F of I / std(air), on the *native* image, unitless, higher = cleaner
+  (MRQy's SNR2 idea; no registration needed, so it also judges slabs). F as for Tenengrad; air =
+  voxels farther than 10 mm from the head (F closed and hole-filled). Both are measured on a
+  regular subgrid of <= 300 k voxels. Noise and motion ghosts (which spread along the
+  phase-encoding direction into the air) raise std(air): on the real motion pairs of
+  ``../shared/data/motion_pairs`` it ranks every moving slab below its still twin.
 
 AES, Tenengrad, SNR and ND-WGM do not change when the image is multiplied by a constant.
 Metrics that cannot be computed are NaN with a reason; :func:`compute_metrics` never raises.
@@ -57,17 +63,19 @@ from bids_qc.masks import (
 )
 
 __all__ = ["MetricUndefined", "aes", "compute_metrics", "load_priors", "nd_wgm", "snr",
-           "sobel_gradient", "tenengrad"]
+           "snr_native", "sobel_gradient", "tenengrad"]
 
 LOGGER = logging.getLogger(__name__)
 NAN = float("nan")
-METRIC_NAMES = ("snr", "nd_wgm", "aes", "tenengrad")
+METRIC_NAMES = ("snr", "nd_wgm", "aes", "tenengrad", "snr_native")
 MIN_TISSUE_VOXELS = 50
 MIN_AIR_VOXELS = 100
 MIN_EDGE_VOXELS = 20
 FOREGROUND_FRACTION = 0.1
 FOREGROUND_PERCENTILE = 99.0
 PERCENTILE_MAX_VOXELS = 4_000_000
+AIR_SAMPLE_MAX_VOXELS = 300_000
+AIR_MARGIN_MM = 10.0
 EDGE_HIGH_PERCENTILE = 75.0
 EDGE_LOW_FRACTION = 0.5
 CHUNK_SLICES = 32
@@ -229,6 +237,31 @@ def tenengrad(native: np.ndarray, zooms=(1.0, 1.0, 1.0)) -> float:
     return (total_g2 / count) / (total_intensity / count) ** 2
 
 
+def snr_native(native: np.ndarray, zooms=(1.0, 1.0, 1.0)) -> float:
+    """Mean foreground intensity / std of the air around the head, on the native grid (unitless;
+    definition in the module docstring)."""
+    native = _check_volume(native, "native")
+    zooms = _zooms(zooms)
+    step = max(1, int(math.ceil((native.size / AIR_SAMPLE_MAX_VOXELS) ** (1 / 3))))
+    sample = np.asarray(native[::step, ::step, ::step], dtype=np.float32)
+    ref = float(np.percentile(sample, FOREGROUND_PERCENTILE))
+    if not ref > 0:
+        raise MetricUndefined("native image has no positive intensities (empty image)")
+    if float(sample.min()) == float(sample.max()):
+        raise MetricUndefined("native image is constant (no foreground or air to tell apart)")
+    fg = sample > FOREGROUND_FRACTION * ref
+    head = ndi.binary_fill_holes(ndi.binary_closing(fg, iterations=2) | fg)
+    distance = ndi.distance_transform_edt(~head, sampling=[z * step for z in zooms])
+    air = distance > AIR_MARGIN_MM
+    if np.count_nonzero(air) < MIN_AIR_VOXELS:
+        raise MetricUndefined(f"too little air around the head ({np.count_nonzero(air)} voxels "
+                              f"farther than {AIR_MARGIN_MM:g} mm from it)")
+    air_std = float(sample[air].std(ddof=1))
+    if air_std == 0:
+        raise MetricUndefined("air std is zero (quantised or zero-filled background)")
+    return float(sample[fg].mean()) / air_std
+
+
 def _canny_edges(smooth_grad: np.ndarray, region: np.ndarray) -> np.ndarray:
     """3D Canny-like edges inside ``region`` from the gradient field of a smoothed image:
     non-maximum suppression along the gradient direction (rounded to the 26-neighbourhood), then
@@ -334,7 +367,7 @@ def compute_metrics(registered: np.ndarray, gm_prior: np.ndarray, wm_prior: np.n
     (resample an array of ones with the same transform, keep > 0.999); without it the field of
     view is estimated from the zeros of ``registered`` (see :mod:`bids_qc.masks`).
 
-    Returns ``(metrics, notes)``: ``metrics = {"snr", "nd_wgm", "aes", "tenengrad"}`` as floats
+    Returns ``(metrics, notes)``: ``metrics = {"snr", "nd_wgm", "aes", "tenengrad", "snr_native"}`` as floats
     (NaN where not computable) and ``notes = {metric: reason}`` for every NaN. Never raises.
     """
     metrics: dict = {}
@@ -357,4 +390,5 @@ def compute_metrics(registered: np.ndarray, gm_prior: np.ndarray, wm_prior: np.n
         _attempt("nd_wgm", lambda: nd_wgm(image, masks.gm, masks.wm), metrics, notes)
         _attempt("aes", lambda: aes(image, masks.brain, tpl_zooms, masks.smooth), metrics, notes)
     _attempt("tenengrad", lambda: tenengrad(native, native_zooms), metrics, notes)
+    _attempt("snr_native", lambda: snr_native(native, native_zooms), metrics, notes)
     return {name: metrics[name] for name in METRIC_NAMES}, notes

@@ -7,7 +7,7 @@ Keys (all present in every record; values ``None`` where not computed):
 - ``warnings``: list of human-readable strings (untrained model, partial coverage, ...),
 - ``probabilities``: ``{detector: P(positive)}`` for the six :data:`DETECTORS`,
 - ``grades``: ``{"motion"|"noise"|"contrast": 0|1|2}``; ``tier``: 1 good, 2 medium, 3 reject,
-- ``metrics``: ``{"snr", "nd_wgm", "aes", "tenengrad"}`` floats (NaN -> ``None`` in JSON),
+- ``metrics``: ``{"snr", "nd_wgm", "aes", "tenengrad", "snr_native"}`` floats (NaN -> ``None`` in JSON),
   ``metrics_notes``: ``{metric: reason}`` for every metric that could not be computed,
 - ``preprocessing``: parameters and the registration transform,
 - ``timings``: seconds per stage, ``model``: ``{"id", "trained", "dir"}``,
@@ -24,7 +24,7 @@ from bids_qc import __version__
 ARTEFACTS = ("motion", "noise", "contrast")
 SEVERITIES = ("moderate", "severe")
 DETECTORS = tuple(f"{a}_{s}" for a in ARTEFACTS for s in SEVERITIES)
-METRICS = ("snr", "nd_wgm", "aes", "tenengrad")
+METRICS = ("snr", "nd_wgm", "aes", "tenengrad", "snr_native")
 SCHEMA_VERSION = 1
 
 

@@ -209,7 +209,7 @@ def test_group_table_columns():
     assert columns[:3] == ["bids_name", "source_file", "subject"]
     assert columns.index("echo") == columns.index("chunk") + 1  # extra entities after the core
     for column in ["status", "error", "tier", "grade_motion", "grade_noise", "grade_contrast",
-                   "snr", "nd_wgm", "aes", "tenengrad", "model_id"]:
+                   "snr", "nd_wgm", "aes", "tenengrad", "snr_native", "model_id"]:
         assert column in columns
     assert [c for c in columns if c.startswith("p_")] == [f"p_{d}" for d in DETECTORS]
     assert table.loc[0, "tier"] == 2 and table.loc[1, "error"] == "bad file"

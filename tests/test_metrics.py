@@ -19,6 +19,7 @@ from bids_qc.metrics import (
     load_priors,
     nd_wgm,
     snr,
+    snr_native,
     sobel_gradient,
     tenengrad,
 )
@@ -28,7 +29,7 @@ DATA = Path(os.environ.get("BIDS_QC_DATA", ROOT / ".." / "shared" / "data"))
 IXI_SCAN = DATA / "ixi" / "sub-IXI012" / "anat" / "sub-IXI012_T1w.nii.gz"
 TEMPLATE_T1W = ROOT / "bids_qc" / "data" / "tpl-MNI152NLin2009aSym_res-2_T1w.nii.gz"
 RAYLEIGH_SD = math.sqrt(2 - math.pi / 2)  # sd of the magnitude of complex noise of sd 1
-METRIC_KEYS = {"snr", "nd_wgm", "aes", "tenengrad"}
+METRIC_KEYS = {"snr", "nd_wgm", "aes", "tenengrad", "snr_native"}
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -183,6 +184,30 @@ def test_ghosting_band_in_the_air_is_excluded():
     assert snr(image_ghost, masks.wm, naive) < 0.7 * truth
 
 
+def test_snr_native_is_foreground_over_air_std_and_sees_noise_and_ghosts():
+    clean = phantom(noise=0.0)
+    sigma = 2.0
+    image = rician(clean, sigma)
+    head = clean > 0
+    fg = image > 0.1 * np.percentile(image, 99)
+    truth = image[fg].mean() / (sigma * RAYLEIGH_SD)  # the air of a Rician image: Rayleigh
+    assert snr_native(image, (2, 2, 2)) == pytest.approx(truth, rel=0.1)
+    assert snr_native(rician(clean, 2 * sigma), (2, 2, 2)) < 0.6 * snr_native(image, (2, 2, 2))
+    ghost = np.where(head, 0, np.roll(clean, 40, axis=1) * 0.3)  # a faint shifted copy in the air
+    assert snr_native(image + ghost, (2, 2, 2)) < 0.85 * snr_native(image, (2, 2, 2))
+    assert snr_native(image * 7.5, (2, 2, 2)) == pytest.approx(snr_native(image, (2, 2, 2)), rel=1e-4)
+
+
+def test_snr_native_works_on_a_slab_and_needs_air():
+    from bids_qc.metrics import MetricUndefined
+
+    slab = rician(phantom(noise=0.0)[40:50], 2.0)  # 10 sagittal slices, like a partial-coverage scan
+    assert math.isfinite(snr_native(slab, (2, 2, 2)))
+    filled = np.random.default_rng(0).random((40, 40, 40)).astype(np.float32) + 1.0  # no air
+    with pytest.raises(MetricUndefined, match="too little air"):
+        snr_native(filled, (1, 1, 1))
+
+
 # ----------------------------------------------------------------------------- bad inputs
 
 def test_constant_images_give_nan_with_reasons():
@@ -231,11 +256,12 @@ def test_unusable_registered_images_only_void_their_metrics(registered, reason):
     assert math.isfinite(metrics["tenengrad"])
 
 
-def test_bad_voxel_sizes_void_tenengrad_only():
+def test_bad_voxel_sizes_void_the_native_metrics_only():
     gm, wm = load_priors()
     image = phantom(noise=2.0)
     metrics, notes = compute_metrics(image, gm, wm, image, (0.0, 1.0, 1.0))
-    assert set(notes) == {"tenengrad"} and "voxel sizes" in notes["tenengrad"]
+    assert set(notes) == {"tenengrad", "snr_native"}
+    assert all("voxel sizes" in notes[m] for m in notes)
 
 
 def test_zero_filled_background_gives_nan_snr_with_reason():

@@ -84,8 +84,9 @@ def render_model_card(manifest: dict, heldout: dict | None = None, notes: str = 
             lines += ["", "## Real motion (motion_pairs, 6 subjects)", "",
                       f"- Slabs judged by the detectors: {rp['n_judged_by_detectors']}/{rp['n_slabs']} "
                       "(20-slice slabs: partial coverage, no registration, no verdict).",
-                      f"- Tenengrad reported by the app: moving scan ranked worse in {rp['tenengrad_pairs']}/6 "
-                      f"pairs, AUC {rp['tenengrad_auc']:.3f}."]
+                      ] + [f"- {m} reported by the app: moving scan ranked worse in {rp[m + '_pairs']}/6 "
+                           f"pairs, AUC {rp[m + '_auc']:.3f}." for m in ("snr_native", "tenengrad")
+                           if m + "_pairs" in rp]
     lines += ["", "## Limits", notes or "", "",
               "## Licence",
               "Trained on IXI images (CC BY-SA 3.0, https://brain-development.org/ixi-dataset/): the weights "
