@@ -67,6 +67,8 @@ def main(argv=None) -> int:
     parser.add_argument("--limit", type=int, default=None, help="first N subjects only")
     parser.add_argument("--nprocs", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--no-reports", action="store_true", help="pass --no-reports to the app")
+    parser.add_argument("--model-dir", type=Path, default=None,
+                        help="model folder to pass to the app (default: the shipped one)")
     parser.add_argument("--keep", type=Path, default=None,
                         help="write outputs under this folder instead of a deleted temp folder")
     args = parser.parse_args(argv)
@@ -75,6 +77,8 @@ def main(argv=None) -> int:
     if not labels:
         raise SystemExit(f"no subjects with a T1w in {args.dataset}")
     extra = ["--no-reports"] if args.no_reports else []
+    if args.model_dir:
+        extra += ["--model-dir", str(args.model_dir)]
     print(f"dataset {args.dataset} ({len(labels)} subjects), reports "
           f"{'off' if args.no_reports else 'on'}, OMP_NUM_THREADS=1, cpus {os.cpu_count()}, "
           f"load average {os.getloadavg()[0]:.1f}")

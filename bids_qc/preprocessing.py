@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 
 import nibabel as nib
@@ -21,16 +20,22 @@ import numpy as np
 import SimpleITK as sitk
 
 from bids_qc.exceptions import InvalidScanError, PreprocessingError
+from bids_qc.images import (  # noqa: F401 (re-exported: the package's one preprocessing API)
+    TEMPLATE_NAME,
+    WORKING_SPACING_MM,
+    bound_resolution,
+    from_sitk,
+    load_template,
+    to_sitk,
+)
+from bids_qc.registration import register_affine, resample, transform_to_ras_matrix
 
 LOGGER = logging.getLogger(__name__)
-DATA_DIR = Path(__file__).resolve().parent / "data"
-TEMPLATE_NAME = "MNI152NLin2009aSym"
-PREPROCESSING_VERSION = "2"
+PREPROCESSING_VERSION = "3"
 REFERENCE_PERCENTILE = 99.5
 REFERENCE_VALUE = 255.0
 MIN_EXTENT_MM = 100.0  # below this along any axis the scan is a slab: no registration, no verdict
 MAX_VOXELS = 512**3
-WORKING_SPACING_MM = 1.5  # finer scans are resampled to this before N4/registration
 
 
 @dataclass(frozen=True)
@@ -210,52 +215,9 @@ def physical_extent_mm(shape, zooms) -> tuple[float, float, float]:
     return tuple(float(n * z) for n, z in zip(shape, zooms))
 
 
-# ----------------------------------------------------------------------------- numpy <-> SimpleITK
-
-def to_sitk(data: np.ndarray, affine: np.ndarray) -> sitk.Image:
-    """RAS-indexed array + RAS affine -> SimpleITK image (LPS physical space)."""
-    img = sitk.GetImageFromArray(np.ascontiguousarray(data.transpose(2, 1, 0), dtype=np.float32))
-    zooms = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
-    direction = affine[:3, :3] / zooms
-    flip = np.diag([-1.0, -1.0, 1.0])
-    img.SetSpacing(tuple(float(z) for z in zooms))
-    img.SetDirection(tuple((flip @ direction).ravel()))
-    img.SetOrigin(tuple(float(v) for v in flip @ affine[:3, 3]))
-    return img
-
-
-def from_sitk(img: sitk.Image) -> np.ndarray:
-    return sitk.GetArrayFromImage(img).transpose(2, 1, 0).astype(np.float32, copy=False)
-
-
-def grid_reference(shape, affine) -> sitk.Image:
-    """An empty SimpleITK image describing a RAS grid (for resampling onto it)."""
-    return to_sitk(np.zeros(shape, np.float32), affine)
-
-
-@lru_cache(maxsize=4)
-def load_template(name: str = "T1w") -> tuple[np.ndarray, np.ndarray]:
-    """The shipped 2 mm template image (``T1w``, ``label-GM_probseg``, ``label-WM_probseg``)."""
-    img = nib.load(str(DATA_DIR / f"tpl-{TEMPLATE_NAME}_res-2_{name}.nii.gz"))
-    return np.asarray(img.dataobj, dtype=np.float32), img.affine
-
-
 # ----------------------------------------------------------------------------- steps
 
-def bound_resolution(img: sitk.Image, spacing_mm: float = WORKING_SPACING_MM) -> sitk.Image:
-    """Smooth and resample images finer than ``spacing_mm`` to that spacing (speed, memory)."""
-    spacing = np.array(img.GetSpacing())
-    if spacing.min() >= spacing_mm - 1e-3:
-        return img
-    new_spacing = np.maximum(spacing, spacing_mm)
-    sigma = np.sqrt(np.maximum(new_spacing**2 - spacing**2, 0)) / 2.355
-    smooth = sitk.SmoothingRecursiveGaussian(img, [float(s) for s in sigma])
-    size = [int(round(n * s / t)) for n, s, t in zip(img.GetSize(), spacing, new_spacing)]
-    return sitk.Resample(smooth, size, sitk.Transform(), sitk.sitkLinear, img.GetOrigin(),
-                         [float(s) for s in new_spacing], img.GetDirection(), 0.0, sitk.sitkFloat32)
-
-
-def n4_correct(img: sitk.Image, shrink_mm: float = 6.0, iterations=(20, 20, 10),
+def n4_correct(img: sitk.Image, shrink_mm: float = 8.0, iterations=(15, 15, 10),
                threads: int = 1) -> tuple[sitk.Image, dict]:
     """N4 bias-field correction fitted on a ~``shrink_mm`` copy, applied at full resolution."""
     shrink = max(1, int(round(shrink_mm / min(img.GetSpacing()))))
@@ -271,114 +233,6 @@ def n4_correct(img: sitk.Image, shrink_mm: float = 6.0, iterations=(20, 20, 10),
     params = {"shrink_factor": shrink, "iterations": list(iterations), "mask": "otsu",
               "convergence_threshold": corrector.GetConvergenceThreshold()}
     return corrected, params
-
-
-@lru_cache(maxsize=1)
-def head_template() -> tuple[np.ndarray, np.ndarray]:
-    """A synthetic *head* target built from the (skull-stripped) MNI brain template.
-
-    The shipped MNI T1w has no skull, so mutual information between a full-head scan and it
-    is maximised by squeezing the whole head into the brain. Around the brain we therefore draw
-    the layers every T1w head has, by distance from the brain surface: CSF (0-3 mm, dark),
-    skull (3-9 mm, darker), scalp (9-15 mm, bright). Head-to-head registration then aligns
-    the brain. Intensities are relative to the template's 90th percentile in the brain.
-    """
-    from scipy import ndimage
-
-    tpl, affine = load_template("T1w")
-    brain = ndimage.binary_fill_holes(tpl > 5)
-    spacing = float(np.sqrt((affine[:3, :3] ** 2).sum(axis=0))[0])
-    dist = ndimage.distance_transform_edt(~brain) * spacing
-    level = float(np.percentile(tpl[brain], 90))
-    head = tpl.copy()
-    for low, high, value in ((0, 3, 0.15), (3, 9, 0.08), (9, 15, 0.8)):
-        head[(dist > low) & (dist <= high)] = value * level
-    return ndimage.gaussian_filter(head, 0.7).astype(np.float32), affine
-
-
-def _run_registration(moving, fixed, transform, iterations, shrink, smooth, threads, seed):
-    reg = sitk.ImageRegistrationMethod()
-    reg.SetMetricAsMattesMutualInformation(numberOfHistogramBins=32)
-    reg.SetMetricSamplingStrategy(reg.RANDOM)
-    reg.SetMetricSamplingPercentage(0.2, seed)
-    reg.SetInterpolator(sitk.sitkLinear)
-    reg.SetOptimizerAsRegularStepGradientDescent(
-        learningRate=1.0, minStep=1e-3, numberOfIterations=iterations,
-        gradientMagnitudeTolerance=1e-6, relaxationFactor=0.6)
-    reg.SetOptimizerScalesFromPhysicalShift()
-    reg.SetShrinkFactorsPerLevel(list(shrink))
-    reg.SetSmoothingSigmasPerLevel(list(smooth))
-    reg.SmoothingSigmasAreSpecifiedInPhysicalUnitsOn()
-    reg.SetInitialTransform(transform, inPlace=True)
-    reg.SetNumberOfThreads(threads)
-    reg.Execute(fixed, moving)
-    return transform, reg
-
-
-PITCH_STARTS_DEG = (-12.0, 0.0, 12.0)
-
-
-def register_affine(moving: sitk.Image, fixed: sitk.Image, threads: int = 1,
-                    seed: int = 1) -> tuple[sitk.Transform, dict]:
-    """Affine (12 dof) registration of a head scan to the synthetic head template.
-
-    Stage 1, similarity (7 dof) at 8 then 4 mm from three pitch starts (-12, 0, +12 degrees about
-    the left-right axis, centres of mass aligned); the best Mattes MI wins. Stage 2, affine at
-    8 then 4 mm (template voxels 2 mm, shrink 4 and 2). Returns the transform mapping template
-    points to subject points (as ITK resamples) and the recorded parameters.
-    """
-    tpl, _ = load_template("T1w")
-    brain = tpl > 5
-
-    def brain_correlation(transform) -> float:
-        """Pearson correlation with the template inside its brain: the selection criterion."""
-        moved = sitk.GetArrayFromImage(  # a copy: a view would outlive the temporary image
-            sitk.Resample(moving, fixed, transform, sitk.sitkLinear, 0.0, sitk.sitkFloat32))
-        return float(np.corrcoef(moved.transpose(2, 1, 0)[brain], tpl[brain])[0, 1])
-
-    candidates = []
-    for pitch in PITCH_STARTS_DEG:
-        sim = sitk.CenteredTransformInitializer(
-            fixed, moving, sitk.Similarity3DTransform(), sitk.CenteredTransformInitializerFilter.MOMENTS)
-        sim.SetRotation((1.0, 0.0, 0.0), float(np.deg2rad(pitch)))
-        sim, _ = _run_registration(moving, fixed, sim, 40, (8, 4), (4.0, 2.0), threads, seed)
-        candidates.append((brain_correlation(sim), pitch, sim))
-    cc_sim, pitch, sim = max(candidates, key=lambda c: c[0])
-    affine = sitk.AffineTransform(3)
-    affine.SetCenter(sim.GetCenter())
-    affine.SetMatrix(sim.GetMatrix())
-    affine.SetTranslation(sim.GetTranslation())
-    start = sitk.AffineTransform(affine)
-    affine, reg = _run_registration(moving, fixed, affine, 60, (4, 2), (2.0, 1.0), threads, seed)
-    cc = brain_correlation(affine)
-    if cc < cc_sim:  # the affine stage made things worse: keep the similarity solution
-        affine, cc = start, cc_sim
-    params = {"target": "MNI152NLin2009aSym brain + synthetic CSF/skull/scalp layers",
-              "metric": "MattesMI", "bins": 32, "sampling": 0.2, "sampling_seed": seed,
-              "stage1": {"transform": "similarity", "pitch_starts_deg": list(PITCH_STARTS_DEG),
-                         "chosen_pitch_deg": pitch, "shrink": [8, 4], "iterations": 40,
-                         "brain_correlation": round(cc_sim, 4)},
-              "stage2": {"transform": "affine", "shrink": [4, 2], "smoothing_mm": [2.0, 1.0],
-                         "iterations": reg.GetOptimizerIteration()},
-              "final_metric": reg.GetMetricValue(), "brain_correlation": round(cc, 4),
-              "stop": reg.GetOptimizerStopConditionDescription()}
-    return affine, params
-
-
-def transform_to_ras_matrix(transform: sitk.Transform) -> list[list[float]]:
-    """4x4 matrix mapping template RAS mm to subject RAS mm (the affine found by registration)."""
-    points = np.array([[0, 0, 0], [50, 0, 0], [0, 50, 0], [0, 0, 50]], float)
-    mapped = np.array([transform.TransformPoint(tuple(p)) for p in points])
-    lps = np.eye(4)
-    lps[:3, :] = np.linalg.lstsq(np.c_[points, np.ones(4)], mapped, rcond=None)[0].T
-    flip = np.diag([-1.0, -1.0, 1.0, 1.0])
-    return (flip @ lps @ flip).round(6).tolist()
-
-
-def resample(moving: sitk.Image, transform: sitk.Transform, shape, affine) -> np.ndarray:
-    ref = grid_reference(shape, affine)
-    out = sitk.Resample(moving, ref, transform, sitk.sitkLinear, 0.0, sitk.sitkFloat32)
-    return from_sitk(out)
 
 
 def minmax(volume: np.ndarray) -> np.ndarray:
@@ -430,8 +284,7 @@ def preprocess(path, grid: ModelGrid = ModelGrid(), threads: int = 1,
 
         t = time.perf_counter()
         tpl, tpl_affine = load_template("T1w")
-        fixed = to_sitk(head_template()[0], tpl_affine)
-        transform, reg_params = register_affine(corrected, fixed, threads=threads)
+        transform, reg_params = register_affine(corrected, threads=threads)
         reg_params["template_to_subject_ras"] = transform_to_ras_matrix(transform)
         out.record["registration"] = reg_params
         out.timings["registration"] = time.perf_counter() - t
