@@ -2,7 +2,7 @@
 """Benchmark the BIDS-App end to end: seconds per scan per stage, scans/minute, peak memory.
 
     python benchmarks/bench_pipeline.py                          # examples/ixi_mini
-    python benchmarks/bench_pipeline.py ../shared/data/ixi --limit 8 --nprocs 1 2
+    python benchmarks/bench_pipeline.py ../shared/data/ixi --limit 10 100 --nprocs 1 2
 
 Each configuration runs ``run.py <dataset> <fresh out> participant --nprocs N`` in a child
 process (cold start: model loading and BIDS indexing included in the wall time), then reads
@@ -60,11 +60,22 @@ def stage_table(out: Path) -> tuple[dict[str, list[float]], int, int]:
     return stages, n_ok, n_err
 
 
+def print_run(nprocs, wall, stages, n_ok, n_err) -> None:
+    n = n_ok + n_err
+    print(f"\n--nprocs {nprocs}: {n} scans ({n_err} failed) in {wall:.1f} s wall -> "
+          f"{60 * n / wall:.1f} scans/min end to end (cold start included)", flush=True)
+    print(f"  {'stage':<14}{'median s':>10}{'mean s':>10}{'max s':>10}")
+    for stage, values in stages.items():
+        print(f"  {stage:<14}{statistics.median(values):>10.2f}"
+              f"{statistics.fmean(values):>10.2f}{max(values):>10.2f}", flush=True)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("dataset", nargs="?", type=Path, default=ROOT / "examples" / "ixi_mini")
-    parser.add_argument("--limit", type=int, default=None, help="first N subjects only")
+    parser.add_argument("--limit", type=int, nargs="+", default=[None],
+                        help="first N subjects only; several values show how time grows with N")
     parser.add_argument("--nprocs", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--no-reports", action="store_true", help="pass --no-reports to the app")
     parser.add_argument("--model-dir", type=Path, default=None,
@@ -73,32 +84,30 @@ def main(argv=None) -> int:
                         help="write outputs under this folder instead of a deleted temp folder")
     args = parser.parse_args(argv)
 
-    labels = first_subjects(args.dataset, args.limit)
-    if not labels:
+    all_labels = first_subjects(args.dataset, None)
+    if not all_labels:
         raise SystemExit(f"no subjects with a T1w in {args.dataset}")
     extra = ["--no-reports"] if args.no_reports else []
     if args.model_dir:
         extra += ["--model-dir", str(args.model_dir)]
-    print(f"dataset {args.dataset} ({len(labels)} subjects), reports "
+    print(f"dataset {args.dataset} ({len(all_labels)} subjects), reports "
           f"{'off' if args.no_reports else 'on'}, OMP_NUM_THREADS=1, cpus {os.cpu_count()}, "
           f"load average {os.getloadavg()[0]:.1f}")
+    results = []
     with tempfile.TemporaryDirectory(prefix="bids_qc_bench_") as tmp:
         base = args.keep or Path(tmp)
-        results = []
-        for nprocs in args.nprocs:
-            out = base / f"out_nprocs{nprocs}"
-            wall = run_app(args.dataset, out, nprocs, labels, extra)
-            stages, n_ok, n_err = stage_table(out)
-            results.append((nprocs, wall, stages, n_ok, n_err))
-
-    for nprocs, wall, stages, n_ok, n_err in results:
+        for limit in args.limit:
+            labels = all_labels[:limit] if limit else all_labels
+            for nprocs in args.nprocs:
+                out = base / f"out_n{len(labels)}_nprocs{nprocs}"
+                wall = run_app(args.dataset, out, nprocs, labels, extra)
+                stages, n_ok, n_err = stage_table(out)
+                results.append((nprocs, wall, stages, n_ok, n_err))
+                print_run(*results[-1])
+    print("\nscans  nprocs  wall s  scans/min  wall s/scan")
+    for nprocs, wall, _, n_ok, n_err in results:
         n = n_ok + n_err
-        print(f"\n--nprocs {nprocs}: {n} scans ({n_err} failed) in {wall:.1f} s wall -> "
-              f"{60 * n / wall:.1f} scans/min end to end (cold start included)")
-        print(f"  {'stage':<14}{'median s':>10}{'mean s':>10}{'max s':>10}")
-        for stage, values in stages.items():
-            print(f"  {stage:<14}{statistics.median(values):>10.2f}"
-                  f"{statistics.fmean(values):>10.2f}{max(values):>10.2f}")
+        print(f"{n:>5}  {nprocs:>6}  {wall:>6.1f}  {60 * n / wall:>9.1f}  {wall / n:>11.2f}")
     self_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     child_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     print(f"\npeak RSS: largest child process {child_mb:.0f} MB, this script {self_mb:.0f} MB")
