@@ -1,9 +1,10 @@
 """``bids-qc-train``: pre-train the six detectors on a BIDS dataset of clean-looking T1w scans.
 
 Steps: cache preprocessed volumes -> hold out test subjects -> K-fold CV by subject (train the
-folds asked for, keep each fold's lowest-validation-loss epoch) -> write a model folder whose
-members are the trained folds -> evaluate on the held-out subjects and store every figure and
-the exact command line in the manifest.
+folds asked for, keep each fold's lowest-validation-loss epoch) -> choose each detector's
+threshold on the validation subjects (Youden; ``--no-calibrate`` keeps 0.5) -> write a model
+folder whose members are the trained folds -> evaluate on the held-out subjects and store every
+figure and the exact command line in the manifest.
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from bids_qc.models import save_bundle
 from bids_qc.preprocessing import ModelGrid
 from bids_qc.record import DETECTORS
 from bids_qc.training.cache import build_cache
+from bids_qc.training.calibration import calibrate_thresholds
 from bids_qc.training.data import GRADE_PROBS, SimulatedSet
 from bids_qc.training.ensemble import MeanEnsemble
 from bids_qc.training.evaluate import evaluate_detectors
@@ -58,6 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=2, help="torch threads for training")
     p.add_argument("--half", action=argparse.BooleanOptionalAction, default=True,
                    help="store weights in float16 (default)")
+    p.add_argument("--calibrate", action=argparse.BooleanOptionalAction, default=True,
+                   help="choose decision thresholds on the validation subjects (default) or keep 0.5")
     p.add_argument("-v", "--verbose", action="store_true")
     return p
 
@@ -81,7 +85,7 @@ def main(argv=None) -> int:
     wanted = range(args.k) if args.folds == "all" else [int(f) for f in args.folds.split(",")]
     LOGGER.info("%d scans cached in %.0f s; %d subjects for CV (%d folds), %d held out",
                 len(entries), time.perf_counter() - t0, len(pool), args.k, len(test))
-    members, fold_reports = [], []
+    members, fold_reports, val_sets = [], [], []
     for f in wanted:
         train_subj, val_subj = folds[f]
         train_set = SimulatedSet([e for e in entries if e.subject in train_subj],
@@ -95,6 +99,7 @@ def main(argv=None) -> int:
                                  epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                                  max_minutes=args.max_minutes, seed=args.seed + f, schemes=schemes)
         members.append({d: s.net for d, s in states.items()})
+        val_sets.append(val_set)
         fold_reports.append({
             "fold": f, "train_subjects": train_subj, "val_subjects": val_subj,
             "minutes": round((time.perf_counter() - t_fold) / 60, 2),
@@ -105,8 +110,10 @@ def main(argv=None) -> int:
     test_set = SimulatedSet([e for e in entries if e.subject in test], args.test_samples_per_subject,
                             seed=args.seed + 2000, grid=grid)
     nets = {d: MeanEnsemble([m[d] for m in members]).eval() for d in DETECTORS}
-    test_metrics = evaluate_detectors(nets, test_set, schemes=schemes)
-    detectors = {d: {**schemes[d], "threshold": 0.5} for d in DETECTORS}
+    calibration = calibrate_thresholds(list(zip(members, val_sets)), schemes) if args.calibrate else {}
+    thresholds = {d: c["threshold"] for d, c in calibration.items()}
+    test_metrics = evaluate_detectors(nets, test_set, schemes=schemes, thresholds=thresholds)
+    detectors = {d: {**schemes[d], "threshold": thresholds.get(d, 0.5)} for d in DETECTORS}
     extra = {
         "bids_qc_version": __version__,
         "seed": args.seed,
@@ -121,6 +128,8 @@ def main(argv=None) -> int:
             "selection": "lowest validation loss epoch", "minutes_total":
                 round((time.perf_counter() - t0) / 60, 2),
             "threads": args.threads, "folds": fold_reports,
+            "calibration": {"method": "Youden J on the pooled validation images of the trained folds",
+                            "detectors": calibration} if calibration else None,
         },
         "metrics": {"heldout_simulated": test_metrics},
     }

@@ -28,7 +28,7 @@ def evaluate_detectors(nets: dict, dataset, batch_size: int = 6, thresholds: dic
                        schemes=LABEL_SCHEMES) -> dict:
     """Scores of ``nets`` (all six detectors) on a simulated ``dataset``."""
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
-    per_det, probs, grades = evaluate(nets, loader, schemes)
+    per_det, probs, grades = evaluate(nets, loader, schemes, thresholds)
     for det in nets:
         col = ARTEFACTS.index(det.split("_")[0])
         labels = binary_labels(det, grades[:, col].tolist(), schemes)

@@ -51,8 +51,10 @@ class DetectorState:
 
 
 @torch.no_grad()
-def evaluate(nets: dict, loader: DataLoader, schemes=LABEL_SCHEMES) -> tuple[dict, dict, np.ndarray]:
-    """Per detector: loss (class-weighted CE), balanced accuracy etc.; probabilities; grades."""
+def evaluate(nets: dict, loader: DataLoader, schemes=LABEL_SCHEMES,
+             thresholds: dict | None = None) -> tuple[dict, dict, np.ndarray]:
+    """Per detector: loss (class-weighted CE), balanced accuracy etc. at its threshold (default
+    0.5); probabilities; grades."""
     probs = {d: [] for d in nets}
     all_grades = []
     for net in nets.values():
@@ -72,7 +74,7 @@ def evaluate(nets: dict, loader: DataLoader, schemes=LABEL_SCHEMES) -> tuple[dic
         pv, lv = p[valid], labels[valid]
         nll = -(lv * np.log(pv + eps) + (1 - lv) * np.log(1 - pv + eps))
         loss = float((w[lv] * nll).sum() / w[lv].sum())
-        results[det] = {"loss": loss, **binary_scores(lv, pv >= 0.5)}
+        results[det] = {"loss": loss, **binary_scores(lv, pv >= (thresholds or {}).get(det, 0.5))}
         probs[det] = p
     return results, probs, grades
 

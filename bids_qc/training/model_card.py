@@ -57,6 +57,17 @@ def render_model_card(manifest: dict, heldout: dict | None = None, notes: str = 
              f"at most {t.get('epochs_max')} epochs / {t.get('max_minutes_per_fold')} min per fold; "
              f"{t.get('threads')} CPU threads; total {t.get('minutes_total')} min on a shared 2-core CPU.",
              f"- Seed {manifest.get('seed')}. Exact command:", "", "```", manifest.get("command", ""), "```", ""]
+    cal = t.get("calibration")
+    if cal:
+        lines += ["- Decision thresholds: " + cal["method"] + (
+                  "; command:" if cal.get("command") else "."), ""]
+        if cal.get("command"):
+            lines += ["```", cal["command"], "```", ""]
+        lines += ["| detector | threshold | val b.acc % at 0.5 | val b.acc % at threshold | n |",
+                  "| --- | --- | --- | --- | --- |"]
+        lines += [f"| {d} | {c['threshold']:.3f} | {_pct(c['val_balanced_accuracy_at_0.5'])} | "
+                  f"{_pct(c['val_balanced_accuracy'])} | {c['n_images']} |" for d, c in cal["detectors"].items()]
+        lines.append("")
     for f in folds:
         best = f.get("best_epoch", {})
         lines.append(f"- Fold {f['fold']}: {len(f['train_subjects'])} train / {len(f['val_subjects'])} val "
@@ -70,6 +81,9 @@ def render_model_card(manifest: dict, heldout: dict | None = None, notes: str = 
     if test:
         lines += ["", f"## Held-out subjects, simulated artefacts (training run, {test['n_images']} images, "
                   "cached motion variants)", ""] + _table(test)
+    at_half = manifest.get("metrics", {}).get("heldout_simulated_at_0.5")
+    if at_half:
+        lines += ["", "The same images with every threshold at 0.5 (before calibration):", ""] + _table(at_half)
     if heldout:
         lines += ["", f"## Held-out subjects, re-simulated from the raw scans (`benchmarks/bench_heldout.py`, "
                   f"{heldout['n_images']} images)", ""] + _table(heldout)
