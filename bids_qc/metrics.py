@@ -203,6 +203,17 @@ def _with_halo(volume: np.ndarray, box: tuple[slice, ...]) -> np.ndarray:
     return out
 
 
+def _subgrid_reference(native: np.ndarray, max_voxels: int) -> tuple[np.ndarray, int, float]:
+    """A regular subgrid of <= ``max_voxels`` voxels (float32), its step, and its 99th percentile
+    (the foreground reference; raises if it is not positive)."""
+    step = max(1, int(math.ceil((native.size / max_voxels) ** (1 / 3))))
+    sample = np.asarray(native[::step, ::step, ::step], dtype=np.float32)
+    ref = float(np.percentile(sample, FOREGROUND_PERCENTILE))
+    if not ref > 0:
+        raise MetricUndefined("native image has no positive intensities (empty image)")
+    return sample, step, ref
+
+
 def tenengrad(native: np.ndarray, zooms=(1.0, 1.0, 1.0)) -> float:
     """Mean squared 3D Sobel gradient magnitude over the foreground / mean foreground intensity^2
     (mm^-2, higher = sharper; definition in the module docstring). Memory and time stay bounded
@@ -210,11 +221,7 @@ def tenengrad(native: np.ndarray, zooms=(1.0, 1.0, 1.0)) -> float:
     box, without copying the whole image."""
     native = _check_volume(native, "native")
     zooms = _zooms(zooms)
-    step = max(1, int(math.ceil((native.size / PERCENTILE_MAX_VOXELS) ** (1 / 3))))
-    sample = np.asarray(native[::step, ::step, ::step], dtype=np.float32)
-    ref = float(np.percentile(sample, FOREGROUND_PERCENTILE))
-    if not ref > 0:
-        raise MetricUndefined("native image has no positive intensities (empty image)")
+    _, _, ref = _subgrid_reference(native, PERCENTILE_MAX_VOXELS)
     fg = native > FOREGROUND_FRACTION * ref
     if not fg.any():
         raise MetricUndefined("native image has no foreground")
@@ -242,11 +249,7 @@ def snr_native(native: np.ndarray, zooms=(1.0, 1.0, 1.0)) -> float:
     definition in the module docstring)."""
     native = _check_volume(native, "native")
     zooms = _zooms(zooms)
-    step = max(1, int(math.ceil((native.size / AIR_SAMPLE_MAX_VOXELS) ** (1 / 3))))
-    sample = np.asarray(native[::step, ::step, ::step], dtype=np.float32)
-    ref = float(np.percentile(sample, FOREGROUND_PERCENTILE))
-    if not ref > 0:
-        raise MetricUndefined("native image has no positive intensities (empty image)")
+    sample, step, ref = _subgrid_reference(native, AIR_SAMPLE_MAX_VOXELS)
     if float(sample.min()) == float(sample.max()):
         raise MetricUndefined("native image is constant (no foreground or air to tell apart)")
     fg = sample > FOREGROUND_FRACTION * ref
