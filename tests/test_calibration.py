@@ -2,11 +2,11 @@
 import numpy as np
 import pytest
 import torch
+from test_training import TINY, tiny_entries
 from torch import nn
 
 from bids_qc.training.calibration import calibrate_thresholds, youden_threshold
 from bids_qc.training.data import SimulatedSet
-from tests.test_training import TINY, tiny_entries
 
 
 def test_youden_threshold_separates_shifted_scores():
