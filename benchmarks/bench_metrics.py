@@ -40,6 +40,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import nibabel as nib  # noqa: E402
 import numpy as np  # noqa: E402
 
+from bids_qc.images import from_sitk, to_sitk  # noqa: E402
 from bids_qc.metrics import compute_metrics, load_priors, tenengrad  # noqa: E402
 
 TEMPLATE_T1W = ROOT / "bids_qc" / "data" / "tpl-MNI152NLin2009aSym_res-2_T1w.nii.gz"
@@ -52,18 +53,6 @@ PUBLISHED_SNR = {0: 74, 1: 44, 2: 25}
 PUBLISHED_ND_WGM = {0: 0.16, 1: 0.13, 2: 0.10}
 
 
-def to_sitk(data: np.ndarray, affine: np.ndarray):
-    import SimpleITK as sitk
-
-    img = sitk.GetImageFromArray(np.ascontiguousarray(data.transpose(2, 1, 0), dtype=np.float32))
-    zooms = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
-    flip = np.diag([-1.0, -1.0, 1.0])  # RAS -> LPS
-    img.SetSpacing(tuple(float(z) for z in zooms))
-    img.SetDirection(tuple((flip @ (affine[:3, :3] / zooms)).ravel()))
-    img.SetOrigin(tuple(float(v) for v in flip @ affine[:3, 3]))
-    return img
-
-
 def n4_bias_field(native: np.ndarray, affine: np.ndarray) -> np.ndarray:
     """Multiplicative N4 bias field on the native grid (fitted on a 2x shrunk copy, Otsu mask)."""
     import SimpleITK as sitk
@@ -74,7 +63,7 @@ def n4_bias_field(native: np.ndarray, affine: np.ndarray) -> np.ndarray:
     n4.SetMaximumNumberOfIterations([20, 20, 10])
     n4.SetNumberOfThreads(1)
     n4.Execute(small, sitk.OtsuThreshold(small, 0, 1, 200))
-    log_field = sitk.GetArrayFromImage(n4.GetLogBiasFieldAsImage(image)).transpose(2, 1, 0)
+    log_field = from_sitk(n4.GetLogBiasFieldAsImage(image))
     return np.exp(log_field).astype(np.float32)
 
 
@@ -154,7 +143,7 @@ class Scan:
                                         order=1, mode="constant", cval=0.0)
         out = sitk.Resample(to_sitk(volume, self.affine), self.fixed, self.transform,
                             sitk.sitkLinear, 0.0, sitk.sitkFloat32)
-        return sitk.GetArrayFromImage(out).transpose(2, 1, 0)
+        return from_sitk(out)
 
 
 def rician(volume: np.ndarray, sigma: float, seed: int) -> np.ndarray:

@@ -25,11 +25,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def first_subjects(bids_dir: Path, limit: int | None) -> list[str]:
-    """Labels (without ``sub-``) of the first ``limit`` subjects that have an anat folder."""
-    labels = sorted(p.name[4:] for p in bids_dir.glob("sub-*") if p.is_dir()
-                    and (any(p.glob("anat/*_T1w.nii*")) or any(p.glob("ses-*/anat/*_T1w.nii*"))))
-    return labels[:limit] if limit else labels
+def subjects_with_t1w(bids_dir: Path) -> list[str]:
+    """Sorted labels (without ``sub-``) of the subjects that have a T1w."""
+    return sorted(p.name[4:] for p in bids_dir.glob("sub-*") if p.is_dir()
+                  and (any(p.glob("anat/*_T1w.nii*")) or any(p.glob("ses-*/anat/*_T1w.nii*"))))
 
 
 def run_app(bids_dir: Path, out: Path, nprocs: int, labels: list[str], extra: list[str]) -> float:
@@ -84,7 +83,7 @@ def main(argv=None) -> int:
                         help="write outputs under this folder instead of a deleted temp folder")
     args = parser.parse_args(argv)
 
-    all_labels = first_subjects(args.dataset, None)
+    all_labels = subjects_with_t1w(args.dataset)
     if not all_labels:
         raise SystemExit(f"no subjects with a T1w in {args.dataset}")
     extra = ["--no-reports"] if args.no_reports else []

@@ -13,6 +13,7 @@ import pytest
 from scipy import ndimage as ndi
 
 from bids_qc import masks as masks_mod
+from bids_qc.images import from_sitk, to_sitk
 from bids_qc.metrics import (
     aes,
     compute_metrics,
@@ -289,18 +290,6 @@ def test_individual_functions_raise_metric_undefined_not_crash():
 
 # ----------------------------------------------------------------------------- IXI calibration
 
-def _to_sitk(data: np.ndarray, affine: np.ndarray):
-    import SimpleITK as sitk
-
-    img = sitk.GetImageFromArray(np.ascontiguousarray(data.transpose(2, 1, 0), dtype=np.float32))
-    zooms = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
-    flip = np.diag([-1.0, -1.0, 1.0])  # RAS -> LPS
-    img.SetSpacing(tuple(float(z) for z in zooms))
-    img.SetDirection(tuple((flip @ (affine[:3, :3] / zooms)).ravel()))
-    img.SetOrigin(tuple(float(v) for v in flip @ affine[:3, 3]))
-    return img
-
-
 class Registered:
     """One IXI scan affinely registered to the 2 mm template (centre of mass + Mattes MI affine,
     no bias correction); ``resample`` maps any image on the scan's grid with the same transform.
@@ -314,8 +303,8 @@ class Registered:
         self.native = np.asarray(img.dataobj, dtype=np.float32)
         self.affine, self.zooms = img.affine, tuple(float(z) for z in img.header.get_zooms()[:3])
         tpl = nib.load(str(TEMPLATE_T1W))
-        self.fixed = _to_sitk(np.asarray(tpl.dataobj, np.float32), tpl.affine)
-        moving = _to_sitk(self.native, self.affine)
+        self.fixed = to_sitk(np.asarray(tpl.dataobj, np.float32), tpl.affine)
+        moving = to_sitk(self.native, self.affine)
         reg = sitk.ImageRegistrationMethod()
         reg.SetMetricAsMattesMutualInformation(32)
         reg.SetMetricSamplingStrategy(reg.REGULAR)  # deterministic, unlike RANDOM
@@ -338,9 +327,9 @@ class Registered:
     def resample(self, volume: np.ndarray) -> np.ndarray:
         import SimpleITK as sitk
 
-        out = sitk.Resample(_to_sitk(volume, self.affine), self.fixed, self.transform,
+        out = sitk.Resample(to_sitk(volume, self.affine), self.fixed, self.transform,
                             sitk.sitkLinear, 0.0, sitk.sitkFloat32)
-        return sitk.GetArrayFromImage(out).transpose(2, 1, 0)
+        return from_sitk(out)
 
     def metrics(self, volume: np.ndarray, fov: bool = True) -> tuple[dict, dict]:
         gm, wm = load_priors()

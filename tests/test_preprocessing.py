@@ -3,6 +3,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import DATA
 
 from bids_qc.preprocessing import ModelGrid, from_sitk, load_template, preprocess, to_sitk
 
@@ -47,14 +48,11 @@ def test_sitk_round_trip_keeps_array_and_geometry():
     np.testing.assert_allclose(lps, [-ras[0], -ras[1], ras[2]], atol=1e-5)
 
 
-SHARED_IXI = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "ixi"
-
-
 @pytest.mark.parametrize("subject", ["IXI205", "IXI260", "IXI316"])
 def test_registration_finds_the_brain_where_preprocessing_v2_did_not(subject):
     """Version 2 (three pitch starts, optimised at 8/4 mm, then 4/2 mm) ended in a local optimum
     on these IXI scans: brain correlation 0.17-0.31, tens of mm off. Version 3 must not."""
-    scan = SHARED_IXI / f"sub-{subject}" / "anat" / f"sub-{subject}_T1w.nii.gz"
+    scan = DATA / "ixi" / f"sub-{subject}" / "anat" / f"sub-{subject}_T1w.nii.gz"
     if not scan.is_file():
         pytest.skip(f"shared IXI data absent ({scan})")
     reg = preprocess(scan, with_registered=False).record["registration"]

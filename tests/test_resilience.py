@@ -113,6 +113,12 @@ def slab_ds(tmp_path_factory):
     return make_dataset(tmp_path_factory.mktemp("slabs") / "ds")
 
 
+def participant(ds: Path, out: Path, model: Path) -> list:
+    """A :func:`drive` step: the participant level, Linear plugin, validation off."""
+    return ["app", [ds, out, "participant", "--plugin", "Linear", "--skip-bids-validation",
+                    "--model-dir", model]]
+
+
 # --------------------------------------------------------------------------- unwritable output
 def test_read_only_file_system_exits_73(slab_ds, tiny_model, tmp_path):
     prefix = private_mounts()
@@ -121,11 +127,10 @@ def test_read_only_file_system_exits_73(slab_ds, tiny_model, tmp_path):
                     "simulated in test_app.py::test_uncreatable_output_exits_73 only")
     out = tmp_path / "out"
     out.mkdir()
-    participant = ["app", [slab_ds, out, "participant", "--plugin", "Linear",
-                           "--skip-bids-validation", "--model-dir", tiny_model]]
+    run = participant(slab_ds, out, tiny_model)
     results, log = drive([
-        mount("ro,size=1m", out), participant,                       # read-only from the start
-        ["sh", f"mount -o remount,rw {out}"], participant,           # writable: the scans run
+        mount("ro,size=1m", out), run,                               # read-only from the start
+        ["sh", f"mount -o remount,rw {out}"], run,                   # writable: the scans run
         ["sh", f"mount -o remount,ro {out}"], ["app", [slab_ds, out, "group"]],  # then r/o
         ["ls", out],
     ], prefix)
@@ -144,9 +149,8 @@ def test_read_only_folder_exits_73(slab_ds, tiny_model, tmp_path):
     locked = tmp_path / "locked"
     locked.mkdir()
     locked.chmod(0o555)
-    args = ["--plugin", "Linear", "--skip-bids-validation", "--model-dir", tiny_model]
-    results, log = drive([["app", [slab_ds, locked, "participant", *args]],
-                          ["app", [slab_ds, locked / "out", "participant", *args]],
+    results, log = drive([participant(slab_ds, locked, tiny_model),
+                          participant(slab_ds, locked / "out", tiny_model),
                           ["ls", locked]], prefix)
     assert results == [73, 73, []], log[-3000:]
     assert f"cannot create or write output_dir {locked}" in log
@@ -160,11 +164,9 @@ def test_full_file_system_exits_74(slab_ds, tiny_model, tmp_path):
                     "in test_app.py::test_write_failure_exits_74 only")
     out = tmp_path / "out"
     out.mkdir()
-    participant = ["app", [slab_ds, out, "participant", "--plugin", "Linear",
-                           "--skip-bids-validation", "--model-dir", tiny_model]]
+    run = participant(slab_ds, out, tiny_model)
     # 4 kB: dataset_description.json fills the only page, then every scan output fails
-    results, log = drive([mount("size=4k", out), participant, ["ls", out], participant,
-                          ["ls", out]], prefix)
+    results, log = drive([mount("size=4k", out), run, ["ls", out], run, ["ls", out]], prefix)
     assert results[0] == 0 and results[1] == 74 and results[3] == 74, log[-3000:]
     assert "could not write the outputs of 2 scan(s)" in log
     assert f"cannot create or write output_dir {out}" in log  # the rerun: full at the start

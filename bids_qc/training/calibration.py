@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader
 from bids_qc.grading import LABEL_SCHEMES, binary_labels
 from bids_qc.record import ARTEFACTS
 from bids_qc.training.loop import evaluate
+from bids_qc.training.metrics import binary_scores
 
 BOUNDS = (0.05, 0.95)
 
@@ -56,11 +57,7 @@ def calibrate_thresholds(members_and_sets, schemes=LABEL_SCHEMES, batch_size: in
         labels, probs = np.array(labels), np.array(probs)
         threshold = youden_threshold(labels, probs)
         out[det] = {"threshold": round(threshold, 4),
-                    "val_balanced_accuracy_at_0.5": _balanced_accuracy(labels, probs, 0.5),
-                    "val_balanced_accuracy": _balanced_accuracy(labels, probs, threshold),
+                    "val_balanced_accuracy_at_0.5": binary_scores(labels, probs >= 0.5)["balanced_accuracy"],
+                    "val_balanced_accuracy": binary_scores(labels, probs >= threshold)["balanced_accuracy"],
                     "n_images": int(len(labels))}
     return out
-
-
-def _balanced_accuracy(labels: np.ndarray, probs: np.ndarray, threshold: float) -> float:
-    return float(np.mean([(probs[labels == 1] >= threshold).mean(), (probs[labels == 0] < threshold).mean()]))
