@@ -1,0 +1,105 @@
+"""Load a slab motion model folder and score scans with it.
+
+A folder holds ``weights.safetensors`` and ``manifest.json`` (architecture ``SlabNet``, threshold,
+sha256 of the weights). The score of a scan is the sigmoid of the mean logit over its slice
+triplets (:mod:`.slices`); scans whose stack has no triplet with head in it get no score.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from bids_qc.exceptions import ModelError
+from bids_qc.slab_motion.network import SlabNet
+from bids_qc.slab_motion.slices import to_ras_stack, triplet_centres, triplets
+
+ARCHITECTURE = "SlabNet"
+SCORE_FRACTION_OF_PEAK = 0.3
+DEFAULT_FOLDER = Path(__file__).resolve().parents[2] / "models" / "slab-motion-ixi-v1"
+
+
+@torch.no_grad()
+def score_stack(net: SlabNet, stack: np.ndarray, stride: int = 1, batch: int = 32) -> float | None:
+    """Motion probability of a RAS 2 mm sagittal ``stack`` (mean logit over its triplets)."""
+    centres = triplet_centres(stack, SCORE_FRACTION_OF_PEAK)[::stride]
+    if len(centres) == 0:
+        return None
+    logits = [net(torch.from_numpy(triplets(stack, centres[i:i + batch])))
+              for i in range(0, len(centres), batch)]
+    return float(torch.sigmoid(torch.cat(logits).mean()))
+
+
+@dataclass
+class SlabDetector:
+    folder: Path
+    manifest: dict
+    net: SlabNet
+
+    @property
+    def model_id(self) -> str:
+        return self.manifest["model_id"]
+
+    @property
+    def threshold(self) -> float:
+        return float(self.manifest["threshold"])
+
+    def assess(self, data: np.ndarray, affine: np.ndarray) -> dict:
+        """``{"score", "threshold", "motion", "n_triplets", "model_id"}`` for one volume."""
+        stack = to_ras_stack(data, affine)
+        n = int(len(triplet_centres(stack, SCORE_FRACTION_OF_PEAK)))
+        score = score_stack(self.net, stack)
+        return {"model_id": self.model_id, "score": score, "threshold": self.threshold,
+                "motion": None if score is None else bool(score >= self.threshold),
+                "n_triplets": n}
+
+
+def save_detector(folder, net: SlabNet, *, model_id: str, threshold: float, extra: dict) -> Path:
+    from bids_qc.models import sha256
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().half().contiguous() for k, v in net.state_dict().items()
+             if not k.endswith("num_batches_tracked")}
+    save_file(state, str(folder / "weights.safetensors"), metadata={"model_id": model_id})
+    manifest = {"format_version": 1, "model_id": model_id, "architecture": ARCHITECTURE,
+                "trained": True,
+                "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                "input": {"slices": "3 adjacent sagittal slices, RAS, 2 mm, 128 x 128 in-plane",
+                          "normalisation": "foreground p99 of each triplet = 1, clipped at 1.5"},
+                "threshold": threshold,
+                "files": {"weights.safetensors": sha256(folder / "weights.safetensors")}, **extra}
+    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    return folder
+
+
+def load_detector(folder=DEFAULT_FOLDER) -> SlabDetector:
+    """Load and verify a slab model folder; :class:`ModelError` names the folder on any problem."""
+    from bids_qc.models import sha256
+
+    folder = Path(folder)
+    try:
+        manifest = json.loads((folder / "manifest.json").read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ModelError(folder, f"manifest.json is missing or unreadable: {exc}") from exc
+    if manifest.get("architecture") != ARCHITECTURE:
+        raise ModelError(folder, f"not a slab motion model (architecture {manifest.get('architecture')!r})")
+    for name, expected in manifest.get("files", {}).items():
+        path = folder / name
+        if not path.is_file():
+            raise ModelError(folder, f"weights file {name} is missing")
+        if sha256(path) != expected:
+            raise ModelError(folder, f"checksum mismatch for {name} (corrupted or replaced)")
+    net = SlabNet()
+    try:
+        state = {k: v.float() for k, v in load_file(str(folder / "weights.safetensors")).items()}
+        net.load_state_dict(state, strict=False)
+    except Exception as exc:
+        raise ModelError(folder, f"weights do not fit SlabNet: {exc}") from exc
+    net.eval()
+    return SlabDetector(folder, manifest, net)

@@ -1,0 +1,141 @@
+"""Train the slab motion detector on cached IXI stacks (``bids-qc-train-slab``).
+
+Batches are half still, half moved slice triplets drawn from random subjects, augmented
+(:mod:`.augment`), with soft targets (:func:`.augment.soft_target`). Each epoch scores the
+validation subjects per scan (mean logit over triplets) and the epoch with the lowest
+validation loss is kept. The threshold is the Youden point on validation scans: still vs moved
+by >= 1 deg/mm.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from bids_qc.slab_motion.augment import augment, soft_target
+from bids_qc.slab_motion.detector import score_stack
+from bids_qc.slab_motion.network import SlabNet
+from bids_qc.slab_motion.slices import normalise, triplet_centres
+from bids_qc.training.metrics import auc
+
+LOGGER = logging.getLogger(__name__)
+TRAIN_FRACTION_OF_PEAK = 0.3
+CLEAR_MOTION = 1.0  # deg/mm: moved scans at or above this count as "motion" for the threshold
+
+
+@dataclass
+class Stacks:
+    subject: str
+    clean: np.ndarray  # (n, H, W) uint8
+    motion: np.ndarray  # (k, n, H, W) uint8
+    amplitude: np.ndarray  # (k,)
+
+    @classmethod
+    def load(cls, subject: str, path) -> Stacks:
+        with np.load(path) as z:
+            return cls(subject, z["clean"], z["motion"], z["amplitude"])
+
+    def centres(self) -> np.ndarray:
+        return triplet_centres(self.clean.astype(np.float32), TRAIN_FRACTION_OF_PEAK)
+
+
+def draw_batch(subjects: list[Stacks], centres: list[np.ndarray], size: int,
+               rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    xs, ys = [], []
+    for i in range(size):
+        s = int(rng.integers(len(subjects)))
+        stacks, c = subjects[s], int(rng.choice(centres[s]))
+        if i % 2 == 0:
+            stack, target = stacks.clean, 0.0
+        else:
+            k = int(rng.integers(len(stacks.amplitude)))
+            stack, target = stacks.motion[k], soft_target(float(stacks.amplitude[k]))
+        xs.append(normalise(stack[c - 1:c + 2].astype(np.float32)))
+        ys.append(target)
+    x = torch.from_numpy(np.stack(xs))
+    return augment(x, rng), torch.tensor(ys, dtype=torch.float32)
+
+
+def evaluate(net: SlabNet, subjects: list[Stacks], stride: int = 2) -> dict:
+    """Per-scan scores of still and moved validation stacks: loss, AUCs by amplitude."""
+    labels, scores, amps = [], [], []
+    for stacks in subjects:
+        scores.append(score_stack(net, stacks.clean.astype(np.float32), stride=stride))
+        labels.append(0.0)
+        amps.append(0.0)
+        for k, a in enumerate(stacks.amplitude):
+            scores.append(score_stack(net, stacks.motion[k].astype(np.float32), stride=stride))
+            labels.append(soft_target(float(a)))
+            amps.append(float(a))
+    scores, labels, amps = np.array(scores), np.array(labels), np.array(amps)
+    logits = torch.logit(torch.from_numpy(scores).clamp(1e-6, 1 - 1e-6))
+    loss = float(F.binary_cross_entropy_with_logits(logits, torch.from_numpy(labels)))
+    still = amps == 0
+    out = {"loss": loss, "scores": scores.tolist(), "amplitudes": amps.tolist()}
+    for name, lo, hi in (("auc_all", 1e-9, 99), ("auc_lt_0.7", 1e-9, 0.7), ("auc_0.7_1.5", 0.7, 1.5),
+                         ("auc_ge_1.5", 1.5, 99)):
+        sel = still | ((amps >= lo) & (amps < hi))
+        out[name] = auc((amps[sel] > 0).astype(int), scores[sel])
+    return out
+
+
+def youden_threshold(scores, amplitudes) -> float:
+    scores, amplitudes = np.asarray(scores), np.asarray(amplitudes)
+    sel = (amplitudes == 0) | (amplitudes >= CLEAR_MOTION)
+    s, y = scores[sel], amplitudes[sel] > 0
+    best, best_j = 0.5, -1.0
+    for t in np.unique(s):
+        j = (s[y] >= t).mean() + (s[~y] < t).mean() - 1
+        if j > best_j:
+            best, best_j = float(t), j
+    return best
+
+
+def train(train_set: list[Stacks], val_set: list[Stacks], *, epochs: int, batches: int,
+          batch_size: int = 32, lr: float = 1e-3, seed: int = 0, max_minutes: float = 1e9,
+          progress=print) -> tuple[SlabNet, list[dict], dict]:
+    """Returns the best network (lowest validation loss), the epoch history and its validation."""
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    net = SlabNet()
+    opt = torch.optim.Adam(net.parameters(), lr=lr, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs * batches)
+    centres = [s.centres() for s in train_set]
+    history, best, best_state, best_val = [], np.inf, None, None
+    t0 = time.time()
+    for epoch in range(epochs):
+        net.train()
+        losses = []
+        for _ in range(batches):
+            x, y = draw_batch(train_set, centres, batch_size, rng)
+            loss = F.binary_cross_entropy_with_logits(net(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            losses.append(loss.item())
+        net.eval()
+        val = evaluate(net, val_set)
+        row = {"epoch": epoch, "train_loss": float(np.mean(losses)),
+               **{k: v for k, v in val.items() if k not in ("scores", "amplitudes")},
+               "minutes": round((time.time() - t0) / 60, 2)}
+        history.append(row)
+        progress(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
+        if val["loss"] < best:
+            best, best_val = val["loss"], val
+            best_state = {k: v.clone() for k, v in net.state_dict().items()}
+        if (time.time() - t0) / 60 > max_minutes:
+            progress(f"stopping after epoch {epoch}: time budget of {max_minutes} min used")
+            break
+    net.load_state_dict(best_state)
+    net.eval()
+    return net, history, best_val
+
+
+def load_stacks(paths: dict[str, Path], subjects) -> list[Stacks]:
+    return [Stacks.load(s, paths[s]) for s in subjects if s in paths]
