@@ -62,7 +62,7 @@ def main(argv=None) -> int:
         print(f"real pairs: {len(real['rows'])} slabs, {per_scan:.2f} s/slab (detector + both formulas)")
     else:
         print(f"no motion pairs at {pairs}: real-motion evaluation skipped")
-    print(f"\nmodel {detector.model_id}, threshold {detector.threshold:.3f}\n")
+    print(f"\nmodel {detector.model_id}, threshold {detector.threshold:.4g}\n")
     print(evaluation.format_tables(sim, real))
     if args.json:
         args.json.write_text(json.dumps({"simulated": sim and sim["table"],

@@ -6,6 +6,7 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MODEL_DIR = REPO_ROOT / "models" / "conv5fc3-ixi-v1"
+DEFAULT_SLAB_MODEL_DIR = REPO_ROOT / "models" / "slab-motion-ixi-v1"
 
 
 @dataclass(frozen=True)
@@ -23,6 +24,7 @@ class Config:
     omp_nthreads: int = 1
     mem_gb: float | None = None
     model_dir: Path = DEFAULT_MODEL_DIR
+    slab_model_dir: Path | None = DEFAULT_SLAB_MODEL_DIR  # None: no slab motion detector
     skip_bids_validation: bool = False
     plugin: str = "MultiProc"
     plugin_args: dict = field(default_factory=dict)

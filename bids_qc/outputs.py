@@ -189,6 +189,9 @@ def record_to_row(record: dict) -> dict:
         row[f"grade_{artefact}"] = grades.get(artefact)
     for detector in DETECTORS:
         row[f"p_{detector}"] = probabilities.get(detector)
+    slab = record.get("slab_motion") or {}
+    row["slab_motion_score"] = slab.get("score")
+    row["slab_motion"] = slab.get("motion")
     for metric in METRICS:
         row[metric] = metrics.get(metric)
     row.update(
@@ -205,7 +208,8 @@ def record_to_row(record: dict) -> dict:
 def records_to_table(records: list[dict]):
     """One row per scan: ``bids_name, source_file``, entity columns (:data:`CORE_ENTITIES`
     then any other), ``status, error, error_stage, tier, grade_<artefact>`` x3,
-    ``p_<detector>`` x6, the four metrics, ``n_warnings, model_id, model_trained, qc_json``.
+    ``p_<detector>`` x6, ``slab_motion_score, slab_motion`` (the slab motion detector's
+    probability and verdict), the metrics, ``n_warnings, model_id, model_trained, qc_json``.
 
     Returns a pandas DataFrame (grades and tier as nullable integers).
     """
@@ -221,6 +225,7 @@ def records_to_table(records: list[dict]):
         table[column] = pd.to_numeric(table[column], errors="coerce").astype("Int64")
     for column in list(CORE_ENTITIES) + extra:
         table[column] = table[column].astype("string")
+    table["slab_motion"] = table["slab_motion"].astype("boolean")
     return table
 
 

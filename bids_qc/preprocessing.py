@@ -270,7 +270,9 @@ def preprocess(path, grid: ModelGrid = ModelGrid(), threads: int = 1,
     if min(extent) < MIN_EXTENT_MM:
         out.warnings.append(
             f"partial coverage: the field of view is only {min(extent):.0f} mm along one axis "
-            f"(needs >= {MIN_EXTENT_MM:.0f} mm for registration); the detectors cannot judge this scan")
+            f"(needs >= {MIN_EXTENT_MM:.0f} mm for registration); the six registered detectors "
+            "cannot judge this scan: no grades or tier (the slab motion detector and the native "
+            "metrics still apply)")
         out.record["partial_coverage"] = True
         return out
     out.record["partial_coverage"] = False

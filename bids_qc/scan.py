@@ -70,9 +70,20 @@ def _saliency(bundle: DetectorBundle, x: torch.Tensor, probs: dict) -> dict:
     return maps
 
 
+def _slab_motion(slab, pre, record: dict) -> None:
+    """Score motion on sagittal slice triplets (works on slabs too); a failure is a warning."""
+    try:
+        affine = np.diag([*map(float, pre.native_zooms), 1.0])  # pre.native is RAS already
+        record["slab_motion"] = slab.assess(pre.native, affine)
+    except Exception as exc:  # a missing slab score is not a failed scan
+        LOGGER.warning("%s: slab motion detector failed: %s", record["source_file"], exc)
+        record["warnings"].append(f"slab motion detector failed: {exc}")
+
+
 def assess_scan(path, bundle: DetectorBundle, *, omp_nthreads: int = 1,
-                want_images: bool = True) -> ScanAssessment:
-    """Assess one T1w file with ``bundle``. Never raises for a bad scan (status error instead)."""
+                want_images: bool = True, slab=None) -> ScanAssessment:
+    """Assess one T1w file with ``bundle`` (and the slab motion detector ``slab``, if given).
+    Never raises for a bad scan (status error instead)."""
     torch.set_num_threads(max(1, int(omp_nthreads)))
     t_start = time.perf_counter()
     record = new_record(path)
@@ -110,6 +121,11 @@ def assess_scan(path, bundle: DetectorBundle, *, omp_nthreads: int = 1,
                 t = time.perf_counter()
                 out.saliency = _saliency(bundle, x, probs)
                 record["timings"]["saliency"] = round(time.perf_counter() - t, 4)
+        if slab is not None:
+            stage = "slab motion"
+            t = time.perf_counter()
+            _slab_motion(slab, pre, record)
+            record["timings"]["slab_motion"] = round(time.perf_counter() - t, 4)
         stage = "metrics"
         t = time.perf_counter()
         _metrics(pre, record)

@@ -92,6 +92,9 @@ def test_good_records(app_run):
         assert set(record["metrics"]) == set(METRICS)
         assert record["timings"]["total"] > 0
         assert record["model"]["id"] and record["software"]["version"] == __version__
+        slab = record["slab_motion"]
+        assert slab["model_id"] == "slab-motion-ixi-v1" and 0.0 <= slab["score"] <= 1.0
+        assert slab["motion"] == (slab["score"] >= slab["threshold"]) and slab["n_triplets"] > 10
 
 
 def test_broken_record(app_run):
@@ -118,7 +121,7 @@ def test_group_outputs(app_run):
     assert list(table["bids_name"]) == sorted(list(GOOD) + [BROKEN[0]])
     for column in ["source_file", "subject", "session", "run", "status", "error", "tier",
                    "grade_motion", "grade_noise", "grade_contrast", *[f"p_{d}" for d in DETECTORS],
-                   *METRICS, "model_id"]:
+                   *METRICS, "model_id", "slab_motion_score", "slab_motion"]:
         assert column in table.columns
     ok = table[table["status"] == "ok"]
     assert len(ok) == 2 and ok["tier"].isin([1, 2, 3]).all()
@@ -149,6 +152,16 @@ def test_resume_and_force(app_run, tmp_path):
 
 
 # --------------------------------------------------------------------------- exit codes
+def test_slab_detector_can_be_turned_off_or_replaced(tiny_bids, tmp_path):
+    args = [str(tiny_bids), "", "participant", "--participant-label", "02", "--no-reports"]
+    args[1] = str(tmp_path / "off")
+    assert main(args + ["--slab-model-dir", "none"]) == 0
+    record = strict_json(tmp_path / "off" / "sub-02/anat/sub-02_run-01_T1w_qc.json")
+    assert record["slab_motion"] is None and record["tier"] in (1, 2, 3)
+    args[1] = str(tmp_path / "missing")
+    assert main(args + ["--slab-model-dir", str(tmp_path / "nowhere")]) == 78  # EX_CONFIG
+
+
 def test_missing_bids_dir_exits_66(tmp_path):
     assert main([str(tmp_path / "nope"), str(tmp_path / "out"), "participant"]) == 66
     assert not (tmp_path / "out").exists()

@@ -124,9 +124,11 @@ def _check_record(kind, record, permissions):
     if kind.outcome == "ok" and kind.image == "head":
         assert record["tier"] in (1, 2, 3)
         assert all(record["grades"][a] in (0, 1, 2) for a in ARTEFACTS)
-    else:  # a slab: assessed, but the detectors cannot judge it
+    else:  # a slab: assessed, the registered detectors cannot judge it, the slab detector can
         assert record["tier"] is None
         assert any(PARTIAL in w for w in warnings), warnings
+    if kind.outcome != "error":
+        assert 0.0 <= record["slab_motion"]["score"] <= 1.0, record["slab_motion"]
     if kind.reason:
         assert any(re.search(kind.reason, w) for w in warnings), warnings
     unexpected = [w for w in warnings if UNTRAINED not in w and PARTIAL not in w

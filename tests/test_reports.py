@@ -55,7 +55,9 @@ def assessment(bids_name="sub-01_ses-1_run-1_T1w", *, error=False, warnings=(), 
                   metrics={"snr": 21.5, "nd_wgm": 0.31, "aes": None, "tenengrad": 3.2},
                   metrics_notes={"aes": "no edges found"},
                   preprocessing={"registration": {"cost": 0.18, "transform": np.eye(4)}, "n4": True},
-                  timings={"load": 0.01, "inference": 0.2})
+                  timings={"load": 0.01, "inference": 0.2},
+                  slab_motion={"model_id": "slab-test-v1", "score": 0.8123, "threshold": 0.42,
+                               "motion": True, "n_triplets": 57})
     model_input = np.clip(head(model_shape, rng) / 100, 0, 1)
     positives = [d for d, p in PROBS.items() if p >= 0.5] if positives is None else positives
     blob = np.zeros(model_shape, np.float32)
@@ -86,6 +88,9 @@ def test_participant_report_shows_everything():
     for p in ("0.93", "0.61", "0.12", "0.02", "0.55", "0.07"):
         assert f">{p}<" in verdict
     assert "21.5" in verdict and "0.31" in verdict and "no edges found" in verdict
+    slab = text[text.index('id="slab-motion"'):]
+    slab = slab[:slab.index("</table>")]
+    assert "0.812" in slab and "<strong>motion</strong>" in slab and "57" in slab and "slab-test-v1" in slab
     assert "untrained" in section(text, "verdict") or "untrained" in text.split('id="verdict"')[0]
     # two mosaics x three orientations, embedded
     images = section(text, "images")

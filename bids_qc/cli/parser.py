@@ -170,6 +170,12 @@ def build_parser() -> argparse.ArgumentParser:
         "the model shipped with bids_qc)",
     )
     model.add_argument(
+        "--slab-model-dir", "--slab_model_dir", default=None, metavar="DIR",
+        help="folder of the slab motion detector, which scores motion on sagittal slices and so "
+        "also judges partial-coverage slabs (default: the one shipped with bids_qc; 'none' "
+        "turns it off)",
+    )
+    model.add_argument(
         "--no-reports", "--no_reports", dest="reports", action="store_false",
         help="do not write HTML reports (JSON and TSV outputs only)",
     )

@@ -114,10 +114,19 @@ def _limit_threads(omp_nthreads: int) -> None:
         os.environ[var] = str(omp_nthreads)
 
 
+def _slab_model_dir(value, default):
+    """``--slab-model-dir``: a folder, ``none`` (off), or unset (the shipped folder)."""
+    if value is None:
+        return default
+    if str(value).lower() == "none":
+        return None
+    return Path(value).expanduser().resolve()
+
+
 def build_config(args: argparse.Namespace):
     """Check the paths and build the frozen :class:`~bids_qc.config.Config`."""
     from bids_qc.bids_io import load_bids_filters
-    from bids_qc.config import DEFAULT_MODEL_DIR, Config
+    from bids_qc.config import DEFAULT_MODEL_DIR, DEFAULT_SLAB_MODEL_DIR, Config
     from bids_qc.exceptions import BidsInputError
     from bids_qc.outputs import check_output_dir
 
@@ -158,6 +167,7 @@ def build_config(args: argparse.Namespace):
         mem_gb=args.mem_gb,
         model_dir=(args.model_dir.expanduser().resolve() if args.model_dir
                    else DEFAULT_MODEL_DIR),
+        slab_model_dir=_slab_model_dir(args.slab_model_dir, DEFAULT_SLAB_MODEL_DIR),
         skip_bids_validation=args.skip_bids_validation,
         plugin=args.plugin,
         plugin_args=dict(args.plugin_args),
@@ -204,11 +214,13 @@ def run_participant(config) -> int:
     if todo:
         import torch
 
-        from bids_qc.interfaces.assess import get_bundle
+        from bids_qc.interfaces.assess import get_bundle, get_slab_detector
 
         torch.set_num_threads(1)  # this process only loads the model; each scan sets its own
         try:
             bundle = get_bundle(config.model_dir)  # once, before the workers fork
+            if config.slab_model_dir is not None:
+                get_slab_detector(config.slab_model_dir)
         except ModelError as exc:
             raise _Exit(EX_CONFIG, str(exc)) from None
         if not bundle.trained:

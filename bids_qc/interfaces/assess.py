@@ -55,6 +55,19 @@ def get_bundle(model_dir):
     return _BUNDLES[key]
 
 
+def get_slab_detector(slab_model_dir):
+    """The slab motion detector in ``slab_model_dir``, loaded once per process (``None`` if the
+    argument is empty). Raises :class:`bids_qc.exceptions.ModelError` if the folder is unusable."""
+    if not slab_model_dir:
+        return None
+    key = "slab:" + str(Path(slab_model_dir).resolve())
+    if key not in _BUNDLES:
+        from bids_qc.slab_motion.detector import load_detector
+
+        _BUNDLES[key] = load_detector(key[len("slab:"):])
+    return _BUNDLES[key]
+
+
 class _ScanWarnings(logging.Handler):
     """Collects the ``scan_warning`` texts logged under ``bids_qc`` while it is attached."""
 
@@ -156,6 +169,7 @@ def qc_scan(
     output_dir: str,
     subdir: str,
     model_dir: str,
+    slab_model_dir: str = "",
     omp_nthreads: int = 1,
     reports: bool = True,
     problem: str = "",
@@ -186,7 +200,8 @@ def qc_scan(
 
                 bundle = get_bundle(model_dir)
                 assessment = assess_scan(in_file, bundle, omp_nthreads=omp_nthreads,
-                                         want_images=reports)
+                                         want_images=reports,
+                                         slab=get_slab_detector(slab_model_dir))
                 record = assessment.record
         except Exception as exc:  # scan boundary: assess_scan should not raise; never lose a scan
             LOGGER.exception("%s: assessment failed", in_file)
@@ -241,6 +256,7 @@ class _AssessInputSpec(BaseInterfaceInputSpec):
     output_dir = traits.Str(mandatory=True, desc="derivatives root")
     subdir = traits.Str(mandatory=True, desc="sub-X[/ses-Y]/anat")
     model_dir = traits.Str(mandatory=True, desc="detector model folder")
+    slab_model_dir = traits.Str("", usedefault=True, desc="slab motion model folder ('' = none)")
     omp_nthreads = traits.Int(1, usedefault=True, desc="threads for this scan")
     reports = traits.Bool(True, usedefault=True, desc="write the HTML report")
     problem = traits.Str("", usedefault=True, desc="if set: do not assess, record this error")
@@ -273,6 +289,7 @@ class AssessScan(SimpleInterface):
                 output_dir=inputs.output_dir,
                 subdir=inputs.subdir,
                 model_dir=inputs.model_dir,
+                slab_model_dir=inputs.slab_model_dir,
                 omp_nthreads=inputs.omp_nthreads,
                 reports=inputs.reports,
                 problem=inputs.problem,

@@ -164,6 +164,7 @@ def group_context(table, html_path: Path, out_dir: Path, *, finetune: dict | Non
             "entities": {c: entity_label(rec.get(c)) for c in entity_cols},
             "groups": {c: ("n/a" if is_missing(rec.get(c)) else str(rec.get(c))) for c in group_cols},
             "tier": tier_info(rec.get("tier")), "grades": grades, "probs": probs,
+            "slab": _num(rec.get("slab_motion_score")),
             "metrics": {m: _num(rec.get(m)) for m in METRICS},
             "model_id": "" if is_missing(rec.get("model_id")) else str(rec.get("model_id")),
             "needs_review": _bool(rec.get("needs_review")) if has_review else None,

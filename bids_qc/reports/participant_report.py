@@ -121,7 +121,7 @@ def participant_context(assessment) -> dict:
         "title": f"{bids_name} — bids_qc report",
         "bids_name": bids_name, "source_file": source, "status": status, "error": error,
         "tier": tier_info(record.get("tier")), "detectors": detectors, "metrics": metrics,
-        "warnings": warnings, "model": model,
+        "warnings": warnings, "model": model, "slab": record.get("slab_motion"),
         "entities": {k: v for k, v in (record.get("entities") or {}).items() if v is not None},
         "preprocessing": _flatten(record.get("preprocessing") or {}),
         "timings": [(k, fmt(v, 3)) for k, v in (record.get("timings") or {}).items()],

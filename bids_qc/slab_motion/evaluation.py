@@ -84,21 +84,23 @@ def real_pairs(detector: SlabDetector, pairs_dir) -> dict:
 def format_tables(sim: dict | None, real: dict | None) -> str:
     lines = []
     if sim:
-        lines += ["Simulated motion on held-out subjects: AUC still vs moved, by amplitude (deg/mm)",
+        lines += ["Simulated motion on held-out subjects: AUC still vs moved, by amplitude (deg/mm)", "",
                   "| score | " + " | ".join(b[0] for b in BINS) + " |",
                   "|---|" + "---|" * len(BINS)]
         for score in ("detector", "tenengrad", "snr_native"):
             lines.append(f"| {score} | " + " | ".join(f"{sim['table'][score][b[0]]:.3f}" for b in BINS)
                          + " |")
         t = sim["table"]["at_threshold"]
+        lines.append("")
         lines.append(f"detector at its threshold: sensitivity (>= 1 deg/mm) {t['sensitivity_ge_1']:.3f}, "
                      f"specificity {t['specificity']:.3f} ({t['n_still']} still, {t['n_moved']} moved)")
     if real:
-        lines += ["", "Real motion pairs: moving scan scores worse than still scan",
+        lines += ["", "Real motion pairs: moving scan scores worse than still scan", "",
                   "| score | pairs | AUC |", "|---|---|---|"]
         for score, s in real["summary"].items():
             lines.append(f"| {score} | {s['pairs_agree']}/{s['pairs']} | {s['auc']:.3f} |")
         d = real["summary"]["detector"]
+        lines.append("")
         lines.append(f"detector verdict 'motion': {d['flagged_moving']} of the moving scans, "
                      f"{d['flagged_still']} of the still scans")
     return "\n".join(lines)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from scipy.special import expit, logit
 from torch.nn import functional as F
 
 from bids_qc.slab_motion.augment import augment, soft_target
@@ -85,15 +86,22 @@ def evaluate(net: SlabNet, subjects: list[Stacks], stride: int = 2) -> dict:
 
 
 def youden_threshold(scores, amplitudes) -> float:
-    scores, amplitudes = np.asarray(scores), np.asarray(amplitudes)
+    """Youden point, still vs moved >= ``CLEAR_MOTION``: the lowest score ``t`` of maximal
+    J = sensitivity + specificity - 1 ("motion" when score >= t), moved down to the logit midpoint
+    between ``t`` and the next lower score, so that a perfectly separated validation set does not
+    put the threshold right on its lowest moved scan."""
+    scores, amplitudes = np.asarray(scores, float), np.asarray(amplitudes, float)
     sel = (amplitudes == 0) | (amplitudes >= CLEAR_MOTION)
     s, y = scores[sel], amplitudes[sel] > 0
-    best, best_j = 0.5, -1.0
-    for t in np.unique(s):
-        j = (s[y] >= t).mean() + (s[~y] < t).mean() - 1
-        if j > best_j:
-            best, best_j = float(t), j
-    return best
+    values = np.unique(s)
+    if values.size == 0 or y.all() or not y.any():
+        return 0.5
+    j = np.array([(s[y] >= t).mean() + (s[~y] < t).mean() - 1 for t in values])
+    i = int(np.argmax(j))
+    if i == 0:
+        return float(values[0])
+    low, high = logit(np.clip(values[i - 1:i + 1], 1e-7, 1 - 1e-7))
+    return float(expit((low + high) / 2))
 
 
 def train(train_set: list[Stacks], val_set: list[Stacks], *, epochs: int, batches: int,

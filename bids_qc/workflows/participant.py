@@ -61,6 +61,7 @@ def init_participant_wf(config, scans, name: str = "bids_qc_participant_wf"):
                 output_dir=str(config.output_dir),
                 subdir=scan.subdir.as_posix(),
                 model_dir=str(config.model_dir),
+                slab_model_dir=str(config.slab_model_dir or ""),
                 omp_nthreads=config.omp_nthreads,
                 reports=config.reports,
                 problem=scan.problem,

@@ -1,0 +1,140 @@
+"""Slab motion detector: slicing geometry, motion simulation, model folders, training, scoring."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from conftest import DATA, synthetic_head
+
+from bids_qc.exceptions import ModelError
+from bids_qc.slab_motion import slices
+from bids_qc.slab_motion.detector import load_detector, save_detector, score_stack
+from bids_qc.slab_motion.network import SlabNet
+from bids_qc.slab_motion.simulation import apply_motion, sample_motion
+
+PAIRS = DATA / "motion_pairs"
+
+
+def _marked_volume():
+    """A 2 mm RAS head with a bright cube in the right-anterior-superior octant."""
+    img = synthetic_head((60, 64, 56), zoom=3.0)
+    data = np.asarray(img.dataobj, np.float32)
+    data[40:46, 44:50, 38:44] = 3000.0
+    return data, img.affine
+
+
+def test_stack_is_ras_2mm_whatever_the_voxel_order():
+    data, affine = _marked_volume()
+    reference = slices.to_ras_stack(data, affine)
+    # the same head stored P-S-R (IXI's voxel order): axes permuted, affine permuted to match
+    psr = np.ascontiguousarray(np.transpose(data, (1, 2, 0))[::-1])
+    perm = np.zeros((4, 4))
+    perm[0, 2] = perm[1, 0] = perm[2, 1] = perm[3, 3] = 1
+    flip = np.eye(4)
+    flip[0, 0], flip[0, 3] = -1, psr.shape[0] - 1
+    other = slices.to_ras_stack(psr, affine @ perm @ flip)
+    assert reference.shape == other.shape == (90, 128, 128)
+    np.testing.assert_allclose(reference, other, atol=1e-3)
+    peak = np.unravel_index(np.argmax(reference), reference.shape)
+    assert peak[0] > 45 and peak[1] > 64 and peak[2] > 64  # right, anterior, superior
+
+
+def test_a_1mm_slab_gives_2mm_slices_and_triplets():
+    rng = np.random.default_rng(0)
+    slab = np.zeros((20, 256, 256), np.float32)
+    slab[:, 40:220, 30:230] = 100 + rng.normal(0, 5, (20, 180, 200))
+    stack = slices.to_ras_stack(slab, np.eye(4))
+    assert stack.shape == (10, 128, 128)
+    centres = slices.triplet_centres(stack)
+    assert list(centres) == list(range(1, 9))
+    x = slices.triplets(stack, centres)
+    assert x.shape == (8, 3, 128, 128) and 0.9 < np.percentile(x[x > 0], 99) < 1.1
+
+
+def test_empty_stack_has_no_triplet_and_no_score():
+    stack = np.zeros((10, 128, 128), np.float32)
+    assert len(slices.triplet_centres(stack)) == 0
+    assert score_stack(SlabNet().eval(), stack) is None
+
+
+def test_motion_simulation_moves_the_image_and_is_reproducible():
+    data, affine = _marked_volume()
+    still = sample_motion(np.random.default_rng(1), amplitude=0.0)
+    assert np.abs(apply_motion(data, affine, still) - data).max() < 1e-2 * data.max()
+    for axis in range(3):
+        params = sample_motion(np.random.default_rng(2), amplitude=3.0)
+        params["kspace_axis"] = axis
+        moved = apply_motion(data, affine, params)
+        assert moved.shape == data.shape
+        assert np.abs(moved - data).mean() > 1.0
+        np.testing.assert_array_equal(moved, apply_motion(data, affine, params))
+    json.dumps(params)  # recordable
+
+
+def test_model_folder_round_trip_and_corruption(tmp_path):
+    torch.manual_seed(0)
+    net = SlabNet().eval()
+    folder = save_detector(tmp_path / "m", net, model_id="slab-test", threshold=0.4, extra={"seed": 0})
+    detector = load_detector(folder)
+    assert detector.model_id == "slab-test" and detector.threshold == 0.4
+    data, affine = _marked_volume()
+    out = detector.assess(data, affine)
+    assert 0.0 <= out["score"] <= 1.0 and out["n_triplets"] > 10
+    assert out["motion"] == (out["score"] >= 0.4)
+    weights = folder / "weights.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-8] + b"\0" * 8)
+    with pytest.raises(ModelError, match="checksum mismatch"):
+        load_detector(folder)
+    with pytest.raises(ModelError, match="manifest.json"):
+        load_detector(tmp_path / "nowhere")
+
+
+def test_training_runs_and_learns_something(tmp_path):
+    """Two synthetic subjects, a few batches: the loop, validation and threshold work end to end."""
+    from bids_qc.slab_motion.cache import _to_uint8
+    from bids_qc.slab_motion.training import Stacks, train, youden_threshold
+
+    stacks = []
+    for seed in range(2):
+        data, affine = _marked_volume()
+        clean = slices.to_ras_stack(data, affine)
+        moved = [slices.to_ras_stack(apply_motion(data, affine, sample_motion(
+            np.random.default_rng(seed * 10 + k), amplitude=a)), affine) for k, a in enumerate((1.0, 3.0))]
+        scale = 200 / np.percentile(clean[clean > 0], 99.5)
+        stacks.append(Stacks(f"s{seed}", _to_uint8(clean[30:60], scale),
+                             np.stack([_to_uint8(m[30:60], scale) for m in moved]),
+                             np.array([1.0, 3.0], np.float32)))
+    net, history, val = train(stacks[:1], stacks[1:], epochs=2, batches=3, batch_size=4,
+                              progress=lambda *_: None)
+    assert len(history) == 2 and np.isfinite(history[-1]["loss"])
+    assert len(val["scores"]) == 3  # one still + two moved validation stacks
+    assert min(val["scores"]) <= youden_threshold(val["scores"], val["amplitudes"]) <= max(val["scores"])
+
+
+# ----------------------------------------------------------------------------- shipped model
+
+def test_shipped_slab_model_loads_and_is_documented():
+    from bids_qc.config import DEFAULT_SLAB_MODEL_DIR
+
+    detector = load_detector(DEFAULT_SLAB_MODEL_DIR)
+    manifest = detector.manifest
+    assert manifest["trained"] is True and manifest["command"].startswith("bids-qc-train-slab")
+    assert 0.0 < detector.threshold < 1.0
+    assert (DEFAULT_SLAB_MODEL_DIR / "MODEL_CARD.md").is_file()
+    bench = json.loads((DEFAULT_SLAB_MODEL_DIR / "heldout_benchmark.json").read_text())
+    assert bench["simulated"]["detector"]["all"] > 0.9
+
+
+@pytest.mark.skipif(not PAIRS.is_dir(), reason=f"shared data not found at {PAIRS}")
+def test_shipped_slab_model_judges_real_slabs():
+    """Real 20-slice slabs: every scan gets a score; the moving scans score higher on average."""
+    from bids_qc.config import DEFAULT_SLAB_MODEL_DIR
+    from bids_qc.slab_motion.evaluation import real_pairs
+
+    result = real_pairs(load_detector(DEFAULT_SLAB_MODEL_DIR), PAIRS)
+    assert all(r["detector"] is not None for r in result["rows"])
+    moving = np.mean([r["detector"] for r in result["rows"] if r["motion"]])
+    still = np.mean([r["detector"] for r in result["rows"] if not r["motion"]])
+    assert moving > still
