@@ -94,7 +94,7 @@ def test_model_folder_round_trip_and_corruption(tmp_path):
 def test_training_runs_and_learns_something(tmp_path):
     """Two synthetic subjects, a few batches: the loop, validation and threshold work end to end."""
     from bids_qc.slab_motion.cache import _to_uint8
-    from bids_qc.slab_motion.training import Stacks, train, youden_threshold
+    from bids_qc.slab_motion.training import Stacks, sensitivity_threshold, train
 
     stacks = []
     for seed in range(2):
@@ -110,7 +110,7 @@ def test_training_runs_and_learns_something(tmp_path):
                               progress=lambda *_: None)
     assert len(history) == 2 and np.isfinite(history[-1]["loss"])
     assert len(val["scores"]) == 3  # one still + two moved validation stacks
-    assert min(val["scores"]) <= youden_threshold(val["scores"], val["amplitudes"]) <= max(val["scores"])
+    assert min(val["scores"]) <= sensitivity_threshold(val["scores"], val["amplitudes"]) <= max(val["scores"])
 
 
 # ----------------------------------------------------------------------------- shipped model

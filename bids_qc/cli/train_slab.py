@@ -22,7 +22,7 @@ from bids_qc.slab_motion import evaluation, model_card
 from bids_qc.slab_motion.cache import build_cache
 from bids_qc.slab_motion.detector import load_detector, save_detector
 from bids_qc.slab_motion.simulation import AMPLITUDE_RANGE, MOVEMENTS
-from bids_qc.slab_motion.training import load_stacks, train, youden_threshold
+from bids_qc.slab_motion.training import load_stacks, sensitivity_threshold, train
 from bids_qc.training.cache import find_t1w
 from bids_qc.training.splits import holdout_split, kfold_by_subject
 
@@ -69,7 +69,7 @@ def main(argv=None) -> int:
                               epochs=args.epochs, batches=args.batches, batch_size=args.batch_size,
                               lr=args.lr, seed=args.seed, max_minutes=args.max_minutes,
                               progress=LOGGER.info)
-    threshold = youden_threshold(val["scores"], val["amplitudes"])
+    threshold = sensitivity_threshold(val["scores"], val["amplitudes"])
     command = "bids-qc-train-slab " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
     extra = {"bids_qc_version": __version__, "seed": args.seed, "command": command,
              "simulation": {"amplitude_deg_mm": list(AMPLITUDE_RANGE), "movements": list(MOVEMENTS),
