@@ -6,7 +6,7 @@ Keys (all present in every record; values ``None`` where not computed):
 - ``status``: ``"ok"`` or ``"error"``; ``error``: ``None`` or ``{"type", "message", "stage"}``,
 - ``warnings``: list of human-readable strings (untrained model, partial coverage, ...),
 - ``probabilities``: ``{detector: P(positive)}`` for the six :data:`DETECTORS`,
-- ``slab_motion``: ``None`` or ``{"model_id", "score", "threshold", "motion", "n_triplets"}``
+- ``slab_motion``: ``None`` or ``{"model_id", "score", "threshold", "motion", "n_triplets", "note"}``
   from the slab motion detector (sagittal slice triplets; scores partial-coverage slabs too),
 - ``grades``: ``{"motion"|"noise"|"contrast": 0|1|2}``; ``tier``: 1 good, 2 medium, 3 reject,
 - ``metrics``: ``{"snr", "nd_wgm", "aes", "tenengrad", "snr_native"}`` floats (NaN -> ``None`` in JSON),

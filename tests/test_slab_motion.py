@@ -113,6 +113,18 @@ def test_training_runs_and_learns_something(tmp_path):
     assert min(val["scores"]) <= sensitivity_threshold(val["scores"], val["amplitudes"]) <= max(val["scores"])
 
 
+def test_only_sagittal_slabs_are_scored(tmp_path):
+    detector = load_detector(save_detector(tmp_path / "m", SlabNet().eval(), model_id="t",
+                                           threshold=0.5, extra={}))
+    rng = np.random.default_rng(0)
+    block = 100 + rng.normal(0, 5, (20, 200, 180)).astype(np.float32)
+    sagittal = detector.assess(block, np.eye(4))  # 20 mm left-right
+    assert sagittal["score"] is not None and sagittal["note"] is None
+    axial = detector.assess(np.ascontiguousarray(block.transpose(1, 2, 0)), np.eye(4))  # 20 mm S-I
+    assert axial["score"] is None and axial["motion"] is None
+    assert "axial slab (20 mm thick)" in axial["note"]
+
+
 # ----------------------------------------------------------------------------- shipped model
 
 def test_shipped_slab_model_loads_and_is_documented():

@@ -16,6 +16,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from bids_qc.exceptions import ModelError
+from bids_qc.preprocessing import MIN_EXTENT_MM
 from bids_qc.slab_motion.network import SlabNet
 from bids_qc.slab_motion.slices import to_ras_stack, triplet_centres, triplets
 
@@ -50,13 +51,38 @@ class SlabDetector:
         return float(self.manifest["threshold"])
 
     def assess(self, data: np.ndarray, affine: np.ndarray) -> dict:
-        """``{"score", "threshold", "motion", "n_triplets", "model_id"}`` for one volume."""
+        """``{"model_id", "score", "threshold", "motion", "n_triplets", "note"}`` for one volume.
+
+        A slab that is thin along another axis than left-right (axial or coronal) is not scored:
+        the network reads sagittal slices, and such a slab shows it only thin strips of head."""
+        out = {"model_id": self.model_id, "score": None, "threshold": self.threshold,
+               "motion": None, "n_triplets": 0, "note": None}
+        extent = ras_extent_mm(data.shape, affine)
+        thin = int(np.argmin(extent))
+        if extent[thin] < MIN_EXTENT_MM and thin != 0:
+            out["note"] = (f"not scored: a {('sagittal', 'coronal', 'axial')[thin]} slab "
+                           f"({extent[thin]:.0f} mm thick); the slab detector reads sagittal slices")
+            return out
         stack = to_ras_stack(data, affine)
-        n = int(len(triplet_centres(stack, SCORE_FRACTION_OF_PEAK)))
-        score = score_stack(self.net, stack)
-        return {"model_id": self.model_id, "score": score, "threshold": self.threshold,
-                "motion": None if score is None else bool(score >= self.threshold),
-                "n_triplets": n}
+        out["n_triplets"] = int(len(triplet_centres(stack, SCORE_FRACTION_OF_PEAK)))
+        out["score"] = score_stack(self.net, stack)
+        if out["score"] is None:
+            out["note"] = "not scored: no sagittal slice holds enough head"
+        else:
+            out["motion"] = bool(out["score"] >= self.threshold)
+        return out
+
+
+def ras_extent_mm(shape, affine: np.ndarray) -> np.ndarray:
+    """Field of view (mm) along the R, A and S axes of the voxel grid's closest RAS orientation."""
+    import nibabel as nib
+
+    ornt = nib.orientations.io_orientation(affine)
+    zooms = np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(axis=0))
+    extent = np.zeros(3)
+    for voxel_axis, (ras_axis, _) in enumerate(ornt):
+        extent[int(ras_axis)] = shape[voxel_axis] * zooms[voxel_axis]
+    return extent
 
 
 def save_detector(folder, net: SlabNet, *, model_id: str, threshold: float, extra: dict) -> Path:
