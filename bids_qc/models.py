@@ -36,6 +36,19 @@ def sha256(path) -> str:
     return digest.hexdigest()
 
 
+def verify_files(folder: Path, files: dict[str, str]) -> None:
+    """Every ``{name: sha256}`` of a manifest exists in ``folder`` and matches; else
+    :class:`ModelError` naming the folder and the file."""
+    for name, expected in files.items():
+        path = folder / name
+        if not path.is_file():
+            raise ModelError(folder, f"weights file {name} is missing")
+        actual = sha256(path)
+        if actual != expected:
+            raise ModelError(folder, f"checksum mismatch for {name}: manifest says {expected[:12]}..., "
+                             f"file is {actual[:12]}... (corrupted or replaced)")
+
+
 def state_to_tensors(nets: dict[str, Conv5FC3], dtype=torch.float16) -> dict[str, torch.Tensor]:
     """Flatten detector state dicts into one safetensors mapping (floats cast to ``dtype``)."""
     out = {}
@@ -128,14 +141,9 @@ def load_bundle(folder) -> DetectorBundle:
     except (KeyError, TypeError, ValueError) as exc:
         raise ModelError(folder, f"input geometry in {MANIFEST} is invalid: {exc}") from exc
     bundle = DetectorBundle(folder=folder, manifest=manifest)
-    for name, expected in manifest["files"].items():
+    verify_files(folder, manifest["files"])
+    for name in manifest["files"]:
         path = folder / name
-        if not path.is_file():
-            raise ModelError(folder, f"weights file {name} is missing")
-        actual = sha256(path)
-        if actual != expected:
-            raise ModelError(folder, f"checksum mismatch for {name}: manifest says {expected[:12]}..., "
-                             f"file is {actual[:12]}... (corrupted or replaced)")
         try:
             tensors = load_file(str(path))
         except Exception as exc:

@@ -106,7 +106,7 @@ def save_detector(folder, net: SlabNet, *, model_id: str, threshold: float, extr
 
 def load_detector(folder=DEFAULT_FOLDER) -> SlabDetector:
     """Load and verify a slab model folder; :class:`ModelError` names the folder on any problem."""
-    from bids_qc.models import sha256
+    from bids_qc.models import verify_files
 
     folder = Path(folder)
     try:
@@ -115,12 +115,7 @@ def load_detector(folder=DEFAULT_FOLDER) -> SlabDetector:
         raise ModelError(folder, f"manifest.json is missing or unreadable: {exc}") from exc
     if manifest.get("architecture") != ARCHITECTURE:
         raise ModelError(folder, f"not a slab motion model (architecture {manifest.get('architecture')!r})")
-    for name, expected in manifest.get("files", {}).items():
-        path = folder / name
-        if not path.is_file():
-            raise ModelError(folder, f"weights file {name} is missing")
-        if sha256(path) != expected:
-            raise ModelError(folder, f"checksum mismatch for {name} (corrupted or replaced)")
+    verify_files(folder, manifest.get("files", {}))
     net = SlabNet()
     try:
         state = {k: v.float() for k, v in load_file(str(folder / "weights.safetensors")).items()}
