@@ -150,3 +150,24 @@ def test_shipped_slab_model_judges_real_slabs():
     moving = np.mean([r["detector"] for r in result["rows"] if r["motion"]])
     still = np.mean([r["detector"] for r in result["rows"] if not r["motion"]])
     assert moving > still
+
+
+@pytest.mark.skipif(not PAIRS.is_dir(), reason=f"shared data not found at {PAIRS}")
+def test_app_judges_real_slabs_end_to_end(tmp_path):
+    """The BIDS-App on the 12 real slabs: every scan ok, no tier (the registered detectors cannot
+    judge a slab, and the record says so), a slab motion score, and the group table has it."""
+    import pandas as pd
+
+    from bids_qc.cli.run import main
+
+    out = tmp_path / "out"
+    assert main([str(PAIRS), str(out), "participant", "--no-reports", "--skip-bids-validation"]) == 0
+    assert main([str(PAIRS), str(out), "group", "--no-reports"]) == 0
+    table = pd.read_csv(out / "group_T1w.tsv", sep="\t")
+    assert len(table) == 12 and (table["status"] == "ok").all() and table["tier"].isna().all()
+    assert table["slab_motion_score"].between(0, 1).all()
+    moving = table["acquisition"] == "motion"
+    assert table.loc[moving, "slab_motion_score"].mean() > table.loc[~moving, "slab_motion_score"].mean()
+    record = json.loads(next(out.glob("sub-*/anat/*_qc.json")).read_text())
+    assert any("partial coverage" in w for w in record["warnings"])
+    assert record["slab_motion"]["n_triplets"] == 8
