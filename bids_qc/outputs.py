@@ -192,6 +192,7 @@ def record_to_row(record: dict) -> dict:
     slab = record.get("slab_motion") or {}
     row["slab_motion_score"] = slab.get("score")
     row["slab_motion"] = slab.get("motion")
+    row["slab_motion_threshold"] = slab.get("threshold")
     for metric in METRICS:
         row[metric] = metrics.get(metric)
     row.update(
@@ -208,8 +209,8 @@ def record_to_row(record: dict) -> dict:
 def records_to_table(records: list[dict]):
     """One row per scan: ``bids_name, source_file``, entity columns (:data:`CORE_ENTITIES`
     then any other), ``status, error, error_stage, tier, grade_<artefact>`` x3,
-    ``p_<detector>`` x6, ``slab_motion_score, slab_motion`` (the slab motion detector's
-    probability and verdict), the metrics, ``n_warnings, model_id, model_trained, qc_json``.
+    ``p_<detector>`` x6, ``slab_motion_score, slab_motion, slab_motion_threshold`` (the slab
+    motion detector's probability, verdict and threshold), the metrics, ``n_warnings, model_id, model_trained, qc_json``.
 
     Returns a pandas DataFrame (grades and tier as nullable integers).
     """

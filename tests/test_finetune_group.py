@@ -60,6 +60,8 @@ def test_group_finetuning_writes_a_model_and_rescores(rated_run):
         assert col in table and table[col].notna().all(), col
     summary = json.loads((out / "group_summary.json").read_text())
     assert summary["finetuning"]["model_dir"] == str(folders[0])
+    # every scan is rated motion 0: no site threshold for the slab detector, said so
+    assert "kept the shipped threshold" in summary["slab_motion_site"]["status"]
     # the participant level reuses the stored model inputs; nothing was preprocessed twice
     assert len(list(out.rglob("*_desc-preproc_T1w.nii.gz"))) == 8
 

@@ -125,6 +125,29 @@ def test_only_sagittal_slabs_are_scored(tmp_path):
     assert "axial slab (20 mm thick)" in axial["note"]
 
 
+def test_site_threshold_from_ratings():
+    """A site whose still scans score above the shipped threshold: the site's own threshold
+    separates its ratings, out of fold, where the shipped one calls everything motion."""
+    import pandas as pd
+
+    from bids_qc.slab_motion.site_threshold import apply_site_threshold, site_threshold
+
+    rng = np.random.default_rng(0)
+    still, moving = rng.uniform(0.1, 0.3, 10), rng.uniform(0.4, 0.7, 10)
+    names = [f"sub-{i:02d}_T1w" for i in range(20)]
+    table = pd.DataFrame({"bids_name": names + ["sub-99_T1w"], "subject": [f"{i:02d}" for i in range(21)],
+                          "slab_motion_score": list(still) + list(moving) + [None]})
+    ratings = pd.DataFrame({"bids_name": names, "motion": [0] * 10 + [1] * 5 + [2] * 5})
+    result = apply_site_threshold(table, ratings, shipped=0.063)
+    assert result["status"] == "calibrated" and 0.3 <= result["threshold"] <= 0.4
+    assert result["balanced_accuracy"]["shipped_threshold"] == 0.5
+    assert result["balanced_accuracy"]["site_threshold_cross_validated"] == 1.0
+    assert table["slab_motion_site"].tolist()[:20] == [False] * 10 + [True] * 10
+    assert pd.isna(table["slab_motion_site"].iloc[20])
+    kept = site_threshold([0.1, 0.2, 0.9], [0, 0, 1], ["a", "b", "c"], shipped=0.063)
+    assert "kept the shipped threshold" in kept["status"] and "threshold" not in kept
+
+
 # ----------------------------------------------------------------------------- shipped model
 
 def test_shipped_slab_model_loads_and_is_documented():

@@ -310,11 +310,19 @@ class Progress:
         elif out.status != "ok":
             LOGGER.warning("%s: ERROR: %s (%.1f s)", prefix, out.error, seconds)
         elif out.tier is None:
-            LOGGER.info("%s: no tier (the model could not run; see the JSON) in %.1f s",
-                        prefix, seconds)
+            LOGGER.info("%s: no tier (partial coverage or not registered; see the JSON)%s in %.1f s",
+                        prefix, _slab_text(out.slab_motion), seconds)
         else:
             grades = ", ".join(f"{a} {g}" for a, g in out.grades.items())
-            LOGGER.info("%s: tier %s (%s) in %.1f s", prefix, out.tier, grades, seconds)
+            LOGGER.info("%s: tier %s (%s)%s in %.1f s", prefix, out.tier, grades,
+                        _slab_text(out.slab_motion), seconds)
+
+
+def _slab_text(slab) -> str:
+    score = (slab or {}).get("score")
+    if score is None:
+        return ""
+    return f"; slab motion {score:.3g}" + (" (motion)" if (slab or {}).get("motion") else "")
 
 
 def _run_workflow(config, todo):

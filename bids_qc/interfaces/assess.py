@@ -179,8 +179,8 @@ def qc_scan(
     ``problem``: if not empty, the scan is not assessed and gets an error record (stage
     ``bids``) with this reason (e.g. an invalid BIDS file name).
 
-    Returns a summary ``{"out_json", "status", "tier", "grades", "error", "io_error",
-    "seconds"}``. A bad scan gives status ``error`` (never an exception); an ``OSError``
+    Returns a summary ``{"out_json", "status", "tier", "grades", "error", "slab_motion",
+    "io_error", "seconds"}``. A bad scan gives status ``error`` (never an exception); an ``OSError``
     while writing is returned in ``io_error`` (the scan's JSON may then be missing).
     """
     from bids_qc.exceptions import InvalidScanError
@@ -223,6 +223,7 @@ def qc_scan(
         "tier": record.get("tier"),
         "grades": dict(record.get("grades") or {}),
         "error": (record.get("error") or {}).get("message") or "",
+        "slab_motion": {k: (record.get("slab_motion") or {}).get(k) for k in ("score", "motion")},
         "io_error": "",
     }
     try:
@@ -269,6 +270,7 @@ class _AssessOutputSpec(TraitedSpec):
     grades = traits.Dict(desc="artefact -> grade")
     error = traits.Str(desc="error message ('' if ok)")
     io_error = traits.Str(desc="error writing outputs ('' if none)")
+    slab_motion = traits.Dict(desc="slab motion detector: {'score', 'motion'} (None if not run)")
     seconds = traits.Float(desc="wall time of this node (s)")
 
 

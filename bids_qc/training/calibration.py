@@ -20,8 +20,9 @@ from bids_qc.training.metrics import binary_scores
 BOUNDS = (0.05, 0.95)
 
 
-def youden_threshold(labels, probabilities) -> float:
-    """Threshold on ``probabilities`` maximising sensitivity + specificity (0.5 if one class is absent)."""
+def youden_threshold(labels, probabilities, bounds=BOUNDS) -> float:
+    """Threshold on ``probabilities`` maximising sensitivity + specificity (0.5 if one class is
+    absent), within ``bounds``; among equal ones, the closest to 0.5."""
     labels = np.asarray(labels, int)
     p = np.asarray(probabilities, float)
     pos, neg = p[labels == 1], p[labels == 0]
@@ -29,7 +30,7 @@ def youden_threshold(labels, probabilities) -> float:
         return 0.5
     values = np.unique(p)
     candidates = np.concatenate([[0.5], (values[:-1] + values[1:]) / 2])
-    candidates = np.clip(candidates, *BOUNDS)
+    candidates = np.clip(candidates, *bounds)
     j = (pos[None, :] >= candidates[:, None]).mean(1) + (neg[None, :] < candidates[:, None]).mean(1)
     best = np.flatnonzero(j >= j.max() - 1e-12)
     return float(candidates[best[np.argmin(np.abs(candidates[best] - 0.5))]])

@@ -8,6 +8,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import pandas as pd
+
 from bids_qc.outputs import (
     GROUP_REPORT,
     GROUP_SUMMARY,
@@ -51,6 +53,50 @@ def _write_group_report(table, output_dir: Path, finetune: dict | None) -> Path 
     return final
 
 
+def _slab_site_threshold(config, table) -> dict | None:
+    """The site's slab motion threshold from its ratings (None without slab scores)."""
+    if "slab_motion_score" not in table or table["slab_motion_score"].isna().all():
+        return None
+    from bids_qc.annotations import read_annotations
+    from bids_qc.slab_motion.site_threshold import apply_site_threshold
+
+    thresholds = pd.to_numeric(table.get("slab_motion_threshold"), errors="coerce").dropna()
+    shipped = float(thresholds.iloc[0]) if len(thresholds) else float("nan")
+    result = apply_site_threshold(table, read_annotations(config.annotations, table), shipped)
+    if "threshold" in result:
+        ba = result["balanced_accuracy"]
+        LOGGER.info("slab motion threshold for this site: %.4g (shipped %.4g); balanced accuracy "
+                    "on the ratings %.3f with the shipped threshold, %.3f with the site's "
+                    "(cross-validated by subject)", result["threshold"], shipped,
+                    ba["shipped_threshold"], ba["site_threshold_cross_validated"])
+    else:
+        LOGGER.info("slab motion threshold: %s", result["status"])
+    return result
+
+
+def _use_ratings(config, table, summary: dict, output_dir: Path) -> None:
+    """``--annotations``: the slab motion threshold of this site, then (if any scan has a tier:
+    slabs alone give the registered detectors nothing to learn from) fine-tuning."""
+    from bids_qc.exceptions import AnnotationError
+    from bids_qc.finetune_group import run_group_finetuning
+
+    summary["slab_motion_site"] = _slab_site_threshold(config, table)
+    write_table(output_dir / GROUP_TSV, table)
+    atomic_write_json(output_dir / GROUP_SUMMARY, summary)
+    if not table["tier"].notna().any():
+        LOGGER.warning("no scan has a tier (all partial coverage or failed): the detectors are "
+                       "not fine-tuned; only the slab motion threshold was set from the ratings")
+        return
+    LOGGER.info("fine-tuning the detectors on the ratings in %s", config.annotations)
+    try:
+        summary["finetuning"] = run_group_finetuning(config, table)
+    except AnnotationError:
+        raise
+    except ValueError as exc:  # e.g. too few usable ratings: a problem with the data given
+        raise AnnotationError(config.annotations, str(exc)) from exc
+    atomic_write_json(output_dir / GROUP_SUMMARY, summary)
+
+
 def run_group_level(config) -> dict:
     """Write ``group_T1w.tsv``, ``group_summary.json`` and (if ``config.reports``)
     ``group_report.html`` in ``config.output_dir``; fine-tune on ``config.annotations`` if set.
@@ -75,17 +121,7 @@ def run_group_level(config) -> dict:
         summary["n_scans"], summary["n_ok"], summary["n_error"], output_dir / GROUP_TSV,
     )
     if config.annotations is not None:
-        from bids_qc.exceptions import AnnotationError
-        from bids_qc.finetune_group import run_group_finetuning
-
-        LOGGER.info("fine-tuning the detectors on the ratings in %s", config.annotations)
-        try:
-            summary["finetuning"] = run_group_finetuning(config, table)
-        except AnnotationError:
-            raise
-        except ValueError as exc:  # e.g. too few usable ratings: a problem with the data given
-            raise AnnotationError(config.annotations, str(exc)) from exc
-        atomic_write_json(output_dir / GROUP_SUMMARY, summary)
+        _use_ratings(config, table, summary, output_dir)
     if config.reports:
         report = _write_group_report(table, output_dir, summary.get("finetuning"))
         if report is not None:
