@@ -163,3 +163,26 @@ def test_finetuning_repairs_a_miscalibrated_detector():
     result = cross_validated_finetune(net, volumes, np.array(labels), subjects, k=3, epochs=40, lr=1e-3)
     assert result["before"]["balanced_accuracy"] == pytest.approx(0.5)
     assert result["after"]["balanced_accuracy"] >= 0.8
+
+
+def test_warm_start_refuses_another_split():
+    """Continuing a model is only honest on its own split: held-out and validation subjects of
+    the new run must not have been trained on by the starting model."""
+    from bids_qc.cli.train import warm_start_problems
+    from bids_qc.preprocessing import ModelGrid
+    from bids_qc.training.splits import holdout_split, kfold_by_subject
+
+    subjects = [f"S{i:02d}" for i in range(30)]
+    pool, test = holdout_split(subjects, 5, seed=0)
+    folds = kfold_by_subject(pool, 5, seed=0)
+    grid = ModelGrid()
+    manifest = {"input": grid.to_dict(), "training": {"test_subjects": test, "folds": [
+        {"fold": 0, "train_subjects": folds[0][0], "val_subjects": folds[0][1]}]}}
+    assert warm_start_problems(manifest, test, folds, [0], grid) == []
+    other_pool, other_test = holdout_split(subjects, 5, seed=1)
+    assert any("held-out" in p for p in warm_start_problems(manifest, other_test, folds, [0], grid))
+    other_folds = kfold_by_subject(pool, 5, seed=1)
+    assert any("fold 0" in p for p in warm_start_problems(manifest, test, other_folds, [0], grid))
+    assert any("no fold 1" in p for p in warm_start_problems(manifest, test, folds, [0, 1], grid))
+    small = ModelGrid(shape=(16, 16, 16), spacing=10.0, origin=(-75.0, -75.0, -75.0))
+    assert any("grid" in p for p in warm_start_problems(manifest, test, folds, [0], small))

@@ -20,7 +20,7 @@ import torch
 
 from bids_qc import __version__
 from bids_qc.grading import LABEL_SCHEMES, LABEL_SCHEMES_PAPER
-from bids_qc.models import save_bundle
+from bids_qc.models import load_bundle, save_bundle
 from bids_qc.preprocessing import ModelGrid
 from bids_qc.record import DETECTORS
 from bids_qc.training.cache import build_cache
@@ -62,8 +62,52 @@ def build_parser() -> argparse.ArgumentParser:
                    help="store weights in float16 (default)")
     p.add_argument("--calibrate", action=argparse.BooleanOptionalAction, default=True,
                    help="choose decision thresholds on the validation subjects (default) or keep 0.5")
+    p.add_argument("--init-from", type=Path, default=None, metavar="MODEL_DIR",
+                   help="warm start: continue training a model folder made by this command with "
+                   "the same data, seed, folds and held-out subjects (checked)")
+    p.add_argument("--train-only", default=None, metavar="DETECTORS",
+                   help="with --init-from: comma list of detectors to train further; the others "
+                   "are copied unchanged")
     p.add_argument("-v", "--verbose", action="store_true")
     return p
+
+
+def warm_start_problems(manifest: dict, test: list, folds: list, wanted, grid: ModelGrid) -> list[str]:
+    """Why the model of ``manifest`` cannot be trained further on this split (empty if it can):
+    its held-out subjects, folds and grid must be the ones of this run, or held-out or
+    validation subjects would already have been trained on."""
+    problems = []
+    training = manifest.get("training") or {}
+    if sorted(training.get("test_subjects") or []) != sorted(test):
+        problems.append("its held-out test subjects differ from this run's")
+    by_fold = {f.get("fold"): f for f in training.get("folds") or []}
+    for f in wanted:
+        old = by_fold.get(f)
+        if old is None:
+            problems.append(f"it has no fold {f}")
+        elif sorted(old["train_subjects"]) != sorted(folds[f][0]) or \
+                sorted(old["val_subjects"]) != sorted(folds[f][1]):
+            problems.append(f"its fold {f} has other training/validation subjects")
+    if ModelGrid.from_dict(manifest["input"]).shape != grid.shape:
+        problems.append("its input grid differs")
+    return problems
+
+
+def _keep_better(nets: dict, report: dict, start: dict, manifest: dict, fold: int):
+    """Warm start: per detector, the continued network if its best validation loss beats the
+    starting model's (same validation images), else the starting network; untrained detectors
+    are the starting ones. Returns the nets and what was kept, for the manifest."""
+    old = next(r for r in manifest["training"]["folds"] if r["fold"] == fold)["val_at_best"]
+    kept, out = {}, {}
+    for det in DETECTORS:
+        new_loss = (report["val_at_best"].get(det) or {}).get("val_loss")
+        old_loss = (old.get(det) or {}).get("val_loss")
+        if det in nets and new_loss is not None and (old_loss is None or new_loss < old_loss):
+            out[det], kept[det] = nets[det], f"continued (val loss {old_loss} -> {new_loss})"
+        else:
+            out[det], kept[det] = start[det], "starting weights kept"
+            report["val_at_best"][det] = old.get(det)
+    return out, {"from": manifest.get("model_id"), "detectors": kept}
 
 
 def main(argv=None) -> int:
@@ -85,6 +129,22 @@ def main(argv=None) -> int:
     wanted = range(args.k) if args.folds == "all" else [int(f) for f in args.folds.split(",")]
     LOGGER.info("%d scans cached in %.0f s; %d subjects for CV (%d folds), %d held out",
                 len(entries), time.perf_counter() - t0, len(pool), args.k, len(test))
+    init, trained_dets = None, list(DETECTORS)
+    if args.init_from is not None:
+        init = load_bundle(args.init_from)
+        problems = warm_start_problems(init.manifest, test, folds, wanted, grid)
+        if problems:
+            LOGGER.error("cannot warm-start from %s: %s", args.init_from, "; ".join(problems))
+            return 2
+        if args.train_only:
+            trained_dets = [d.strip() for d in args.train_only.split(",")]
+            unknown = sorted(set(trained_dets) - set(DETECTORS))
+            if unknown:
+                LOGGER.error("--train-only: unknown detector(s) %s; choose from %s", unknown, DETECTORS)
+                return 2
+    elif args.train_only:
+        LOGGER.error("--train-only needs --init-from")
+        return 2
     members, fold_reports, val_sets = [], [], []
     for f in wanted:
         train_subj, val_subj = folds[f]
@@ -95,18 +155,24 @@ def main(argv=None) -> int:
         LOGGER.info("fold %d: %d train / %d val subjects, %d samples per epoch", f, len(train_subj),
                     len(val_subj), len(train_set))
         t_fold = time.perf_counter()
-        states = train_detectors(DETECTORS, train_set, val_set, input_shape=grid.shape,
+        start = init.members[init.manifest["training"]["folds_trained"].index(f)] if init else None
+        states = train_detectors(trained_dets, train_set, val_set, input_shape=grid.shape,
                                  epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                                 max_minutes=args.max_minutes, seed=args.seed + f, schemes=schemes)
-        members.append({d: s.net for d, s in states.items()})
-        val_sets.append(val_set)
-        fold_reports.append({
+                                 max_minutes=args.max_minutes, seed=args.seed + f, schemes=schemes,
+                                 init=start)
+        report = {
             "fold": f, "train_subjects": train_subj, "val_subjects": val_subj,
             "minutes": round((time.perf_counter() - t_fold) / 60, 2),
             "best_epoch": {d: s.best_epoch for d, s in states.items()},
             "val_at_best": {d: s.history[s.best_epoch - 1] for d, s in states.items() if s.best_epoch > 0},
             "history": {d: s.history for d, s in states.items()},
-        })
+        }
+        nets = {d: s.net for d, s in states.items()}
+        if init is not None:
+            nets, report["warm_start"] = _keep_better(nets, report, start, init.manifest, f)
+        members.append(nets)
+        val_sets.append(val_set)
+        fold_reports.append(report)
     test_set = SimulatedSet([e for e in entries if e.subject in test], args.test_samples_per_subject,
                             seed=args.seed + 2000, grid=grid)
     nets = {d: MeanEnsemble([m[d] for m in members]).eval() for d in DETECTORS}
@@ -128,6 +194,7 @@ def main(argv=None) -> int:
             "selection": "lowest validation loss epoch", "minutes_total":
                 round((time.perf_counter() - t0) / 60, 2),
             "threads": args.threads, "folds": fold_reports,
+            "warm_start": str(args.init_from) if args.init_from else None,
             "calibration": {"method": "Youden J on the pooled validation images of the trained folds",
                             "detectors": calibration} if calibration else None,
         },
