@@ -53,9 +53,11 @@ def model_inputs(config, table: pd.DataFrame, bundle: DetectorBundle) -> dict[st
 
 
 def run_group_finetuning(config, table: pd.DataFrame, k: int = 5, epochs: int = 60,
-                         lr: float = 1e-4, seed: int = 0) -> dict:
+                         lr: float = 1e-4, seed: int = 0, ratings: pd.DataFrame | None = None) -> dict:
+    """``ratings``: :func:`read_annotations` of ``config.annotations`` if already read."""
     t0 = time.perf_counter()
-    ratings = read_annotations(config.annotations, table)
+    if ratings is None:
+        ratings = read_annotations(config.annotations, table)
     parent = load_bundle(config.model_dir)
     inputs = model_inputs(config, table, parent)
     rated = ratings[ratings["bids_name"].isin(inputs)].reset_index(drop=True)

@@ -36,6 +36,7 @@ from bids_qc.outputs import atomic_write_json, scan_output_paths  # noqa: E402
 LOGGER = logging.getLogger(__name__)
 
 _BUNDLES: dict = {}
+_SLAB_DETECTORS: dict = {}
 _REPORT_IMPORT_FAILED: list = []
 
 
@@ -60,12 +61,12 @@ def get_slab_detector(slab_model_dir):
     argument is empty). Raises :class:`bids_qc.exceptions.ModelError` if the folder is unusable."""
     if not slab_model_dir:
         return None
-    key = "slab:" + str(Path(slab_model_dir).resolve())
-    if key not in _BUNDLES:
+    key = str(Path(slab_model_dir).resolve())
+    if key not in _SLAB_DETECTORS:
         from bids_qc.slab_motion.detector import load_detector
 
-        _BUNDLES[key] = load_detector(key[len("slab:"):])
-    return _BUNDLES[key]
+        _SLAB_DETECTORS[key] = load_detector(key)
+    return _SLAB_DETECTORS[key]
 
 
 class _ScanWarnings(logging.Handler):

@@ -12,11 +12,10 @@ import numpy as np
 from tqdm import tqdm
 
 from bids_qc.slab_motion.simulation import apply_motion, sample_motion
-from bids_qc.slab_motion.slices import slice_foreground, to_ras_stack
+from bids_qc.slab_motion.slices import HEAD_FRACTION_OF_PEAK, slice_foreground, to_ras_stack
 
 LOGGER = logging.getLogger(__name__)
 CACHE_VERSION = "1"
-KEEP_FRACTION_OF_PEAK = 0.3  # slices with less head than this share of the fullest are dropped
 
 
 def _to_uint8(stack: np.ndarray, scale: float) -> np.ndarray:
@@ -33,7 +32,7 @@ def cache_subject(args) -> tuple[str, str | None]:
         volume = np.asarray(img.get_fdata(dtype=np.float32))
         clean = to_ras_stack(volume, img.affine)
         frac = slice_foreground(clean)
-        kept = np.flatnonzero(frac >= KEEP_FRACTION_OF_PEAK * frac.max())
+        kept = np.flatnonzero(frac >= HEAD_FRACTION_OF_PEAK * frac.max())
         lo, hi = max(kept[0] - 1, 0), min(kept[-1] + 2, clean.shape[0])
         scale = 200.0 / max(float(np.percentile(clean[clean > 0], 99.5)), 1e-6)
         rng = np.random.default_rng([seed, int(''.join(c for c in subject if c.isdigit()) or 0)])

@@ -15,20 +15,24 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from bids_qc.config import DEFAULT_SLAB_MODEL_DIR
 from bids_qc.exceptions import ModelError
 from bids_qc.preprocessing import MIN_EXTENT_MM
 from bids_qc.slab_motion.network import SlabNet
-from bids_qc.slab_motion.slices import to_ras_stack, triplet_centres, triplets
+from bids_qc.slab_motion.slices import (
+    HEAD_FRACTION_OF_PEAK,
+    to_ras_stack,
+    triplet_centres,
+    triplets,
+)
 
 ARCHITECTURE = "SlabNet"
-SCORE_FRACTION_OF_PEAK = 0.3
-DEFAULT_FOLDER = Path(__file__).resolve().parents[2] / "models" / "slab-motion-ixi-v1"
 
 
 @torch.no_grad()
 def score_stack(net: SlabNet, stack: np.ndarray, stride: int = 1, batch: int = 32) -> float | None:
     """Motion probability of a RAS 2 mm sagittal ``stack`` (mean logit over its triplets)."""
-    centres = triplet_centres(stack, SCORE_FRACTION_OF_PEAK)[::stride]
+    centres = triplet_centres(stack, HEAD_FRACTION_OF_PEAK)[::stride]
     if len(centres) == 0:
         return None
     logits = [net(torch.from_numpy(triplets(stack, centres[i:i + batch])))
@@ -64,7 +68,7 @@ class SlabDetector:
                            f"({extent[thin]:.0f} mm thick); the slab detector reads sagittal slices")
             return out
         stack = to_ras_stack(data, affine)
-        out["n_triplets"] = int(len(triplet_centres(stack, SCORE_FRACTION_OF_PEAK)))
+        out["n_triplets"] = int(len(triplet_centres(stack, HEAD_FRACTION_OF_PEAK)))
         out["score"] = score_stack(self.net, stack)
         if out["score"] is None:
             out["note"] = "not scored: no sagittal slice holds enough head"
@@ -104,7 +108,7 @@ def save_detector(folder, net: SlabNet, *, model_id: str, threshold: float, extr
     return folder
 
 
-def load_detector(folder=DEFAULT_FOLDER) -> SlabDetector:
+def load_detector(folder=DEFAULT_SLAB_MODEL_DIR) -> SlabDetector:
     """Load and verify a slab model folder; :class:`ModelError` names the folder on any problem."""
     from bids_qc.models import verify_files
 

@@ -12,7 +12,21 @@ from bids_qc.slab_motion.detector import SlabDetector, score_stack
 from bids_qc.slab_motion.slices import SPACING_MM
 from bids_qc.training.metrics import auc
 
-BINS = (("all", 1e-9, 99.0), ("< 0.7", 1e-9, 0.7), ("0.7-1.5", 0.7, 1.5), (">= 1.5", 1.5, 99.0))
+CLEAR_MOTION = 1.0  # deg/mm: moved scans at or above this count as "motion" for thresholds
+#: amplitude bins (deg/mm): table label, key in the training history, range
+BINS = (("all", "auc_all", 1e-9, 99.0), ("< 0.7", "auc_lt_0.7", 1e-9, 0.7),
+        ("0.7-1.5", "auc_0.7_1.5", 0.7, 1.5), (">= 1.5", "auc_ge_1.5", 1.5, 99.0))
+
+
+def auc_by_amplitude(amplitudes, scores) -> dict:
+    """``{bin label: AUC}`` of still (amplitude 0) vs moved scans in each amplitude bin."""
+    amps, scores = np.asarray(amplitudes, float), np.asarray(scores, float)
+    still = amps == 0
+    out = {}
+    for label, _, lo, hi in BINS:
+        sel = still | ((amps >= lo) & (amps < hi))
+        out[label] = auc((amps[sel] > 0).astype(int), scores[sel])
+    return out
 
 
 def _formulas(volume: np.ndarray, zooms) -> dict:
@@ -38,15 +52,10 @@ def simulated(detector: SlabDetector, stacks) -> dict:
                          "detector": score_stack(detector.net, stack),
                          **_formulas(stack, (SPACING_MM,) * 3)})
     amps = np.array([r["amplitude"] for r in rows])
-    table = {}
-    for score in ("detector", "tenengrad", "snr_native"):
-        vals = np.array([r[score] for r in rows], float)
-        table[score] = {}
-        for name, lo, hi in BINS:
-            sel = (amps == 0) | ((amps >= lo) & (amps < hi))
-            table[score][name] = auc((amps[sel] > 0).astype(int), vals[sel])
+    table = {score: auc_by_amplitude(amps, [r[score] for r in rows])
+             for score in ("detector", "tenengrad", "snr_native")}
     det = np.array([r["detector"] for r in rows])
-    clear = amps >= 1.0
+    clear = amps >= CLEAR_MOTION
     table["at_threshold"] = {"sensitivity_ge_1": float((det[clear] >= detector.threshold).mean()),
                              "specificity": float((det[amps == 0] < detector.threshold).mean()),
                              "n_still": int((amps == 0).sum()), "n_moved": int((amps > 0).sum())}

@@ -15,6 +15,8 @@ SPACING_MM = 2.0
 PLANE = (128, 128)
 FOREGROUND_FRACTION = 0.1  # of the 99th intensity percentile (same rule as the metrics)
 MIN_SLICE_FOREGROUND = 0.05  # a triplet's middle slice must hold this much head
+# the slices cached, trained on and scored: at least this share of the fullest slice's head
+HEAD_FRACTION_OF_PEAK = 0.3
 NORMALISATION_PERCENTILE = 99.0
 
 

@@ -19,13 +19,11 @@ from torch.nn import functional as F
 
 from bids_qc.slab_motion.augment import augment, soft_target
 from bids_qc.slab_motion.detector import score_stack
+from bids_qc.slab_motion.evaluation import BINS, CLEAR_MOTION, auc_by_amplitude
 from bids_qc.slab_motion.network import SlabNet
-from bids_qc.slab_motion.slices import normalise, triplet_centres
-from bids_qc.training.metrics import auc
+from bids_qc.slab_motion.slices import HEAD_FRACTION_OF_PEAK, normalise, triplet_centres
 
 LOGGER = logging.getLogger(__name__)
-TRAIN_FRACTION_OF_PEAK = 0.3
-CLEAR_MOTION = 1.0  # deg/mm: moved scans at or above this count as "motion" for the threshold
 TARGET_SENSITIVITY = 0.9  # of validation scans moved by >= CLEAR_MOTION (see sensitivity_threshold)
 
 
@@ -42,7 +40,7 @@ class Stacks:
             return cls(subject, z["clean"], z["motion"], z["amplitude"])
 
     def centres(self) -> np.ndarray:
-        return triplet_centres(self.clean.astype(np.float32), TRAIN_FRACTION_OF_PEAK)
+        return triplet_centres(self.clean.astype(np.float32), HEAD_FRACTION_OF_PEAK)
 
 
 def draw_batch(subjects: list[Stacks], centres: list[np.ndarray], size: int,
@@ -76,13 +74,9 @@ def evaluate(net: SlabNet, subjects: list[Stacks], stride: int = 2) -> dict:
     scores, labels, amps = np.array(scores), np.array(labels), np.array(amps)
     logits = torch.logit(torch.from_numpy(scores).clamp(1e-6, 1 - 1e-6))
     loss = float(F.binary_cross_entropy_with_logits(logits, torch.from_numpy(labels)))
-    still = amps == 0
-    out = {"loss": loss, "scores": scores.tolist(), "amplitudes": amps.tolist()}
-    for name, lo, hi in (("auc_all", 1e-9, 99), ("auc_lt_0.7", 1e-9, 0.7), ("auc_0.7_1.5", 0.7, 1.5),
-                         ("auc_ge_1.5", 1.5, 99)):
-        sel = still | ((amps >= lo) & (amps < hi))
-        out[name] = auc((amps[sel] > 0).astype(int), scores[sel])
-    return out
+    aucs = auc_by_amplitude(amps, scores)
+    return {"loss": loss, "scores": scores.tolist(), "amplitudes": amps.tolist(),
+            **{key: aucs[label] for label, key, _, _ in BINS}}
 
 
 def sensitivity_threshold(scores, amplitudes, sensitivity: float = TARGET_SENSITIVITY) -> float:

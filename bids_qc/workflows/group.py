@@ -53,16 +53,15 @@ def _write_group_report(table, output_dir: Path, finetune: dict | None) -> Path 
     return final
 
 
-def _slab_site_threshold(config, table) -> dict | None:
+def _slab_site_threshold(table, ratings) -> dict | None:
     """The site's slab motion threshold from its ratings (None without slab scores)."""
     if "slab_motion_score" not in table or table["slab_motion_score"].isna().all():
         return None
-    from bids_qc.annotations import read_annotations
     from bids_qc.slab_motion.site_threshold import apply_site_threshold
 
     thresholds = pd.to_numeric(table.get("slab_motion_threshold"), errors="coerce").dropna()
     shipped = float(thresholds.iloc[0]) if len(thresholds) else float("nan")
-    result = apply_site_threshold(table, read_annotations(config.annotations, table), shipped)
+    result = apply_site_threshold(table, ratings, shipped)
     if "threshold" in result:
         ba = result["balanced_accuracy"]
         LOGGER.info("slab motion threshold for this site: %.4g (shipped %.4g); balanced accuracy "
@@ -77,10 +76,12 @@ def _slab_site_threshold(config, table) -> dict | None:
 def _use_ratings(config, table, summary: dict, output_dir: Path) -> None:
     """``--annotations``: the slab motion threshold of this site, then (if any scan has a tier:
     slabs alone give the registered detectors nothing to learn from) fine-tuning."""
+    from bids_qc.annotations import read_annotations
     from bids_qc.exceptions import AnnotationError
     from bids_qc.finetune_group import run_group_finetuning
 
-    summary["slab_motion_site"] = _slab_site_threshold(config, table)
+    ratings = read_annotations(config.annotations, table)
+    summary["slab_motion_site"] = _slab_site_threshold(table, ratings)
     write_table(output_dir / GROUP_TSV, table)
     atomic_write_json(output_dir / GROUP_SUMMARY, summary)
     if not table["tier"].notna().any():
@@ -89,7 +90,7 @@ def _use_ratings(config, table, summary: dict, output_dir: Path) -> None:
         return
     LOGGER.info("fine-tuning the detectors on the ratings in %s", config.annotations)
     try:
-        summary["finetuning"] = run_group_finetuning(config, table)
+        summary["finetuning"] = run_group_finetuning(config, table, ratings=ratings)
     except AnnotationError:
         raise
     except ValueError as exc:  # e.g. too few usable ratings: a problem with the data given
