@@ -52,7 +52,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test-samples-per-subject", type=int, default=12)
     p.add_argument("--batch-size", type=int, default=6)
     p.add_argument("--lr", type=float, default=1e-4)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the split, cache and draws")
+    p.add_argument("--draw-seed", type=int, default=None,
+                   help="seed of the training draws and batch order only (default --seed); give a "
+                   "new one with --init-from so the continuation sees images it has not seen")
     p.add_argument("--motion-variants", type=int, default=3, help="cached motion variants/severity")
     p.add_argument("--noise-severe-scheme", choices=["coherent", "paper"], default="coherent",
                    help="'paper': noise severe detector trained 0 vs 1+2 as published")
@@ -145,11 +148,12 @@ def main(argv=None) -> int:
     elif args.train_only:
         LOGGER.error("--train-only needs --init-from")
         return 2
+    draw_seed = args.seed if args.draw_seed is None else args.draw_seed
     members, fold_reports, val_sets = [], [], []
     for f in wanted:
         train_subj, val_subj = folds[f]
         train_set = SimulatedSet([e for e in entries if e.subject in train_subj],
-                                 args.samples_per_subject, seed=args.seed, grid=grid)
+                                 args.samples_per_subject, seed=draw_seed, grid=grid)
         val_set = SimulatedSet([e for e in entries if e.subject in val_subj],
                                args.val_samples_per_subject, seed=args.seed + 1000, grid=grid)
         LOGGER.info("fold %d: %d train / %d val subjects, %d samples per epoch", f, len(train_subj),
@@ -158,7 +162,7 @@ def main(argv=None) -> int:
         start = init.members[init.manifest["training"]["folds_trained"].index(f)] if init else None
         states = train_detectors(trained_dets, train_set, val_set, input_shape=grid.shape,
                                  epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                                 max_minutes=args.max_minutes, seed=args.seed + f, schemes=schemes,
+                                 max_minutes=args.max_minutes, seed=draw_seed + f, schemes=schemes,
                                  init=start)
         report = {
             "fold": f, "train_subjects": train_subj, "val_subjects": val_subj,
@@ -183,6 +187,7 @@ def main(argv=None) -> int:
     extra = {
         "bids_qc_version": __version__,
         "seed": args.seed,
+        "draw_seed": draw_seed,
         "command": command,
         "training": {
             "data": str(args.bids_dir), "n_scans": len(entries), "n_subjects": len(set(subjects)),

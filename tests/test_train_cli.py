@@ -1,0 +1,68 @@
+"""``bids-qc-train`` end to end on six synthetic heads: a first run, then a warm start that trains
+one detector further on new draws and leaves the other five byte-identical."""
+import json
+
+import nibabel as nib
+import pytest
+from conftest import synthetic_head, write_dataset_description
+from safetensors.numpy import load_file
+
+from bids_qc.cli.train import main as train_main
+
+COMMON = ["--n-test", "2", "--k", "2", "--folds", "0", "--epochs", "1",
+          "--samples-per-subject", "1", "--val-samples-per-subject", "2",
+          "--test-samples-per-subject", "2", "--motion-variants", "1", "--nprocs", "1",
+          "--threads", "1", "--no-calibrate"]
+
+
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("train_cli")
+    bids = root / "bids"
+    write_dataset_description(bids)
+    for i in range(6):
+        path = bids / f"sub-{i:02d}" / "anat" / f"sub-{i:02d}_T1w.nii.gz"
+        path.parent.mkdir(parents=True)
+        nib.save(synthetic_head(seed=10 + i), path)
+    model = root / "m1"
+    assert train_main([str(bids), str(model), "--cache-dir", str(root / "cache"), *COMMON]) == 0
+    return root, bids, model
+
+
+def weights(folder):
+    manifest = json.loads((folder / "manifest.json").read_text())
+    return {name: load_file(folder / name) for name in manifest["files"] if name.endswith(".safetensors")}
+
+
+def test_first_run_writes_a_model_folder_with_its_split(first_run):
+    _, _, model = first_run
+    manifest = json.loads((model / "manifest.json").read_text())
+    training = manifest["training"]
+    assert manifest["trained"] is True and manifest["draw_seed"] == manifest["seed"] == 0
+    fold = training["folds"][0]
+    assert not set(training["test_subjects"]) & set(fold["train_subjects"] + fold["val_subjects"])
+    assert set(manifest["metrics"]["heldout_simulated"]["detectors"]) == set(manifest["detectors"])
+
+
+def test_warm_start_trains_only_what_it_is_told_on_new_draws(first_run):
+    root, bids, model = first_run
+    out = root / "m2"
+    rc = train_main([str(bids), str(out), "--cache-dir", str(root / "cache"), *COMMON,
+                     "--init-from", str(model), "--train-only", "motion_severe", "--draw-seed", "7"])
+    assert rc == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["draw_seed"] == 7 and manifest["training"]["warm_start"] == str(model)
+    kept = manifest["training"]["folds"][0]["warm_start"]["detectors"]
+    assert all(kept[d] == "starting weights kept" for d in kept if d != "motion_severe")
+    before, after = weights(model), weights(out)
+    for name, tensors in before.items():
+        for key, value in tensors.items():
+            if not key.startswith("motion_severe") and "motion_severe" not in name:
+                assert (after[name][key] == value).all(), f"{name}:{key} changed"
+
+
+def test_warm_start_on_another_split_is_refused(first_run):
+    root, bids, model = first_run
+    rc = train_main([str(bids), str(root / "m3"), "--cache-dir", str(root / "cache"), *COMMON,
+                     "--seed", "1", "--init-from", str(model)])
+    assert rc == 2 and not (root / "m3").exists()
