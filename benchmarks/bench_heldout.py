@@ -5,8 +5,9 @@
 
 1. Simulated artefacts on the model's held-out IXI subjects (listed in its manifest, never trained
    on): every grade combination drawn as in training, re-simulated here from the raw scans with a
-   fixed seed -> balanced accuracy / sensitivity / specificity / AUC per detector and for the
-   tier decisions, beside the published targets.
+   fixed seed -> balanced accuracy (with a 95 % interval from resampling whole subjects) /
+   sensitivity / specificity / AUC per detector and for the tier decisions, beside the published
+   targets.
 2. Motion only vs clean on the same subjects: detector AUC beside the Tenengrad formula's AUC
    (bids_qc.metrics.tenengrad on the same images) - the bar from BASELINES.md.
 3. Real motion (motion_pairs): what the app says for each slab and how its native-space metrics
@@ -36,8 +37,13 @@ from bids_qc.scan import assess_scan  # noqa: E402
 from bids_qc.simulation import simulate  # noqa: E402
 from bids_qc.training.data import GRADE_PROBS, draw_grades  # noqa: E402
 from bids_qc.training.evaluate import tier_scores  # noqa: E402
-from bids_qc.training.metrics import auc, binary_scores  # noqa: E402
+from bids_qc.training.metrics import auc, binary_scores, subject_bootstrap_ci  # noqa: E402
 from bids_qc.training.model_card import PUBLISHED  # noqa: E402
+
+
+def _ci(scores: dict) -> str:
+    lo, hi = scores["balanced_accuracy_ci95"]
+    return f"{100 * lo:.1f}-{100 * hi:.1f}"
 
 
 def predict(bundle, volume: np.ndarray) -> dict:
@@ -63,7 +69,7 @@ def main(argv=None) -> int:
         return 1
     grid = bundle.grid
     t0 = time.perf_counter()
-    rows, motion_rows = [], []
+    rows, motion_rows, row_subject = [], [], []
     for i, sub in enumerate(test_subjects):
         path = args.data / "ixi" / f"sub-{sub}" / "anat" / f"sub-{sub}_T1w.nii.gz"
         pre = preprocess(path, grid=grid, with_registered=False)
@@ -72,6 +78,7 @@ def main(argv=None) -> int:
             grades = draw_grades(rng, GRADE_PROBS)
             vol, _ = simulate(pre.scaled, grid.affine, grades, rng)
             rows.append((grades, predict(bundle, minmax(vol))))
+            row_subject.append(i)
         for grade in (0, 1, 1, 2, 2):
             vol, _ = simulate(pre.scaled, grid.affine, {"motion": grade}, rng)
             motion_rows.append((grade, predict(bundle, minmax(vol)), tenengrad(vol, (grid.spacing,) * 3)))
@@ -81,24 +88,30 @@ def main(argv=None) -> int:
            "detectors": {}, "tiers": {}, "motion_vs_clean": {}}
     print(f"\nHeld-out simulated evaluation of {bundle.model_id}: {len(test_subjects)} subjects, "
           f"{len(rows)} images (grades drawn with P = {GRADE_PROBS})\n")
-    print(f"{'detector':<20}{'b.acc %':>9}{'sens %':>8}{'spec %':>8}{'AUC':>7}{'n+':>5}{'n-':>5}"
-          f"{'published b.acc':>17}")
+    print(f"{'detector':<20}{'b.acc %':>9}{'95% CI':>13}{'sens %':>8}{'spec %':>8}{'AUC':>7}{'n+':>5}"
+          f"{'n-':>5}{'published b.acc':>17}")
+    subjects = np.array(row_subject)
     for det in DETECTORS:
         col = det.split("_")[0]
         labels = binary_labels(det, [g[col] for g, _ in rows], schemes)
         keep = labels >= 0
         y, p = labels[keep], np.array([q[det] for _, q in rows])[keep]
-        s = binary_scores(y, p >= schemes[det].get("threshold", 0.5))
+        called = p >= schemes[det].get("threshold", 0.5)
+        s = binary_scores(y, called)
+        s["balanced_accuracy_ci95"] = subject_bootstrap_ci(
+            lambda r, y=y, called=called: binary_scores(y[r], called[r])["balanced_accuracy"], subjects[keep])
         s["auc"] = auc(y, p)
         out["detectors"][det] = s
-        print(f"{det:<20}{100 * s['balanced_accuracy']:>9.1f}{100 * s['sensitivity']:>8.1f}"
+        print(f"{det:<20}{100 * s['balanced_accuracy']:>9.1f}{_ci(s):>13}{100 * s['sensitivity']:>8.1f}"
               f"{100 * s['specificity']:>8.1f}{s['auc']:>7.3f}{s['n_positive']:>5}{s['n_negative']:>5}"
               f"{PUBLISHED[det]:>17.1f}")
     true = np.array([tier_from_grades(g) for g, _ in rows])
     pred = np.array([tier_from_grades(grades_from_probabilities(p, bundle.thresholds)) for _, p in rows])
     out["tiers"] = tier_scores(true, pred)
     for name, s in out["tiers"].items():
-        print(f"{name:<20}{100 * s['balanced_accuracy']:>9.1f}{100 * s['sensitivity']:>8.1f}"
+        s["balanced_accuracy_ci95"] = subject_bootstrap_ci(
+            lambda r, name=name: tier_scores(true[r], pred[r])[name]["balanced_accuracy"], subjects)
+        print(f"{name:<20}{100 * s['balanced_accuracy']:>9.1f}{_ci(s):>13}{100 * s['sensitivity']:>8.1f}"
               f"{100 * s['specificity']:>8.1f}{'':>7}{s['n_positive']:>5}{s['n_negative']:>5}"
               f"{PUBLISHED[name]:>17.1f}")
     print("\nMotion only vs clean, same images (AUC; Tenengrad negated so higher = worse):")

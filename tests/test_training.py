@@ -186,3 +186,25 @@ def test_warm_start_refuses_another_split():
     assert any("no fold 1" in p for p in warm_start_problems(manifest, test, folds, [0, 1], grid))
     small = ModelGrid(shape=(16, 16, 16), spacing=10.0, origin=(-75.0, -75.0, -75.0))
     assert any("grid" in p for p in warm_start_problems(manifest, test, folds, [0], small))
+
+
+def test_subject_bootstrap_interval_widens_when_errors_cluster_in_subjects():
+    """Images of one subject are not independent: with the same 80 % accuracy, errors that all
+    fall on a few subjects must give a wider interval than errors spread over every subject."""
+    from bids_qc.training.metrics import subject_bootstrap_ci
+
+    subjects = np.repeat(np.arange(20), 10)
+    labels = np.tile([0, 1], 100)
+    spread = labels.copy()
+    spread[np.arange(20) * 10] ^= 1          # one wrong image per subject
+    spread[np.arange(20) * 10 + 1] ^= 1      # and a second one
+    clustered = labels.copy()
+    clustered[subjects < 4] ^= 1              # four subjects entirely wrong
+
+    def width(pred):
+        lo, hi = subject_bootstrap_ci(lambda r: float((pred[r] == labels[r]).mean()), subjects,
+                                      n_resamples=500)
+        assert lo <= float((pred == labels).mean()) <= hi
+        return hi - lo
+
+    assert width(spread) < 0.02 < width(clustered)

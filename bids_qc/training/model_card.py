@@ -12,6 +12,11 @@ def _pct(value) -> str:
     return "n/a" if value is None or value != value else f"{100 * value:.1f}"
 
 
+def _bacc(scores: dict) -> str:
+    ci = scores.get("balanced_accuracy_ci95")
+    return _pct(scores["balanced_accuracy"]) + (f" ({_pct(ci[0])}-{_pct(ci[1])})" if ci else "")
+
+
 def _table(figures: dict) -> list[str]:
     lines = ["| decision | balanced accuracy % | sensitivity % | specificity % | AUC | n+ / n- | published b.acc % |",
              "| --- | --- | --- | --- | --- | --- | --- |"]
@@ -20,7 +25,7 @@ def _table(figures: dict) -> list[str]:
         if not s:
             continue
         auc = s.get("auc")
-        lines.append(f"| {name} | {_pct(s['balanced_accuracy'])} | {_pct(s['sensitivity'])} | "
+        lines.append(f"| {name} | {_bacc(s)} | {_pct(s['sensitivity'])} | "
                      f"{_pct(s['specificity'])} | {'' if auc is None else f'{auc:.3f}'} | "
                      f"{s['n_positive']} / {s['n_negative']} | {PUBLISHED[name]:.1f} |")
     return lines
@@ -87,6 +92,10 @@ def render_model_card(manifest: dict, heldout: dict | None = None, notes: str = 
     if heldout:
         lines += ["", f"## Held-out subjects, re-simulated from the raw scans (`benchmarks/bench_heldout.py`, "
                   f"{heldout['n_images']} images)", ""] + _table(heldout)
+        if any("balanced_accuracy_ci95" in s for s in heldout.get("detectors", {}).values()):
+            lines += ["", f"In parentheses: 95 % interval of the balanced accuracy, percentile bootstrap "
+                          f"resampling the {heldout['n_subjects']} held-out subjects (their images are "
+                          "not independent)."]
         mv = heldout.get("motion_vs_clean", {})
         if mv:
             lines += ["", "Motion only vs clean on the same held-out images (the Tenengrad formula is the bar):", "",
