@@ -54,6 +54,7 @@ def test_warm_start_trains_only_what_it_is_told_on_new_draws(first_run):
     assert manifest["draw_seed"] == 7 and manifest["training"]["warm_start"] == str(model)
     kept = manifest["training"]["folds"][0]["warm_start"]["detectors"]
     assert all(kept[d] == "starting weights kept" for d in kept if d != "motion_severe")
+    assert "val loss" in kept["motion_severe"]
     before, after = weights(model), weights(out)
     for name, tensors in before.items():
         for key, value in tensors.items():
@@ -66,3 +67,25 @@ def test_warm_start_on_another_split_is_refused(first_run):
     rc = train_main([str(bids), str(root / "m3"), "--cache-dir", str(root / "cache"), *COMMON,
                      "--seed", "1", "--init-from", str(model)])
     assert rc == 2 and not (root / "m3").exists()
+
+
+def test_warm_start_scores_the_starting_model_on_this_runs_validation_images(first_run, tmp_path):
+    """The starting model's validation loss is measured again on this run's (here larger)
+    validation set, not copied from its manifest, so the comparison is like for like."""
+    import shutil
+
+    root, bids, model = first_run
+    start = tmp_path / "start"
+    shutil.copytree(model, start)
+    manifest = json.loads((start / "manifest.json").read_text())
+    manifest["training"]["folds"][0]["val_at_best"]["motion_severe"]["val_loss"] = 0.0
+    (start / "manifest.json").write_text(json.dumps(manifest))
+    out = tmp_path / "m4"
+    rc = train_main([str(bids), str(out), "--cache-dir", str(root / "cache"), *COMMON,
+                     "--val-samples-per-subject", "4", "--init-from", str(start),
+                     "--train-only", "motion_severe", "--draw-seed", "3"])
+    assert rc == 0
+    kept = json.loads((out / "manifest.json").read_text())["training"]["folds"][0]["warm_start"]
+    message = kept["detectors"]["motion_severe"]
+    old_loss = float(message.split("val loss ")[1].split(" ")[0].rstrip(";"))
+    assert old_loss > 0.0, message

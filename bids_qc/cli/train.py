@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import torch
+from torch.utils.data import DataLoader
 
 from bids_qc import __version__
 from bids_qc.grading import LABEL_SCHEMES, LABEL_SCHEMES_PAPER
@@ -28,7 +29,7 @@ from bids_qc.training.calibration import calibrate_thresholds
 from bids_qc.training.data import GRADE_PROBS, SimulatedSet
 from bids_qc.training.ensemble import MeanEnsemble
 from bids_qc.training.evaluate import evaluate_detectors
-from bids_qc.training.loop import train_detectors
+from bids_qc.training.loop import evaluate, train_detectors
 from bids_qc.training.model_card import render_model_card
 from bids_qc.training.splits import holdout_split, kfold_by_subject
 
@@ -96,19 +97,26 @@ def warm_start_problems(manifest: dict, test: list, folds: list, wanted, grid: M
     return problems
 
 
-def _keep_better(nets: dict, report: dict, start: dict, manifest: dict, fold: int):
+def _keep_better(nets: dict, report: dict, start: dict, manifest: dict, fold: int, val_set,
+                 schemes, batch_size: int):
     """Warm start: per detector, the continued network if its best validation loss beats the
-    starting model's (same validation images), else the starting network; untrained detectors
-    are the starting ones. Returns the nets and what was kept, for the manifest."""
+    starting model's, both scored on this run's validation images (so a run may use more of them
+    than the starting one did); untrained detectors are the starting ones. Returns the nets and
+    what was kept, for the manifest."""
     old = next(r for r in manifest["training"]["folds"] if r["fold"] == fold)["val_at_best"]
+    trained = [d for d in DETECTORS if d in nets]
+    start_val, _, _ = evaluate({d: start[d] for d in trained},
+                               DataLoader(val_set, batch_size=batch_size), schemes)
     kept, out = {}, {}
     for det in DETECTORS:
         new_loss = (report["val_at_best"].get(det) or {}).get("val_loss")
-        old_loss = (old.get(det) or {}).get("val_loss")
-        if det in nets and new_loss is not None and (old_loss is None or new_loss < old_loss):
+        old_loss = start_val[det]["loss"] if det in start_val else None
+        if det in nets and new_loss is not None and new_loss < old_loss:
             out[det], kept[det] = nets[det], f"continued (val loss {old_loss} -> {new_loss})"
         else:
             out[det], kept[det] = start[det], "starting weights kept"
+            if det in nets:
+                kept[det] += f" (val loss {old_loss}; continued {new_loss})"
             report["val_at_best"][det] = old.get(det)
     return out, {"from": manifest.get("model_id"), "detectors": kept}
 
@@ -173,7 +181,8 @@ def main(argv=None) -> int:
         }
         nets = {d: s.net for d, s in states.items()}
         if init is not None:
-            nets, report["warm_start"] = _keep_better(nets, report, start, init.manifest, f)
+            nets, report["warm_start"] = _keep_better(nets, report, start, init.manifest, f, val_set,
+                                                       schemes, args.batch_size)
         members.append(nets)
         val_sets.append(val_set)
         fold_reports.append(report)
