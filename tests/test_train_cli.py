@@ -1,6 +1,8 @@
 """``bids-qc-train`` end to end on six synthetic heads: a first run, then a warm start that trains
 one detector further on new draws and leaves the other five byte-identical."""
 import json
+import re
+import shutil
 
 import nibabel as nib
 import pytest
@@ -72,8 +74,6 @@ def test_warm_start_on_another_split_is_refused(first_run):
 def test_warm_start_scores_the_starting_model_on_this_runs_validation_images(first_run, tmp_path):
     """The starting model's validation loss is measured again on this run's (here larger)
     validation set, not copied from its manifest, so the comparison is like for like."""
-    import shutil
-
     root, bids, model = first_run
     start = tmp_path / "start"
     shutil.copytree(model, start)
@@ -87,5 +87,11 @@ def test_warm_start_scores_the_starting_model_on_this_runs_validation_images(fir
     assert rc == 0
     kept = json.loads((out / "manifest.json").read_text())["training"]["folds"][0]["warm_start"]
     message = kept["detectors"]["motion_severe"]
-    old_loss = float(message.split("val loss ")[1].split(" ")[0].rstrip(";"))
+    old_loss, new_loss = map(float, re.findall(r"\d+\.\d+(?:e-?\d+)?", message))
     assert old_loss > 0.0, message
+    # the figures recorded for the kept weights are the ones measured on this run's images
+    assert kept_figures(out)["motion_severe"]["val_loss"] == min(old_loss, new_loss), message
+
+
+def kept_figures(folder):
+    return json.loads((folder / "manifest.json").read_text())["training"]["folds"][0]["val_at_best"]

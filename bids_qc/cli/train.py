@@ -101,8 +101,8 @@ def _keep_better(nets: dict, report: dict, start: dict, manifest: dict, fold: in
                  schemes, batch_size: int):
     """Warm start: per detector, the continued network if its best validation loss beats the
     starting model's, both scored on this run's validation images (so a run may use more of them
-    than the starting one did); untrained detectors are the starting ones. Returns the nets and
-    what was kept, for the manifest."""
+    than the starting one did); untrained detectors are the starting ones, with their figures
+    from the starting manifest. Returns the nets and what was kept, for the manifest."""
     old = next(r for r in manifest["training"]["folds"] if r["fold"] == fold)["val_at_best"]
     trained = [d for d in DETECTORS if d in nets]
     start_val, _, _ = evaluate({d: start[d] for d in trained},
@@ -115,9 +115,11 @@ def _keep_better(nets: dict, report: dict, start: dict, manifest: dict, fold: in
             out[det], kept[det] = nets[det], f"continued (val loss {old_loss} -> {new_loss})"
         else:
             out[det], kept[det] = start[det], "starting weights kept"
-            if det in nets:
+            if det in start_val:  # trained but not better: its figures on this run's images
                 kept[det] += f" (val loss {old_loss}; continued {new_loss})"
-            report["val_at_best"][det] = old.get(det)
+                report["val_at_best"][det] = {f"val_{k}": v for k, v in start_val[det].items()}
+            else:
+                report["val_at_best"][det] = old.get(det)
     return out, {"from": manifest.get("model_id"), "detectors": kept}
 
 
