@@ -50,10 +50,12 @@ def test_warm_start_trains_only_what_it_is_told_on_new_draws(first_run):
     root, bids, model = first_run
     out = root / "m2"
     rc = train_main([str(bids), str(out), "--cache-dir", str(root / "cache"), *COMMON,
-                     "--init-from", str(model), "--train-only", "motion_severe", "--draw-seed", "7"])
+                     "--init-from", str(model), "--train-only", "motion_severe", "--draw-seed", "7",
+                     "--ema-decay", "0.9"])
     assert rc == 0
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["draw_seed"] == 7 and manifest["training"]["warm_start"] == str(model)
+    assert manifest["training"]["ema_decay"] == 0.9 and "EMA" in manifest["training"]["selection"]
     kept = manifest["training"]["folds"][0]["warm_start"]["detectors"]
     assert all(kept[d] == "starting weights kept" for d in kept if d != "motion_severe")
     assert "val loss" in kept["motion_severe"]

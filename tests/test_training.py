@@ -91,6 +91,38 @@ def test_tiny_training_run_reduces_loss():
     assert min(h["val_loss"] for h in hist) < hist[0]["val_loss"] + 1e-9
 
 
+def _tiny_run(ema_decay, init=None, epochs=2):
+    torch.set_num_threads(1)
+    entries = tiny_entries(6)
+    train = SimulatedSet(entries[:4], n_per_subject=6, seed=0, grid=TINY)
+    val = SimulatedSet(entries[4:], n_per_subject=6, seed=9, grid=TINY)
+    return train_detectors(["noise_severe"], train, val, input_shape=TINY.shape, epochs=epochs,
+                           batch_size=6, lr=1e-3, seed=0, init=init,
+                           ema_decay=ema_decay)["noise_severe"]
+
+
+def test_weight_average_is_what_is_validated_and_kept():
+    torch.manual_seed(3)
+    start = Conv5FC3(TINY.shape)
+    # decay 1: the average never moves from the initial weights, whatever the optimiser does
+    frozen = _tiny_run(1.0, init={"noise_severe": start})
+    for (name, a), b in zip(start.state_dict().items(), frozen.net.state_dict().values()):
+        assert torch.equal(a, b), name
+    assert frozen.history[0]["val_loss"] == frozen.history[1]["val_loss"]
+    # decay 0: the average is the latest weights, so the run is the plain run
+    plain, latest = _tiny_run(None), _tiny_run(0.0)
+    assert [h["val_loss"] for h in plain.history] == [h["val_loss"] for h in latest.history]
+    for (name, a), b in zip(plain.net.state_dict().items(), latest.net.state_dict().values()):
+        assert torch.equal(a, b), name
+    # in between (one epoch, so each run keeps its only epoch): the kept weights lie strictly
+    # between the start and the raw trained weights (the average does not change the training)
+    flat = lambda m: torch.cat([p.detach().flatten() for p in m.parameters()])  # noqa: E731
+    w0 = flat(start)
+    w_avg = flat(_tiny_run(0.9, init={"noise_severe": start}, epochs=1).net)
+    w_raw = flat(_tiny_run(None, init={"noise_severe": start}, epochs=1).net)
+    assert 0 < (w_avg - w0).norm() < (w_raw - w0).norm()
+
+
 def test_finetuning_leaves_frozen_parameters_and_bn_statistics_byte_identical():
     torch.manual_seed(0)
     net = Conv5FC3(TINY.shape)

@@ -53,6 +53,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test-samples-per-subject", type=int, default=12)
     p.add_argument("--batch-size", type=int, default=6)
     p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--ema-decay", type=float, default=None, metavar="DECAY",
+                   help="validate and keep an exponential moving average of the weights, updated "
+                   "every step with this decay (e.g. 0.998, about 500 steps), instead of the raw "
+                   "weights of one epoch; steadier when the validation loss swings")
     p.add_argument("--seed", type=int, default=0, help="seed of the split, cache and draws")
     p.add_argument("--draw-seed", type=int, default=None,
                    help="seed of the training draws and batch order only (default --seed); give a "
@@ -128,6 +132,9 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     torch.set_num_threads(args.threads)
+    if args.ema_decay is not None and not 0 <= args.ema_decay <= 1:
+        LOGGER.error("--ema-decay must lie in [0, 1], got %s", args.ema_decay)
+        return 2
     command = "bids-qc-train " + shlex.join(sys.argv[1:] if argv is None else list(argv))
     schemes = LABEL_SCHEMES_PAPER if args.noise_severe_scheme == "paper" else LABEL_SCHEMES
     grid = ModelGrid()
@@ -173,7 +180,7 @@ def main(argv=None) -> int:
         states = train_detectors(trained_dets, train_set, val_set, input_shape=grid.shape,
                                  epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                                  max_minutes=args.max_minutes, seed=draw_seed + f, schemes=schemes,
-                                 init=start)
+                                 init=start, ema_decay=args.ema_decay)
         report = {
             "fold": f, "train_subjects": train_subj, "val_subjects": val_subj,
             "minutes": round((time.perf_counter() - t_fold) / 60, 2),
@@ -207,7 +214,10 @@ def main(argv=None) -> int:
             "samples_per_subject_per_epoch": args.samples_per_subject, "epochs_max": args.epochs,
             "max_minutes_per_fold": args.max_minutes, "batch_size": args.batch_size, "lr": args.lr,
             "optimizer": "Adam", "loss": "class-weighted 2-logit cross-entropy",
-            "selection": "lowest validation loss epoch", "minutes_total":
+            "selection": "lowest validation loss epoch" + (
+                f" of the weight average (EMA, decay {args.ema_decay} per step)"
+                if args.ema_decay is not None else ""),
+            "ema_decay": args.ema_decay, "minutes_total":
                 round((time.perf_counter() - t0) / 60, 2),
             "threads": args.threads, "folds": fold_reports,
             "warm_start": str(args.init_from) if args.init_from else None,

@@ -5,6 +5,12 @@ the epoch's labels, images whose grade the detector does not see (e.g. grade 2 f
 detector) masked out. After each epoch the validation loss is computed and the weights of the
 lowest-validation-loss epoch are kept. Progress (epoch, losses, val balanced accuracy, ETA) is
 logged; ``max_minutes`` stops training between epochs when the next one would not fit.
+
+With ``ema_decay`` an exponential moving average of the weights (and BatchNorm statistics) is
+updated after every optimiser step (``torch.optim.swa_utils.AveragedModel``), starting from the
+initial weights; it is the averaged network that is validated and kept. When the validation loss
+of the raw weights swings from epoch to epoch, picking its lowest epoch mostly picks a lucky draw
+of the validation images (a winner's curse); the average is steadier.
 """
 from __future__ import annotations
 
@@ -16,6 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader
 
 from bids_qc.grading import LABEL_SCHEMES, binary_labels
@@ -48,6 +55,12 @@ class DetectorState:
     best_epoch: int = -1
     best_state: dict | None = None
     history: list = field(default_factory=list)
+    ema: AveragedModel | None = None
+
+    @property
+    def validated(self) -> nn.Module:
+        """The network that is validated and kept: the weight average if there is one."""
+        return self.ema.module if self.ema is not None else self.net
 
 
 @torch.no_grad()
@@ -81,13 +94,19 @@ def evaluate(nets: dict, loader: DataLoader, schemes=LABEL_SCHEMES,
 
 def train_detectors(detectors, train_set, val_set, *, input_shape, epochs: int = 30,
                     batch_size: int = 6, lr: float = 1e-4, max_minutes: float | None = None,
-                    seed: int = 0, schemes=LABEL_SCHEMES, init: dict | None = None) -> dict:
-    """Train ``detectors`` (names) together; returns {det: DetectorState} with best weights loaded."""
+                    seed: int = 0, schemes=LABEL_SCHEMES, init: dict | None = None,
+                    ema_decay: float | None = None) -> dict:
+    """Train ``detectors`` (names) together; returns {det: DetectorState} with best weights loaded
+    (of the weight average when ``ema_decay`` is given)."""
     torch.manual_seed(seed)
     states = {}
     for det in detectors:
         net = copy.deepcopy(init[det]) if init else Conv5FC3(input_shape)
         states[det] = DetectorState(net, torch.optim.Adam(net.parameters(), lr=lr))
+        if ema_decay is not None:
+            ema = AveragedModel(net, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True)
+            ema.update_parameters(net)  # the first update copies: the average starts at the init
+            states[det].ema = ema
     val_loader = DataLoader(val_set, batch_size=batch_size, shuffle=False)
     t_start = time.perf_counter()
     epoch_times = []
@@ -118,15 +137,17 @@ def train_detectors(detectors, train_set, val_set, *, input_shape, epochs: int =
                 st.optimizer.zero_grad()
                 loss.backward()
                 st.optimizer.step()
+                if st.ema is not None:
+                    st.ema.update_parameters(st.net)
                 running[det].append(loss.item())
-        val, _, _ = evaluate({d: s.net for d, s in states.items()}, val_loader, schemes)
+        val, _, _ = evaluate({d: s.validated for d, s in states.items()}, val_loader, schemes)
         for det, st in states.items():
             entry = {"epoch": epoch + 1, "train_loss": float(np.mean(running[det] or [np.nan])),
                      **{f"val_{k}": v for k, v in val[det].items()}}
             st.history.append(entry)
             if val[det]["loss"] < st.best_loss:
                 st.best_loss, st.best_epoch = val[det]["loss"], epoch + 1
-                st.best_state = copy.deepcopy(st.net.state_dict())
+                st.best_state = copy.deepcopy(st.validated.state_dict())
         epoch_times.append(time.perf_counter() - t_epoch)
         eta = np.mean(epoch_times) * (epochs - epoch - 1) / 60
         LOGGER.info("epoch %d/%d (%.0f s, ETA %.1f min) %s", epoch + 1, epochs, epoch_times[-1], eta,
