@@ -9,6 +9,7 @@ import pytest
 from conftest import synthetic_head, write_dataset_description
 from safetensors.numpy import load_file
 
+from bids_qc.cli.calibrate import main as calibrate_main
 from bids_qc.cli.train import main as train_main
 
 COMMON = ["--n-test", "2", "--k", "2", "--folds", "0", "--epochs", "1",
@@ -97,3 +98,19 @@ def test_warm_start_scores_the_starting_model_on_this_runs_validation_images(fir
 
 def kept_figures(folder):
     return json.loads((folder / "manifest.json").read_text())["training"]["folds"][0]["val_at_best"]
+
+
+def test_calibration_rebuilds_the_training_runs_test_images(first_run):
+    """bids-qc-calibrate re-scores a model on held-out images rebuilt from the run's seed: at
+    threshold 0.5 it must reproduce the training run's own held-out figures exactly."""
+    root, bids, _ = first_run
+    model = root / "m_fp32"
+    assert train_main([str(bids), str(model), "--cache-dir", str(root / "cache"), *COMMON,
+                       "--no-half"]) == 0
+    trained = json.loads((model / "manifest.json").read_text())["metrics"]["heldout_simulated"]
+    assert calibrate_main([str(model), str(bids), "--cache-dir", str(root / "cache"),
+                           "--val-samples-per-subject", "2", "--test-samples-per-subject", "2",
+                           "--seed", "0", "--threads", "1"]) == 0
+    manifest = json.loads((model / "manifest.json").read_text())
+    assert manifest["metrics"]["heldout_simulated_at_0.5"] == trained
+    assert set(manifest["training"]["calibration"]["detectors"]) <= set(manifest["detectors"])

@@ -25,7 +25,7 @@ from bids_qc.models import MANIFEST, load_bundle
 from bids_qc.record import DETECTORS
 from bids_qc.training.cache import build_cache
 from bids_qc.training.calibration import calibrate_thresholds
-from bids_qc.training.data import SimulatedSet
+from bids_qc.training.data import images_of
 from bids_qc.training.ensemble import MeanEnsemble
 from bids_qc.training.evaluate import evaluate_detectors
 from bids_qc.training.model_card import render_model_card
@@ -59,20 +59,19 @@ def main(argv=None) -> int:
     for e in entries:
         e.load()
 
-    def images(subjects, n, seed):
-        return SimulatedSet([e for e in entries if e.subject in set(subjects)], n, seed=seed, grid=bundle.grid)
-
     folds = training["folds"]
     if len(folds) != len(bundle.members):
         raise SystemExit(f"{args.model_dir}: {len(bundle.members)} members but {len(folds)} folds in {MANIFEST}")
-    pairs = [(nets, images(f["val_subjects"], args.val_samples_per_subject, args.seed + 1000))
+    pairs = [(nets, images_of(entries, f["val_subjects"], args.val_samples_per_subject, args.seed,
+                                 "val", bundle.grid))
              for nets, f in zip(bundle.members, folds)]
     calibration = calibrate_thresholds(pairs, schemes)
     thresholds = {d: c["threshold"] for d, c in calibration.items()}
     for det, c in calibration.items():
         LOGGER.info("%s: threshold %.3f, validation balanced accuracy %.3f at 0.5 -> %.3f", det,
                     c["threshold"], c["val_balanced_accuracy_at_0.5"], c["val_balanced_accuracy"])
-    test_set = images(training["test_subjects"], args.test_samples_per_subject, args.seed + 2000)
+    test_set = images_of(entries, training["test_subjects"], args.test_samples_per_subject, args.seed,
+                         "test", bundle.grid)
     nets = {d: MeanEnsemble([m[d] for m in bundle.members]).eval() for d in DETECTORS}
     metrics = manifest.setdefault("metrics", {})
     metrics["heldout_simulated_at_0.5"] = evaluate_detectors(nets, test_set, schemes=schemes)

@@ -26,7 +26,7 @@ from bids_qc.preprocessing import ModelGrid
 from bids_qc.record import DETECTORS
 from bids_qc.training.cache import build_cache
 from bids_qc.training.calibration import calibrate_thresholds
-from bids_qc.training.data import GRADE_PROBS, SimulatedSet
+from bids_qc.training.data import GRADE_PROBS, SimulatedSet, images_of
 from bids_qc.training.ensemble import MeanEnsemble
 from bids_qc.training.evaluate import evaluate_detectors
 from bids_qc.training.loop import evaluate, train_detectors
@@ -171,8 +171,7 @@ def main(argv=None) -> int:
         train_subj, val_subj = folds[f]
         train_set = SimulatedSet([e for e in entries if e.subject in train_subj],
                                  args.samples_per_subject, seed=draw_seed, grid=grid)
-        val_set = SimulatedSet([e for e in entries if e.subject in val_subj],
-                               args.val_samples_per_subject, seed=args.seed + 1000, grid=grid)
+        val_set = images_of(entries, val_subj, args.val_samples_per_subject, args.seed, "val", grid)
         LOGGER.info("fold %d: %d train / %d val subjects, %d samples per epoch", f, len(train_subj),
                     len(val_subj), len(train_set))
         t_fold = time.perf_counter()
@@ -195,8 +194,7 @@ def main(argv=None) -> int:
         members.append(nets)
         val_sets.append(val_set)
         fold_reports.append(report)
-    test_set = SimulatedSet([e for e in entries if e.subject in test], args.test_samples_per_subject,
-                            seed=args.seed + 2000, grid=grid)
+    test_set = images_of(entries, test, args.test_samples_per_subject, args.seed, "test", grid)
     nets = {d: MeanEnsemble([m[d] for m in members]).eval() for d in DETECTORS}
     calibration = calibrate_thresholds(list(zip(members, val_sets)), schemes) if args.calibrate else {}
     thresholds = {d: c["threshold"] for d, c in calibration.items()}

@@ -72,3 +72,16 @@ class SimulatedSet(Dataset):
         grades = draw_grades(rng, self.probs)
         x, _ = make_sample(self.entries[index % len(self.entries)], grades, rng, self.affine)
         return torch.from_numpy(x)[None], torch.tensor([grades[a] for a in ARTEFACTS])
+
+
+# Offsets from a run's --seed that fix its validation and held-out test images: training,
+# calibration and re-scoring must all rebuild the very same images from the same seed.
+SEED_OFFSETS = {"val": 1000, "test": 2000}
+
+
+def images_of(entries: list[CacheEntry], subjects, n_per_subject: int, seed: int, part: str,
+              grid: ModelGrid = ModelGrid()) -> SimulatedSet:
+    """The fixed simulated images of ``subjects`` for ``part`` ('val' or 'test') of a run."""
+    subjects = set(subjects)
+    return SimulatedSet([e for e in entries if e.subject in subjects], n_per_subject,
+                        seed=seed + SEED_OFFSETS[part], grid=grid)
