@@ -101,10 +101,12 @@ def main(argv=None) -> int:
         s["balanced_accuracy_ci95"] = subject_bootstrap_ci(
             lambda r, y=y, called=called: binary_scores(y[r], called[r])["balanced_accuracy"], subjects[keep])
         s["auc"] = auc(y, p)
+        s["errors_by_subject"] = errors_by_subject(y, called, subjects[keep], test_subjects)
         out["detectors"][det] = s
         print(f"{det:<20}{100 * s['balanced_accuracy']:>9.1f}{_ci(s):>13}{100 * s['sensitivity']:>8.1f}"
               f"{100 * s['specificity']:>8.1f}{s['auc']:>7.3f}{s['n_positive']:>5}{s['n_negative']:>5}"
               f"{PUBLISHED[det]:>17.1f}")
+    print_error_concentration(out["detectors"], args.data / "ixi" / "participants.tsv")
     true = np.array([tier_from_grades(g) for g, _ in rows])
     pred = np.array([tier_from_grades(grades_from_probabilities(p, bundle.thresholds)) for _, p in rows])
     out["tiers"] = tier_scores(true, pred)
@@ -130,6 +132,35 @@ def main(argv=None) -> int:
         args.json.write_text(json.dumps(out, indent=1, default=float) + "\n")
     print(f"\ntotal {out['seconds']} s")
     return 0
+
+
+def errors_by_subject(y, called, subjects, names) -> dict:
+    """{subject: [wrong calls, images]} of one detector, for the subjects with images."""
+    wrong = called.astype(int) != y
+    return {names[i]: [int(wrong[subjects == i].sum()), int((subjects == i).sum())]
+            for i in np.unique(subjects)}
+
+
+def print_error_concentration(detectors: dict, participants: Path) -> None:
+    """Per detector, the share of its errors carried by its worst three subjects (with their age
+    when the dataset lists it): concentrated errors point at subjects, not at the epoch chosen."""
+    ages = {}
+    if participants.is_file():
+        import pandas as pd
+
+        table = pd.read_csv(participants, sep="\t")
+        if "age" in table:
+            ages = {str(r.participant_id).removeprefix("sub-"): r.age for r in table.itertuples()}
+    print("\nErrors by subject (worst three: wrong/images, age):")
+    for det, s in detectors.items():
+        counts = s["errors_by_subject"]
+        total = sum(w for w, _ in counts.values())
+        worst = sorted(counts.items(), key=lambda kv: -kv[1][0])[:3]
+        share = sum(w for _, (w, _) in worst) / total if total else 0.0
+        listed = ", ".join(f"{sub} {w}/{n}" + (f" ({ages[sub]:.0f} y)" if sub in ages else "")
+                           for sub, (w, n) in worst if w)
+        print(f"  {det:<18} {total:>3} errors in {sum(1 for w, _ in counts.values() if w):>2}/"
+              f"{len(counts)} subjects; worst three carry {100 * share:.0f} %: {listed or '-'}")
 
 
 PAIR_METRICS = ("snr_native", "tenengrad")  # native-space metrics: computed for slabs too
