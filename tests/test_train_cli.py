@@ -52,11 +52,14 @@ def test_warm_start_trains_only_what_it_is_told_on_new_draws(first_run):
     out = root / "m2"
     rc = train_main([str(bids), str(out), "--cache-dir", str(root / "cache"), *COMMON,
                      "--init-from", str(model), "--train-only", "motion_severe", "--draw-seed", "7",
-                     "--ema-decay", "0.9"])
+                     "--ema-decay", "0.9", "--tail-augment", "0.5,2"])
     assert rc == 0
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["draw_seed"] == 7 and manifest["training"]["warm_start"] == str(model)
     assert manifest["training"]["ema_decay"] == 0.9 and "EMA" in manifest["training"]["selection"]
+    assert manifest["training"]["tail_augment"] == [0.5, 2.0]
+    assert "[0.5, 2]" in (out / "MODEL_CARD.md").read_text()
+    assert json.loads((model / "manifest.json").read_text())["training"]["tail_augment"] is None
     kept = manifest["training"]["folds"][0]["warm_start"]["detectors"]
     assert all(kept[d] == "starting weights kept" for d in kept if d != "motion_severe")
     assert "val loss" in kept["motion_severe"]
@@ -114,3 +117,12 @@ def test_calibration_rebuilds_the_training_runs_test_images(first_run):
     manifest = json.loads((model / "manifest.json").read_text())
     assert manifest["metrics"]["heldout_simulated_at_0.5"] == trained
     assert set(manifest["training"]["calibration"]["detectors"]) <= set(manifest["detectors"])
+
+
+@pytest.mark.parametrize("value", ["2,0.5", "0,1", "1", "a,b"])
+def test_a_bad_tail_range_is_refused_before_any_work(value, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        train_main([str(tmp_path / "bids"), str(tmp_path / "m"), "--cache-dir", str(tmp_path / "c"),
+                    "--tail-augment", value])
+    assert exit_info.value.code == 2 and "--tail-augment" in capsys.readouterr().err
+    assert not (tmp_path / "c").exists()

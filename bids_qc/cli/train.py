@@ -36,6 +36,17 @@ from bids_qc.training.splits import holdout_split, kfold_by_subject
 LOGGER = logging.getLogger("bids_qc.train")
 
 
+def _factor_range(value: str) -> tuple[float, float]:
+    """``--tail-augment``: ``LOW,HIGH`` with 0 < LOW <= HIGH."""
+    try:
+        low, high = (float(v) for v in value.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected LOW,HIGH (e.g. 0.5,2), got {value!r}") from None
+    if not 0 < low <= high:
+        raise argparse.ArgumentTypeError(f"need 0 < LOW <= HIGH, got {value!r}")
+    return low, high
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="bids-qc-train", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -57,6 +68,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="validate and keep an exponential moving average of the weights, updated "
                    "every step with this decay (e.g. 0.998, about 500 steps), instead of the raw "
                    "weights of one epoch; steadier when the validation loss swings")
+    p.add_argument("--tail-augment", type=_factor_range, default=None, metavar="LOW,HIGH",
+                   help="stretch the bright intensity tail (above the 99.5th percentile) of each "
+                   "training image by a log-uniform factor in [LOW, HIGH], e.g. 0.5,2: teaches the "
+                   "detectors that a brighter or dimmer maximum (vessels, fat) is not an artefact; "
+                   "validation and test images are left as they are")
     p.add_argument("--seed", type=int, default=0, help="seed of the split, cache and draws")
     p.add_argument("--draw-seed", type=int, default=None,
                    help="seed of the training draws and batch order only (default --seed); give a "
@@ -170,7 +186,8 @@ def main(argv=None) -> int:
     for f in wanted:
         train_subj, val_subj = folds[f]
         train_set = SimulatedSet([e for e in entries if e.subject in train_subj],
-                                 args.samples_per_subject, seed=draw_seed, grid=grid)
+                                 args.samples_per_subject, seed=draw_seed, grid=grid,
+                                 tail_range=args.tail_augment)
         val_set = images_of(entries, val_subj, args.val_samples_per_subject, args.seed, "val", grid)
         LOGGER.info("fold %d: %d train / %d val subjects, %d samples per epoch", f, len(train_subj),
                     len(val_subj), len(train_set))
@@ -215,7 +232,12 @@ def main(argv=None) -> int:
             "selection": "lowest validation loss epoch" + (
                 f" of the weight average (EMA, decay {args.ema_decay} per step)"
                 if args.ema_decay is not None else ""),
-            "ema_decay": args.ema_decay, "minutes_total":
+            "ema_decay": args.ema_decay,
+            "augmentation": (f"bright intensity tail stretched by a log-uniform factor in "
+                             f"[{args.tail_augment[0]:g}, {args.tail_augment[1]:g}]"
+                             if args.tail_augment else None),
+            "tail_augment": list(args.tail_augment) if args.tail_augment else None,
+            "minutes_total":
                 round((time.perf_counter() - t0) / 60, 2),
             "threads": args.threads, "folds": fold_reports,
             "warm_start": str(args.init_from) if args.init_from else None,

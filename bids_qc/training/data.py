@@ -14,6 +14,7 @@ from torch.utils.data import Dataset
 from bids_qc.preprocessing import ModelGrid, minmax
 from bids_qc.record import ARTEFACTS
 from bids_qc.simulation import SEVERITY_NAMES, apply, sample_params
+from bids_qc.training.augment import draw_tail_factor, stretch_bright_tail
 from bids_qc.training.cache import CacheEntry
 
 GRADE_PROBS = (0.5, 0.25, 0.25)
@@ -24,8 +25,12 @@ def draw_grades(rng: np.random.Generator, probs=GRADE_PROBS) -> dict:
 
 
 def make_sample(entry: CacheEntry, grades: dict, rng: np.random.Generator,
-                affine: np.ndarray) -> tuple[np.ndarray, list[dict]]:
-    """Clean cached volume + artefacts of ``grades`` -> normalised [0, 1] model input."""
+                affine: np.ndarray, tail_factor: float | None = None) -> tuple[np.ndarray, list[dict]]:
+    """Clean cached volume + artefacts of ``grades`` -> normalised [0, 1] model input.
+
+    ``tail_factor`` first stretches the bright tail of the scan (:mod:`bids_qc.training.augment`),
+    as if it came from a subject with brighter or dimmer vessels; the artefacts follow.
+    """
     applied = []
     if grades["motion"]:
         variants = entry.motion[grades["motion"]]
@@ -35,6 +40,9 @@ def make_sample(entry: CacheEntry, grades: dict, rng: np.random.Generator,
                         "cached_variant": k})
     else:
         volume = entry.clean.astype(np.float32)
+    if tail_factor is not None:
+        volume = stretch_bright_tail(volume, tail_factor)
+        applied.append({"augmentation": "bright_tail", "factor": round(tail_factor, 4)})
     for artefact in ("contrast", "noise"):
         if grades[artefact]:
             params = sample_params(artefact, SEVERITY_NAMES[grades[artefact]], rng)
@@ -44,16 +52,22 @@ def make_sample(entry: CacheEntry, grades: dict, rng: np.random.Generator,
 
 
 class SimulatedSet(Dataset):
-    """``n_per_subject`` simulated samples per cached scan; ``set_epoch`` re-draws them."""
+    """``n_per_subject`` simulated samples per cached scan; ``set_epoch`` re-draws them.
+
+    ``tail_range=(low, high)`` augments every sample with a bright-tail factor drawn from its own
+    random stream, so the artefacts drawn for a sample are the same with or without it.
+    """
 
     def __init__(self, entries: list[CacheEntry], n_per_subject: int, seed: int = 0,
-                 grid: ModelGrid = ModelGrid(), probs=GRADE_PROBS):
+                 grid: ModelGrid = ModelGrid(), probs=GRADE_PROBS,
+                 tail_range: tuple[float, float] | None = None):
         self.entries = [e if e.clean is not None else e.load() for e in entries]
         self.n_per_subject = n_per_subject
         self.seed = seed
         self.epoch = 0
         self.affine = grid.affine
         self.probs = probs
+        self.tail_range = tail_range
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -70,7 +84,11 @@ class SimulatedSet(Dataset):
     def __getitem__(self, index: int):
         rng = self._rng(index)
         grades = draw_grades(rng, self.probs)
-        x, _ = make_sample(self.entries[index % len(self.entries)], grades, rng, self.affine)
+        factor = None
+        if self.tail_range is not None:
+            aug_rng = np.random.default_rng([self.seed, self.epoch, index, 1])
+            factor = draw_tail_factor(aug_rng, *self.tail_range)
+        x, _ = make_sample(self.entries[index % len(self.entries)], grades, rng, self.affine, factor)
         return torch.from_numpy(x)[None], torch.tensor([grades[a] for a in ARTEFACTS])
 
 
