@@ -106,21 +106,28 @@ def test_weight_average_is_what_is_validated_and_kept():
     start = Conv5FC3(TINY.shape)
     # decay 1: the average never moves from the initial weights, whatever the optimiser does
     frozen = _tiny_run(1.0, init={"noise_severe": start})
-    for (name, a), b in zip(start.state_dict().items(), frozen.net.state_dict().values()):
-        assert torch.equal(a, b), name
-    assert frozen.history[0]["val_loss"] == frozen.history[1]["val_loss"]
+    assert_same_weights(start, frozen.net)
+    assert [h["epoch"] for h in frozen.history] == [0, 1, 2]  # a warm start scores its start first
+    assert len({h["val_loss"] for h in frozen.history}) == 1 and frozen.best_epoch == 0
     # decay 0: the average is the latest weights, so the run is the plain run
     plain, latest = _tiny_run(None), _tiny_run(0.0)
     assert [h["val_loss"] for h in plain.history] == [h["val_loss"] for h in latest.history]
-    for (name, a), b in zip(plain.net.state_dict().items(), latest.net.state_dict().values()):
-        assert torch.equal(a, b), name
-    # in between (one epoch, so each run keeps its only epoch): the kept weights lie strictly
-    # between the start and the raw trained weights (the average does not change the training)
+    assert_same_weights(plain.net, latest.net)
+    # in between: after one epoch the average lies strictly between the start and the raw
+    # trained weights (decay 0: the average is the raw weights; the training is the same)
     flat = lambda m: torch.cat([p.detach().flatten() for p in m.parameters()])  # noqa: E731
     w0 = flat(start)
-    w_avg = flat(_tiny_run(0.9, init={"noise_severe": start}, epochs=1).net)
-    w_raw = flat(_tiny_run(None, init={"noise_severe": start}, epochs=1).net)
+    between = _tiny_run(0.9, init={"noise_severe": start}, epochs=1)
+    w_avg = flat(between.validated)
+    w_raw = flat(_tiny_run(0.0, init={"noise_severe": start}, epochs=1).validated)
     assert 0 < (w_avg - w0).norm() < (w_raw - w0).norm()
+    # and what is kept is the validated network of the best epoch (start or average)
+    assert_same_weights(start if between.best_epoch == 0 else between.validated, between.net)
+
+
+def assert_same_weights(a, b):
+    for (name, x), y in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(x, y), name
 
 
 def test_finetuning_leaves_frozen_parameters_and_bn_statistics_byte_identical():

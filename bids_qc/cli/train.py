@@ -17,7 +17,6 @@ import time
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader
 
 from bids_qc import __version__
 from bids_qc.grading import LABEL_SCHEMES, LABEL_SCHEMES_PAPER
@@ -29,7 +28,7 @@ from bids_qc.training.calibration import calibrate_thresholds
 from bids_qc.training.data import GRADE_PROBS, SimulatedSet, images_of
 from bids_qc.training.ensemble import MeanEnsemble
 from bids_qc.training.evaluate import evaluate_detectors
-from bids_qc.training.loop import evaluate, train_detectors
+from bids_qc.training.loop import train_detectors
 from bids_qc.training.model_card import render_model_card
 from bids_qc.training.splits import holdout_split, kfold_by_subject
 
@@ -117,30 +116,23 @@ def warm_start_problems(manifest: dict, test: list, folds: list, wanted, grid: M
     return problems
 
 
-def _keep_better(nets: dict, report: dict, start: dict, manifest: dict, fold: int, val_set,
-                 schemes, batch_size: int):
-    """Warm start: per detector, the continued network if its best validation loss beats the
-    starting model's, both scored on this run's validation images (so a run may use more of them
-    than the starting one did); untrained detectors are the starting ones, with their figures
-    from the starting manifest. Returns the nets and what was kept, for the manifest."""
+def _warm_start_outcome(states: dict, start: dict, manifest: dict, fold: int, report: dict):
+    """Warm start: the network of every detector (trained ones: the best of their starting weights,
+    scored as epoch 0, and their trained epochs; the others: the starting ones, with the figures of
+    the starting manifest) and, per detector, what was kept, for the manifest."""
     old = next(r for r in manifest["training"]["folds"] if r["fold"] == fold)["val_at_best"]
-    trained = [d for d in DETECTORS if d in nets]
-    start_val, _, _ = evaluate({d: start[d] for d in trained},
-                               DataLoader(val_set, batch_size=batch_size), schemes)
-    kept, out = {}, {}
+    nets, outcome = {}, {}
     for det in DETECTORS:
-        new_loss = (report["val_at_best"].get(det) or {}).get("val_loss")
-        old_loss = start_val[det]["loss"] if det in start_val else None
-        if det in nets and new_loss is not None and new_loss < old_loss:
-            out[det], kept[det] = nets[det], f"continued (val loss {old_loss} -> {new_loss})"
-        else:
-            out[det], kept[det] = start[det], "starting weights kept"
-            if det in start_val:  # trained but not better: its figures on this run's images
-                kept[det] += f" (val loss {old_loss}; continued {new_loss})"
-                report["val_at_best"][det] = {f"val_{k}": v for k, v in start_val[det].items()}
-            else:
-                report["val_at_best"][det] = old.get(det)
-    return out, {"from": manifest.get("model_id"), "detectors": kept}
+        st = states.get(det)
+        if st is None:
+            nets[det], outcome[det] = start[det], {"trained": False, "kept": "start"}
+            report["val_at_best"][det] = old.get(det)
+            continue
+        nets[det] = st.net
+        outcome[det] = {"trained": True, "kept": "start" if st.best_epoch == 0 else "continued",
+                        "start_val_loss": st.history[0]["val_loss"], "best_val_loss": st.best_loss,
+                        "best_epoch": st.best_epoch}
+    return nets, {"from": manifest.get("model_id"), "detectors": outcome}
 
 
 def main(argv=None) -> int:
@@ -201,13 +193,12 @@ def main(argv=None) -> int:
             "fold": f, "train_subjects": train_subj, "val_subjects": val_subj,
             "minutes": round((time.perf_counter() - t_fold) / 60, 2),
             "best_epoch": {d: s.best_epoch for d, s in states.items()},
-            "val_at_best": {d: s.history[s.best_epoch - 1] for d, s in states.items() if s.best_epoch > 0},
+            "val_at_best": {d: h for d, s in states.items() for h in s.history if h["epoch"] == s.best_epoch},
             "history": {d: s.history for d, s in states.items()},
         }
         nets = {d: s.net for d, s in states.items()}
         if init is not None:
-            nets, report["warm_start"] = _keep_better(nets, report, start, init.manifest, f, val_set,
-                                                       schemes, args.batch_size)
+            nets, report["warm_start"] = _warm_start_outcome(states, start, init.manifest, f, report)
         members.append(nets)
         val_sets.append(val_set)
         fold_reports.append(report)

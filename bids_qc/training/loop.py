@@ -6,6 +6,10 @@ detector) masked out. After each epoch the validation loss is computed and the w
 lowest-validation-loss epoch are kept. Progress (epoch, losses, val balanced accuracy, ETA) is
 logged; ``max_minutes`` stops training between epochs when the next one would not fit.
 
+A warm start (``init``) scores the starting weights on the validation images first, as epoch 0
+of the history: they are kept unless a trained epoch beats them, so continuing a model can never
+make it worse on validation, and both are scored on the same images.
+
 With ``ema_decay`` an exponential moving average of the weights (and BatchNorm statistics) is
 updated after every optimiser step (``torch.optim.swa_utils.AveragedModel``), starting from the
 initial weights; it is the averaged network that is validated and kept. When the validation loss
@@ -108,6 +112,9 @@ def train_detectors(detectors, train_set, val_set, *, input_shape, epochs: int =
             ema.update_parameters(net)  # the first update copies: the average starts at the init
             states[det].ema = ema
     val_loader = DataLoader(val_set, batch_size=batch_size, shuffle=False)
+    if init:
+        _score_epoch(states, val_loader, schemes, epoch=0, running={d: [] for d in detectors})
+        LOGGER.info("epoch 0 (starting weights) %s", _summary(states))
     t_start = time.perf_counter()
     epoch_times = []
     for epoch in range(epochs):
@@ -140,22 +147,32 @@ def train_detectors(detectors, train_set, val_set, *, input_shape, epochs: int =
                 if st.ema is not None:
                     st.ema.update_parameters(st.net)
                 running[det].append(loss.item())
-        val, _, _ = evaluate({d: s.validated for d, s in states.items()}, val_loader, schemes)
-        for det, st in states.items():
-            entry = {"epoch": epoch + 1, "train_loss": float(np.mean(running[det] or [np.nan])),
-                     **{f"val_{k}": v for k, v in val[det].items()}}
-            st.history.append(entry)
-            if val[det]["loss"] < st.best_loss:
-                st.best_loss, st.best_epoch = val[det]["loss"], epoch + 1
-                st.best_state = copy.deepcopy(st.validated.state_dict())
+        _score_epoch(states, val_loader, schemes, epoch=epoch + 1, running=running)
         epoch_times.append(time.perf_counter() - t_epoch)
         eta = np.mean(epoch_times) * (epochs - epoch - 1) / 60
         LOGGER.info("epoch %d/%d (%.0f s, ETA %.1f min) %s", epoch + 1, epochs, epoch_times[-1], eta,
-                    " | ".join(f"{d}: train {np.mean(running[d] or [np.nan]):.3f} "
-                               f"val {val[d]['loss']:.3f} bacc {val[d]['balanced_accuracy']:.3f}"
-                               for d in detectors))
+                    _summary(states))
     for st in states.values():
         if st.best_state is not None:
             st.net.load_state_dict(st.best_state)
         st.net.eval()
     return states
+
+
+def _score_epoch(states: dict, val_loader: DataLoader, schemes, epoch: int, running: dict) -> None:
+    """Validate every detector's network, append the epoch to its history, keep it if best."""
+    val, _, _ = evaluate({d: s.validated for d, s in states.items()}, val_loader, schemes)
+    for det, st in states.items():
+        train_loss = float(np.mean(running[det])) if running[det] else None
+        st.history.append({"epoch": epoch, "train_loss": train_loss,
+                           **{f"val_{k}": v for k, v in val[det].items()}})
+        if val[det]["loss"] < st.best_loss:
+            st.best_loss, st.best_epoch = val[det]["loss"], epoch
+            st.best_state = copy.deepcopy(st.validated.state_dict())
+
+
+def _summary(states: dict) -> str:
+    def train(h):
+        return "-" if h["train_loss"] is None else f"{h['train_loss']:.3f}"
+    return " | ".join(f"{d}: train {train(s.history[-1])} val {s.history[-1]['val_loss']:.3f} "
+                      f"bacc {s.history[-1]['val_balanced_accuracy']:.3f}" for d, s in states.items())

@@ -78,7 +78,8 @@ def render_model_card(manifest: dict, heldout: dict | None = None, notes: str = 
     for f in folds:
         best = f.get("best_epoch", {})
         lines.append(f"- Fold {f['fold']}: {len(f['train_subjects'])} train / {len(f['val_subjects'])} val "
-                     f"subjects, {f['minutes']} min, best epochs {best}.")
+                     f"subjects, {f['minutes']} min, best epochs {best}"
+                     + (" (0: the starting weights were kept)." if 0 in best.values() else "."))
     if folds:
         lines += ["", "Validation (fold, lowest-loss epoch):", "",
                   "| detector | val b.acc % | val loss |", "| --- | --- | --- |"]
