@@ -98,6 +98,7 @@ def test_warm_start_scores_the_starting_model_on_this_runs_validation_images(fir
     # what was kept is the lowest of the starting and trained epochs, with its own figures
     best = min(history, key=lambda h: h["val_loss"])
     assert outcome["best_epoch"] == best["epoch"] and outcome["best_val_loss"] == best["val_loss"]
+    assert outcome["start_val_auc"] == history[0]["val_auc"]
     assert outcome["kept"] == ("start" if best["epoch"] == 0 else "continued")
     assert fold["val_at_best"]["motion_severe"] == best
 

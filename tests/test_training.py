@@ -10,7 +10,7 @@ from bids_qc.record import DETECTORS
 from bids_qc.training.cache import CacheEntry
 from bids_qc.training.data import SimulatedSet
 from bids_qc.training.finetune import cross_validated_finetune, set_finetune_mode, train_head
-from bids_qc.training.loop import class_weights, labels_for, train_detectors
+from bids_qc.training.loop import class_weights, labels_for, selection_score, train_detectors
 from bids_qc.training.splits import holdout_split, kfold_by_subject
 
 TINY = ModelGrid(shape=(16, 16, 16), spacing=10.0, origin=(-75.0, -75.0, -75.0))
@@ -91,14 +91,14 @@ def test_tiny_training_run_reduces_loss():
     assert min(h["val_loss"] for h in hist) < hist[0]["val_loss"] + 1e-9
 
 
-def _tiny_run(ema_decay, init=None, epochs=2):
+def _tiny_run(ema_decay, init=None, epochs=2, select_on="loss"):
     torch.set_num_threads(1)
     entries = tiny_entries(6)
     train = SimulatedSet(entries[:4], n_per_subject=6, seed=0, grid=TINY)
     val = SimulatedSet(entries[4:], n_per_subject=6, seed=9, grid=TINY)
     return train_detectors(["noise_severe"], train, val, input_shape=TINY.shape, epochs=epochs,
                            batch_size=6, lr=1e-3, seed=0, init=init,
-                           ema_decay=ema_decay)["noise_severe"]
+                           ema_decay=ema_decay, select_on=select_on)["noise_severe"]
 
 
 def test_weight_average_is_what_is_validated_and_kept():
@@ -123,6 +123,29 @@ def test_weight_average_is_what_is_validated_and_kept():
     assert 0 < (w_avg - w0).norm() < (w_raw - w0).norm()
     # and what is kept is the validated network of the best epoch (start or average)
     assert_same_weights(start if between.best_epoch == 0 else between.validated, between.net)
+
+
+def test_selection_keeps_the_best_epoch_by_the_chosen_criterion():
+    by = {}
+    for criterion in ("loss", "auc"):
+        by[criterion] = st = _tiny_run(None, epochs=4, select_on=criterion)
+        best = min(st.history, key=lambda h: selection_score(h, criterion))
+        assert st.best_epoch == best["epoch"]
+    # same training either way (selection only chooses among the same epochs)
+    assert [h["val_loss"] for h in by["loss"].history] == [h["val_loss"] for h in by["auc"].history]
+    assert by["auc"].history[by["auc"].best_epoch - 1]["val_auc"] == max(h["val_auc"] for h in by["auc"].history)
+
+
+def test_selection_score_orders_auc_then_loss():
+    high, low = {"val_auc": 0.9, "val_loss": 0.5}, {"val_auc": 0.8, "val_loss": 0.1}
+    assert selection_score(high, "auc") < selection_score(low, "auc")
+    assert selection_score(low, "loss") < selection_score(high, "loss")
+    tie = {"val_auc": 0.9, "val_loss": 0.4}
+    assert selection_score(tie, "auc") < selection_score(high, "auc")
+    undefined = {"val_auc": float("nan"), "val_loss": 0.0}
+    assert selection_score(low, "auc") < selection_score(undefined, "auc")
+    with pytest.raises(ValueError, match="select_on"):
+        train_detectors(["noise_severe"], None, None, input_shape=TINY.shape, select_on="accuracy")
 
 
 def assert_same_weights(a, b):

@@ -28,7 +28,7 @@ from bids_qc.training.calibration import calibrate_thresholds
 from bids_qc.training.data import GRADE_PROBS, SimulatedSet, images_of
 from bids_qc.training.ensemble import MeanEnsemble
 from bids_qc.training.evaluate import evaluate_detectors
-from bids_qc.training.loop import train_detectors
+from bids_qc.training.loop import SELECTION, train_detectors
 from bids_qc.training.model_card import render_model_card
 from bids_qc.training.splits import holdout_split, kfold_by_subject
 
@@ -67,6 +67,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="validate and keep an exponential moving average of the weights, updated "
                    "every step with this decay (e.g. 0.998, about 500 steps), instead of the raw "
                    "weights of one epoch; steadier when the validation loss swings")
+    p.add_argument("--select-on", choices=sorted(SELECTION), default="loss",
+                   help="keep each detector's epoch with the lowest validation loss (default) or the "
+                   "highest validation AUC; AUC ignores how confident the probabilities are, which "
+                   "matters when the thresholds are re-chosen after training anyway")
     p.add_argument("--tail-augment", type=_factor_range, default=None, metavar="LOW,HIGH",
                    help="stretch the bright intensity tail (above the 99.5th percentile) of each "
                    "training image by a log-uniform factor in [LOW, HIGH], e.g. 0.5,2: teaches the "
@@ -129,9 +133,11 @@ def _warm_start_outcome(states: dict, start: dict, manifest: dict, fold: int, re
             report["val_at_best"][det] = old.get(det)
             continue
         nets[det] = st.net
+        best = next(h for h in st.history if h["epoch"] == st.best_epoch)
         outcome[det] = {"trained": True, "kept": "start" if st.best_epoch == 0 else "continued",
-                        "start_val_loss": st.history[0]["val_loss"], "best_val_loss": st.best_loss,
-                        "best_epoch": st.best_epoch}
+                        "best_epoch": st.best_epoch,
+                        **{f"{which}_{k}": h[k] for which, h in (("start", st.history[0]), ("best", best))
+                           for k in ("val_loss", "val_auc")}}
     return nets, {"from": manifest.get("model_id"), "detectors": outcome}
 
 
@@ -188,7 +194,7 @@ def main(argv=None) -> int:
         states = train_detectors(trained_dets, train_set, val_set, input_shape=grid.shape,
                                  epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                                  max_minutes=args.max_minutes, seed=draw_seed + f, schemes=schemes,
-                                 init=start, ema_decay=args.ema_decay)
+                                 init=start, ema_decay=args.ema_decay, select_on=args.select_on)
         report = {
             "fold": f, "train_subjects": train_subj, "val_subjects": val_subj,
             "minutes": round((time.perf_counter() - t_fold) / 60, 2),
@@ -220,10 +226,10 @@ def main(argv=None) -> int:
             "samples_per_subject_per_epoch": args.samples_per_subject, "epochs_max": args.epochs,
             "max_minutes_per_fold": args.max_minutes, "batch_size": args.batch_size, "lr": args.lr,
             "optimizer": "Adam", "loss": "class-weighted 2-logit cross-entropy",
-            "selection": "lowest validation loss epoch" + (
+            "selection": SELECTION[args.select_on] + " epoch" + (
                 f" of the weight average (EMA, decay {args.ema_decay} per step)"
                 if args.ema_decay is not None else ""),
-            "ema_decay": args.ema_decay,
+            "ema_decay": args.ema_decay, "select_on": args.select_on,
             "augmentation": (f"bright intensity tail stretched by a log-uniform factor in "
                              f"[{args.tail_augment[0]:g}, {args.tail_augment[1]:g}]"
                              if args.tail_augment else None),

@@ -2,13 +2,14 @@
 
 Per detector: Adam (lr 1e-4), 2-logit cross-entropy with class weights N / (K * N_c) computed on
 the epoch's labels, images whose grade the detector does not see (e.g. grade 2 for a moderate
-detector) masked out. After each epoch the validation loss is computed and the weights of the
-lowest-validation-loss epoch are kept. Progress (epoch, losses, val balanced accuracy, ETA) is
-logged; ``max_minutes`` stops training between epochs when the next one would not fit.
+detector) masked out. After each epoch the network is validated and the weights of the best
+epoch are kept: lowest validation loss, or with ``select_on="auc"`` highest validation AUC.
+Progress (epoch, losses, validation AUC and balanced accuracy, ETA) is logged; ``max_minutes``
+stops training between epochs when the next one would not fit.
 
 A warm start (``init``) scores the starting weights on the validation images first, as epoch 0
 of the history: they are kept unless a trained epoch beats them, so continuing a model can never
-make it worse on validation, and both are scored on the same images.
+make it worse on validation by the selection criterion, and both are scored on the same images.
 
 With ``ema_decay`` an exponential moving average of the weights (and BatchNorm statistics) is
 updated after every optimiser step (``torch.optim.swa_utils.AveragedModel``), starting from the
@@ -32,7 +33,7 @@ from torch.utils.data import DataLoader
 from bids_qc.grading import LABEL_SCHEMES, binary_labels
 from bids_qc.networks import Conv5FC3
 from bids_qc.record import ARTEFACTS
-from bids_qc.training.metrics import binary_scores
+from bids_qc.training.metrics import auc, binary_scores
 
 LOGGER = logging.getLogger(__name__)
 
@@ -55,7 +56,7 @@ def class_weights(labels: np.ndarray) -> torch.Tensor:
 class DetectorState:
     net: nn.Module
     optimizer: torch.optim.Optimizer
-    best_loss: float = float("inf")
+    best_score: tuple = (float("inf"),)  # lower is better, see selection_score
     best_epoch: int = -1
     best_state: dict | None = None
     history: list = field(default_factory=list)
@@ -91,7 +92,8 @@ def evaluate(nets: dict, loader: DataLoader, schemes=LABEL_SCHEMES,
         pv, lv = p[valid], labels[valid]
         nll = -(lv * np.log(pv + eps) + (1 - lv) * np.log(1 - pv + eps))
         loss = float((w[lv] * nll).sum() / w[lv].sum())
-        results[det] = {"loss": loss, **binary_scores(lv, pv >= (thresholds or {}).get(det, 0.5))}
+        results[det] = {"loss": loss, "auc": auc(lv, pv),
+                        **binary_scores(lv, pv >= (thresholds or {}).get(det, 0.5))}
         probs[det] = p
     return results, probs, grades
 
@@ -99,9 +101,12 @@ def evaluate(nets: dict, loader: DataLoader, schemes=LABEL_SCHEMES,
 def train_detectors(detectors, train_set, val_set, *, input_shape, epochs: int = 30,
                     batch_size: int = 6, lr: float = 1e-4, max_minutes: float | None = None,
                     seed: int = 0, schemes=LABEL_SCHEMES, init: dict | None = None,
-                    ema_decay: float | None = None) -> dict:
+                    ema_decay: float | None = None, select_on: str = "loss") -> dict:
     """Train ``detectors`` (names) together; returns {det: DetectorState} with best weights loaded
-    (of the weight average when ``ema_decay`` is given)."""
+    (of the weight average when ``ema_decay`` is given; best by ``select_on``, see
+    :func:`selection_score`)."""
+    if select_on not in SELECTION:
+        raise ValueError(f"select_on must be one of {sorted(SELECTION)}, got {select_on!r}")
     torch.manual_seed(seed)
     states = {}
     for det in detectors:
@@ -113,7 +118,7 @@ def train_detectors(detectors, train_set, val_set, *, input_shape, epochs: int =
             states[det].ema = ema
     val_loader = DataLoader(val_set, batch_size=batch_size, shuffle=False)
     if init:
-        _score_epoch(states, val_loader, schemes, epoch=0, running={d: [] for d in detectors})
+        _score_epoch(states, val_loader, schemes, 0, {d: [] for d in detectors}, select_on)
         LOGGER.info("epoch 0 (starting weights) %s", _summary(states))
     t_start = time.perf_counter()
     epoch_times = []
@@ -147,7 +152,7 @@ def train_detectors(detectors, train_set, val_set, *, input_shape, epochs: int =
                 if st.ema is not None:
                     st.ema.update_parameters(st.net)
                 running[det].append(loss.item())
-        _score_epoch(states, val_loader, schemes, epoch=epoch + 1, running=running)
+        _score_epoch(states, val_loader, schemes, epoch + 1, running, select_on)
         epoch_times.append(time.perf_counter() - t_epoch)
         eta = np.mean(epoch_times) * (epochs - epoch - 1) / 60
         LOGGER.info("epoch %d/%d (%.0f s, ETA %.1f min) %s", epoch + 1, epochs, epoch_times[-1], eta,
@@ -159,15 +164,34 @@ def train_detectors(detectors, train_set, val_set, *, input_shape, epochs: int =
     return states
 
 
-def _score_epoch(states: dict, val_loader: DataLoader, schemes, epoch: int, running: dict) -> None:
+SELECTION = {
+    "loss": "lowest validation loss",
+    "auc": "highest validation AUC (ties: lower loss)",
+}
+
+
+def selection_score(entry: dict, select_on: str) -> tuple:
+    """Sort key of a history entry, lower is better. ``auc`` ranks by validation AUC, which does
+    not depend on where the threshold lies (thresholds are chosen after training) nor on how
+    confident the probabilities are; an undefined AUC (one class absent) never wins."""
+    if select_on == "auc":
+        a = entry["val_auc"]
+        return (-a if np.isfinite(a) else float("inf"), entry["val_loss"])
+    return (entry["val_loss"],)
+
+
+def _score_epoch(states: dict, val_loader: DataLoader, schemes, epoch: int, running: dict,
+                 select_on: str) -> None:
     """Validate every detector's network, append the epoch to its history, keep it if best."""
     val, _, _ = evaluate({d: s.validated for d, s in states.items()}, val_loader, schemes)
     for det, st in states.items():
         train_loss = float(np.mean(running[det])) if running[det] else None
-        st.history.append({"epoch": epoch, "train_loss": train_loss,
-                           **{f"val_{k}": v for k, v in val[det].items()}})
-        if val[det]["loss"] < st.best_loss:
-            st.best_loss, st.best_epoch = val[det]["loss"], epoch
+        entry = {"epoch": epoch, "train_loss": train_loss,
+                 **{f"val_{k}": v for k, v in val[det].items()}}
+        st.history.append(entry)
+        score = selection_score(entry, select_on)
+        if score < st.best_score:
+            st.best_score, st.best_epoch = score, epoch
             st.best_state = copy.deepcopy(st.validated.state_dict())
 
 
@@ -175,4 +199,5 @@ def _summary(states: dict) -> str:
     def train(h):
         return "-" if h["train_loss"] is None else f"{h['train_loss']:.3f}"
     return " | ".join(f"{d}: train {train(s.history[-1])} val {s.history[-1]['val_loss']:.3f} "
-                      f"bacc {s.history[-1]['val_balanced_accuracy']:.3f}" for d, s in states.items())
+                      f"auc {s.history[-1]['val_auc']:.3f} bacc {s.history[-1]['val_balanced_accuracy']:.3f}"
+                      for d, s in states.items())
