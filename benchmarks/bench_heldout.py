@@ -12,6 +12,9 @@
    (bids_qc.metrics.tenengrad on the same images) - the bar from BASELINES.md.
 3. Real motion (motion_pairs): what the app says for each slab and how its native-space metrics
    (snr_native, Tenengrad) rank the moving slab against the still one of the same subject.
+4. Bright-tail invariance: each held-out clean scan with its intensities above the reference level
+   compressed (x0.5) or stretched (x2) - brighter or dimmer vessels, no artefact - and how many
+   clean scans each detector calls positive, and how far its probability moves.
 """
 from __future__ import annotations
 
@@ -35,6 +38,7 @@ from bids_qc.preprocessing import minmax, preprocess  # noqa: E402
 from bids_qc.record import DETECTORS  # noqa: E402
 from bids_qc.scan import assess_scan  # noqa: E402
 from bids_qc.simulation import simulate  # noqa: E402
+from bids_qc.training.augment import stretch_bright_tail  # noqa: E402
 from bids_qc.training.data import GRADE_PROBS, draw_grades  # noqa: E402
 from bids_qc.training.evaluate import tier_scores  # noqa: E402
 from bids_qc.training.metrics import auc, binary_scores, subject_bootstrap_ci  # noqa: E402
@@ -44,6 +48,9 @@ from bids_qc.training.model_card import PUBLISHED  # noqa: E402
 def _ci(scores: dict) -> str:
     lo, hi = scores["balanced_accuracy_ci95"]
     return f"{100 * lo:.1f}-{100 * hi:.1f}"
+
+
+TAIL_FACTORS = (0.5, 1.0, 2.0)
 
 
 def predict(bundle, volume: np.ndarray) -> dict:
@@ -69,11 +76,12 @@ def main(argv=None) -> int:
         return 1
     grid = bundle.grid
     t0 = time.perf_counter()
-    rows, motion_rows, row_subject = [], [], []
+    rows, motion_rows, row_subject, tail_rows = [], [], [], []
     for i, sub in enumerate(test_subjects):
         path = args.data / "ixi" / f"sub-{sub}" / "anat" / f"sub-{sub}_T1w.nii.gz"
         pre = preprocess(path, grid=grid, with_registered=False)
         rng = np.random.default_rng([args.seed, i])
+        tail_rows.append([predict(bundle, minmax(stretch_bright_tail(pre.scaled, f))) for f in TAIL_FACTORS])
         for _ in range(args.samples_per_subject):
             grades = draw_grades(rng, GRADE_PROBS)
             vol, _ = simulate(pre.scaled, grid.affine, grades, rng)
@@ -126,12 +134,30 @@ def main(argv=None) -> int:
         out["motion_vs_clean"][name] = {"detector": det, "detector_auc": a_det, "tenengrad_auc": a_ten,
                                         "n": len(sel)}
         print(f"{name:<22}{a_det:>14.3f}{a_ten:>15.3f}{len(sel):>5}")
+    out["bright_tail"] = bright_tail_invariance(tail_rows, bundle.thresholds)
     out["real_motion_pairs"] = real_pairs(args.data, bundle)
     out["seconds"] = round(time.perf_counter() - t0, 1)
     if args.json:
         args.json.write_text(json.dumps(out, indent=1, default=float) + "\n")
     print(f"\ntotal {out['seconds']} s")
     return 0
+
+
+def bright_tail_invariance(tail_rows: list, thresholds: dict) -> dict:
+    """Clean scans called positive at each tail factor, and the mean |p(x0.5) - p(x2)|."""
+    n = len(tail_rows)
+    print(f"\nBright-tail invariance: the {n} held-out clean scans with the tail above the reference "
+          f"level scaled by {TAIL_FACTORS}")
+    print(f"{'detector':<20}" + "".join(f"{'positive x' + format(f, 'g'):>14}" for f in TAIL_FACTORS)
+          + f"{'mean |dp|':>11}")
+    out = {"factors": list(TAIL_FACTORS), "n_scans": n, "detectors": {}}
+    for det in DETECTORS:
+        p = np.array([[row[det] for row in subject] for subject in tail_rows])  # (n, factors)
+        positive = (p >= thresholds[det]).sum(0).tolist()
+        shift = float(np.abs(p[:, 0] - p[:, -1]).mean())
+        out["detectors"][det] = {"positive": positive, "mean_abs_shift": shift}
+        print(f"{det:<20}" + "".join(f"{f'{k}/{n}':>14}" for k in positive) + f"{shift:>11.3f}")
+    return out
 
 
 def errors_by_subject(y, called, subjects, names) -> dict:
