@@ -105,6 +105,7 @@ def render_model_card(manifest: dict, heldout: dict | None = None, notes: str = 
                       "| contrast | detector AUC | Tenengrad AUC | n |", "| --- | --- | --- | --- |"]
             for name, v in mv.items():
                 lines.append(f"| {name} | {v['detector_auc']:.3f} | {v['tenengrad_auc']:.3f} | {v['n']} |")
+        lines += _bright_tail_lines(heldout.get("bright_tail"))
         rp = heldout.get("real_motion_pairs")
         if rp:
             lines += ["", "## Real motion (motion_pairs, 6 subjects)", "",
@@ -119,3 +120,20 @@ def render_model_card(manifest: dict, heldout: dict | None = None, notes: str = 
               "are a derivative and are shared under CC BY-SA 3.0 with credit to the IXI dataset. "
               "Template: MNI ICBM152 2009a (see `bids_qc/data/TEMPLATE_LICENSE.txt`).", ""]
     return "\n".join(lines)
+
+
+def _bright_tail_lines(bt: dict | None) -> list[str]:
+    """Clean held-out scans called positive when only their bright tail is scaled (no artefact)."""
+    if not bt:
+        return []
+    n, factors = bt["n_scans"], bt["factors"]
+    lines = ["", f"Bright-tail invariance: the {n} held-out clean scans, intensities above the reference "
+             "level scaled by " + ", ".join(f"x{f:g}" for f in factors) + " (brighter or dimmer vessels, "
+             "no artefact); clean scans called positive, and the mean probability shift between the "
+             "extremes:", "",
+             "| detector | " + " | ".join(f"x{f:g}" for f in factors) + " | mean abs shift |",
+             "| --- " * (len(factors) + 2) + "|"]
+    for det, v in bt["detectors"].items():
+        lines.append(f"| {det} | " + " | ".join(f"{k}/{n}" for k in v["positive"])
+                     + f" | {v['mean_abs_shift']:.3f} |")
+    return lines

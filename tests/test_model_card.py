@@ -1,0 +1,19 @@
+"""The model card shows the held-out benchmark's bright-tail invariance table when it has one."""
+import json
+from pathlib import Path
+
+from bids_qc.training.model_card import render_model_card
+
+SHIPPED = Path(__file__).resolve().parent.parent / "models" / "conv5fc3-ixi-v1"
+
+
+def test_bright_tail_table_is_rendered_from_the_benchmark_json():
+    manifest = json.loads((SHIPPED / "manifest.json").read_text())
+    heldout = json.loads((SHIPPED / "heldout_benchmark.json").read_text())
+    heldout["bright_tail"] = {"factors": [0.5, 1.0, 2.0], "n_scans": 20, "detectors": {
+        "contrast_moderate": {"positive": [13, 4, 0], "mean_abs_shift": 0.661}}}
+    card = render_model_card(manifest, heldout=heldout)
+    assert "| detector | x0.5 | x1 | x2 | mean abs shift |" in card
+    assert "| contrast_moderate | 13/20 | 4/20 | 0/20 | 0.661 |" in card
+    del heldout["bright_tail"]
+    assert "Bright-tail" not in render_model_card(manifest, heldout=heldout)
