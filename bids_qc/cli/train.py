@@ -133,10 +133,9 @@ def _warm_start_outcome(states: dict, start: dict, manifest: dict, fold: int, re
             report["val_at_best"][det] = old.get(det)
             continue
         nets[det] = st.net
-        best = next(h for h in st.history if h["epoch"] == st.best_epoch)
         outcome[det] = {"trained": True, "kept": "start" if st.best_epoch == 0 else "continued",
                         "best_epoch": st.best_epoch,
-                        **{f"{which}_{k}": h[k] for which, h in (("start", st.history[0]), ("best", best))
+                        **{f"{which}_{k}": h[k] for which, h in (("start", st.history[0]), ("best", st.best))
                            for k in ("val_loss", "val_auc")}}
     return nets, {"from": manifest.get("model_id"), "detectors": outcome}
 
@@ -199,7 +198,7 @@ def main(argv=None) -> int:
             "fold": f, "train_subjects": train_subj, "val_subjects": val_subj,
             "minutes": round((time.perf_counter() - t_fold) / 60, 2),
             "best_epoch": {d: s.best_epoch for d, s in states.items()},
-            "val_at_best": {d: h for d, s in states.items() for h in s.history if h["epoch"] == s.best_epoch},
+            "val_at_best": {d: s.best for d, s in states.items() if s.best is not None},
             "history": {d: s.history for d, s in states.items()},
         }
         nets = {d: s.net for d, s in states.items()}
@@ -230,9 +229,6 @@ def main(argv=None) -> int:
                 f" of the weight average (EMA, decay {args.ema_decay} per step)"
                 if args.ema_decay is not None else ""),
             "ema_decay": args.ema_decay, "select_on": args.select_on,
-            "augmentation": (f"bright intensity tail stretched by a log-uniform factor in "
-                             f"[{args.tail_augment[0]:g}, {args.tail_augment[1]:g}]"
-                             if args.tail_augment else None),
             "tail_augment": list(args.tail_augment) if args.tail_augment else None,
             "minutes_total":
                 round((time.perf_counter() - t0) / 60, 2),

@@ -63,6 +63,11 @@ class DetectorState:
     ema: AveragedModel | None = None
 
     @property
+    def best(self) -> dict | None:
+        """The history entry of the kept epoch (None before any epoch was scored)."""
+        return next((h for h in self.history if h["epoch"] == self.best_epoch), None)
+
+    @property
     def validated(self) -> nn.Module:
         """The network that is validated and kept: the weight average if there is one."""
         return self.ema.module if self.ema is not None else self.net
@@ -196,8 +201,11 @@ def _score_epoch(states: dict, val_loader: DataLoader, schemes, epoch: int, runn
 
 
 def _summary(states: dict) -> str:
-    def train(h):
-        return "-" if h["train_loss"] is None else f"{h['train_loss']:.3f}"
-    return " | ".join(f"{d}: train {train(s.history[-1])} val {s.history[-1]['val_loss']:.3f} "
-                      f"auc {s.history[-1]['val_auc']:.3f} bacc {s.history[-1]['val_balanced_accuracy']:.3f}"
-                      for d, s in states.items())
+    """Progress line of the latest scored epoch, one part per detector."""
+    parts = []
+    for det, st in states.items():
+        h = st.history[-1]
+        train = "-" if h["train_loss"] is None else f"{h['train_loss']:.3f}"
+        parts.append(f"{det}: train {train} val {h['val_loss']:.3f} auc {h['val_auc']:.3f} "
+                     f"bacc {h['val_balanced_accuracy']:.3f}")
+    return " | ".join(parts)

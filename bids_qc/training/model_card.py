@@ -57,8 +57,9 @@ def render_model_card(manifest: dict, heldout: dict | None = None, notes: str = 
              f"- Held-out test subjects (never trained or validated on): {len(t.get('test_subjects', []))}; "
              f"cross-validation: {t.get('k_folds')} folds by subject, folds trained: {t.get('folds_trained')}.",
              f"- Each image draws a grade per artefact with P(0, 1, 2) = {t.get('grade_probabilities')}.",
-             *([f"- Training images only (not validation or test): {t['augmentation']}."]
-               if t.get("augmentation") else []),
+             *([f"- Training images only (not validation or test): bright intensity tail stretched by a "
+                f"log-uniform factor in [{t['tail_augment'][0]:g}, {t['tail_augment'][1]:g}]."]
+               if t.get("tail_augment") else []),
              f"- {t.get('optimizer')}, lr {t.get('lr')}, batch {t.get('batch_size')}, {t.get('loss')}, "
              f"{t.get('selection')}; {t.get('samples_per_subject_per_epoch')} samples per subject per epoch, "
              f"at most {t.get('epochs_max')} epochs / {t.get('max_minutes_per_fold')} min per fold; "
