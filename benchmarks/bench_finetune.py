@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 from bids_qc.grading import binary_labels  # noqa: E402
 from bids_qc.models import load_bundle  # noqa: E402
-from bids_qc.preprocessing import PREPROCESSING_VERSION, minmax, preprocess  # noqa: E402
+from bids_qc.preprocessing import PREPROCESSING_VERSION, preprocess  # noqa: E402
 from bids_qc.record import DETECTORS  # noqa: E402
 from bids_qc.simulation import simulate  # noqa: E402
 from bids_qc.training.data import draw_grades  # noqa: E402
@@ -69,7 +69,7 @@ def main(argv=None) -> int:
         name, clean = subjects[i % len(subjects)]
         g = draw_grades(rng)
         vol, _ = simulate(clean, grid.affine, g, rng)
-        volumes.append(minmax(vol))
+        volumes.append(grid.normalise(vol))
         grades.append(g)
         subj.append(name)
     prep = time.perf_counter() - t0

@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT))
 from bids_qc.grading import binary_labels, grades_from_probabilities, tier_from_grades  # noqa: E402
 from bids_qc.metrics import tenengrad  # noqa: E402
 from bids_qc.models import load_bundle  # noqa: E402
-from bids_qc.preprocessing import minmax, preprocess  # noqa: E402
+from bids_qc.preprocessing import preprocess  # noqa: E402
 from bids_qc.record import DETECTORS  # noqa: E402
 from bids_qc.scan import assess_scan  # noqa: E402
 from bids_qc.simulation import simulate  # noqa: E402
@@ -81,15 +81,15 @@ def main(argv=None) -> int:
         path = args.data / "ixi" / f"sub-{sub}" / "anat" / f"sub-{sub}_T1w.nii.gz"
         pre = preprocess(path, grid=grid, with_registered=False)
         rng = np.random.default_rng([args.seed, i])
-        tail_rows.append([predict(bundle, minmax(stretch_bright_tail(pre.scaled, f))) for f in TAIL_FACTORS])
+        tail_rows.append([predict(bundle, grid.normalise(stretch_bright_tail(pre.scaled, f))) for f in TAIL_FACTORS])
         for _ in range(args.samples_per_subject):
             grades = draw_grades(rng, GRADE_PROBS)
             vol, _ = simulate(pre.scaled, grid.affine, grades, rng)
-            rows.append((grades, predict(bundle, minmax(vol))))
+            rows.append((grades, predict(bundle, grid.normalise(vol))))
             row_subject.append(i)
         for grade in (0, 1, 1, 2, 2):
             vol, _ = simulate(pre.scaled, grid.affine, {"motion": grade}, rng)
-            motion_rows.append((grade, predict(bundle, minmax(vol)), tenengrad(vol, (grid.spacing,) * 3)))
+            motion_rows.append((grade, predict(bundle, grid.normalise(vol)), tenengrad(vol, (grid.spacing,) * 3)))
         print(f"[{i + 1}/{len(test_subjects)}] sub-{sub} done ({time.perf_counter() - t0:.0f} s)",
               file=sys.stderr)
     out = {"model_id": bundle.model_id, "n_subjects": len(test_subjects), "n_images": len(rows),

@@ -171,7 +171,7 @@ def save_bundle(folder, members: list[dict[str, Conv5FC3]], *, model_id: str, tr
         "architecture": "Conv5FC3",
         "trained": trained,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "input": {**grid.to_dict(), "channels": 1, "normalisation": "min-max to [0, 1]"},
+        "input": {**grid.to_dict(), "channels": 1},
         "preprocessing_version": PREPROCESSING_VERSION,
         "detectors": detectors,
         "files": files,

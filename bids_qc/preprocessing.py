@@ -4,7 +4,9 @@ Pipeline (every parameter is recorded): load and check -> reorient to RAS -> (bo
 resolution) -> N4 bias-field correction -> affine registration to the MNI152 2009 symmetric template
 (2 mm copy shipped in ``bids_qc/data``) -> resampling into the fixed model box -> intensity scaling
 to the *reference scale* (99.5th percentile of the box = 255, the unit of the simulation presets) ->
-min-max normalisation to [0, 1] for the networks.
+normalisation to [0, 1] for the networks, as the model folder's manifest says (``ModelGrid``):
+plain min-max, or min-max after clipping at the 99.5th percentile (torchio ``RescaleIntensity``), which
+makes the input independent of how long the scan's bright tail (vessels, fat) is.
 
 Arrays are float32, indexed (i, j, k) = (x, y, z) in RAS+ voxel order, as nibabel gives them.
 """
@@ -36,15 +38,34 @@ REFERENCE_PERCENTILE = 99.5
 REFERENCE_VALUE = 255.0
 MIN_EXTENT_MM = 100.0  # below this along any axis the scan is a slab: no registration, no verdict
 MAX_VOXELS = 512**3
+CLIP_PERCENTILE = 99.5
+# Intensity normalisations of the model input, by the name a manifest records ("input" ->
+# "normalisation"). The first is what every model up to conv5fc3-ixi-v1.4 was trained with.
+MINMAX = "min-max to [0, 1]"
+CLIPPED_MINMAX = f"min-max to [0, 1] after clipping at the {CLIP_PERCENTILE:g}th percentile"
+NORMALISATIONS = {"minmax": MINMAX, "clipped-minmax": CLIPPED_MINMAX}  # short names (CLI)
 
 
 @dataclass(frozen=True)
 class ModelGrid:
-    """The fixed box (MNI mm, RAS) the networks see: ``shape`` voxels of ``spacing`` mm."""
+    """The fixed input the networks see: a box (MNI mm, RAS) of ``shape`` voxels of ``spacing``
+    mm, its intensities normalised by ``normalisation`` (a value of :data:`NORMALISATIONS`)."""
 
     shape: tuple[int, int, int] = (64, 80, 64)
     spacing: float = 2.5
     origin: tuple[float, float, float] = (-78.75, -116.75, -68.75)  # centre of voxel 0, RAS mm
+    normalisation: str = MINMAX
+
+    def __post_init__(self):
+        if self.normalisation not in NORMALISATIONS.values():
+            raise ValueError(f"unknown input normalisation {self.normalisation!r}; "
+                             f"known: {sorted(NORMALISATIONS.values())}")
+
+    def normalise(self, volume: np.ndarray) -> np.ndarray:
+        """``volume`` (reference scale) -> the network input in [0, 1]."""
+        if self.normalisation == CLIPPED_MINMAX:
+            return clipped_minmax(volume)
+        return minmax(volume)
 
     @property
     def affine(self) -> np.ndarray:
@@ -54,11 +75,12 @@ class ModelGrid:
 
     def to_dict(self) -> dict:
         return {"shape": list(self.shape), "spacing_mm": self.spacing, "origin_ras_mm": list(self.origin),
-                "space": TEMPLATE_NAME}
+                "space": TEMPLATE_NAME, "normalisation": self.normalisation}
 
     @classmethod
     def from_dict(cls, d: dict) -> ModelGrid:
-        return cls(tuple(d["shape"]), float(d["spacing_mm"]), tuple(d["origin_ras_mm"]))
+        return cls(tuple(d["shape"]), float(d["spacing_mm"]), tuple(d["origin_ras_mm"]),
+                   d.get("normalisation", MINMAX))
 
 
 @dataclass
@@ -68,7 +90,7 @@ class Preprocessed:
     native: np.ndarray  # RAS-reoriented raw image (float32)
     native_zooms: tuple
     scaled: np.ndarray | None = None  # model grid, reference scale (simulation unit)
-    model_input: np.ndarray | None = None  # model grid, min-max normalised to [0, 1]
+    model_input: np.ndarray | None = None  # model grid, normalised to [0, 1] (grid.normalise)
     registered: np.ndarray | None = None  # 2 mm template grid, bias-corrected, reference scale
     fov: np.ndarray | None = None  # bool, template grid: inside the scan's field of view
     record: dict = field(default_factory=dict)
@@ -242,6 +264,19 @@ def minmax(volume: np.ndarray) -> np.ndarray:
     return ((volume - lo) / (hi - lo)).astype(np.float32)
 
 
+def clipped_minmax(volume: np.ndarray, percentile: float = CLIP_PERCENTILE) -> np.ndarray:
+    """Min-max to [0, 1] after clipping at the ``percentile`` of all voxels (torchio's
+    ``RescaleIntensity``): the brightest 0.5 % (vessels, fat, eyes) no longer sets the scale."""
+    import torch
+    import torchio as tio
+
+    if float(volume.max()) <= float(volume.min()):
+        return np.zeros_like(volume, dtype=np.float32)
+    rescale = tio.RescaleIntensity(out_min_max=(0, 1), percentiles=(0, percentile))
+    image = tio.ScalarImage(tensor=torch.from_numpy(np.ascontiguousarray(volume, np.float32))[None])
+    return rescale(image).data[0].numpy().astype(np.float32)
+
+
 def reference_scale(volume: np.ndarray) -> float:
     """Factor bringing the 99.5th percentile of the non-zero voxels to 255 (simulation unit)."""
     nz = volume[volume > 0]
@@ -295,14 +330,14 @@ def preprocess(path, grid: ModelGrid = ModelGrid(), threads: int = 1,
         box = resample(corrected, transform, grid.shape, grid.affine)
         scale = reference_scale(box)
         out.scaled = box * np.float32(scale)
-        out.model_input = minmax(out.scaled)
+        out.model_input = grid.normalise(out.scaled)
         if with_registered:
             out.registered = resample(corrected, transform, tpl.shape, tpl_affine) * np.float32(scale)
             ones = sitk.Image(corrected.GetSize(), sitk.sitkFloat32) + 1.0
             ones.CopyInformation(corrected)
             out.fov = resample(ones, transform, tpl.shape, tpl_affine) > 0.999
         out.record["intensity"] = {"reference": f"p{REFERENCE_PERCENTILE} of box = {REFERENCE_VALUE:g}",
-                                   "scale_factor": scale, "normalisation": "min-max to [0, 1]"}
+                                   "scale_factor": scale, "normalisation": grid.normalisation}
         out.timings["resample"] = time.perf_counter() - t
     except InvalidScanError:
         raise

@@ -21,7 +21,7 @@ import torch
 from bids_qc import __version__
 from bids_qc.grading import LABEL_SCHEMES, LABEL_SCHEMES_PAPER
 from bids_qc.models import load_bundle, save_bundle
-from bids_qc.preprocessing import ModelGrid
+from bids_qc.preprocessing import NORMALISATIONS, ModelGrid
 from bids_qc.record import DETECTORS
 from bids_qc.training.cache import build_cache
 from bids_qc.training.calibration import calibrate_thresholds
@@ -76,6 +76,11 @@ def build_parser() -> argparse.ArgumentParser:
                    "training image by a log-uniform factor in [LOW, HIGH], e.g. 0.5,2: teaches the "
                    "detectors that a brighter or dimmer maximum (vessels, fat) is not an artefact; "
                    "validation and test images are left as they are")
+    p.add_argument("--normalisation", choices=sorted(NORMALISATIONS), default="minmax",
+                   help="input intensity normalisation, recorded in the manifest and applied by the "
+                   "app: 'minmax' (published; the brightest voxel sets the scale) or "
+                   "'clipped-minmax' (clip at the 99.5th percentile first, so a longer or shorter "
+                   "bright tail of vessels and fat does not change the tissue's normalised brightness)")
     p.add_argument("--seed", type=int, default=0, help="seed of the split, cache and draws")
     p.add_argument("--draw-seed", type=int, default=None,
                    help="seed of the training draws and batch order only (default --seed); give a "
@@ -150,7 +155,7 @@ def main(argv=None) -> int:
         return 2
     command = "bids-qc-train " + shlex.join(sys.argv[1:] if argv is None else list(argv))
     schemes = LABEL_SCHEMES_PAPER if args.noise_severe_scheme == "paper" else LABEL_SCHEMES
-    grid = ModelGrid()
+    grid = ModelGrid(normalisation=NORMALISATIONS[args.normalisation])
     t0 = time.perf_counter()
     entries = build_cache(args.bids_dir, args.cache_dir, grid, args.motion_variants, args.seed,
                           args.nprocs)
@@ -174,6 +179,11 @@ def main(argv=None) -> int:
             unknown = sorted(set(trained_dets) - set(DETECTORS))
             if unknown:
                 LOGGER.error("--train-only: unknown detector(s) %s; choose from %s", unknown, DETECTORS)
+                return 2
+            if init.grid.normalisation != grid.normalisation:
+                LOGGER.error("--train-only: %s normalises its input %r, this run %r; the detectors "
+                             "not trained would see inputs they were not made for (train all six)",
+                             args.init_from, init.grid.normalisation, grid.normalisation)
                 return 2
     elif args.train_only:
         LOGGER.error("--train-only needs --init-from")

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from bids_qc.preprocessing import ModelGrid, minmax
+from bids_qc.preprocessing import ModelGrid
 from bids_qc.record import ARTEFACTS
 from bids_qc.simulation import SEVERITY_NAMES, apply, sample_params
 from bids_qc.training.augment import draw_tail_factor, stretch_bright_tail
@@ -25,8 +25,8 @@ def draw_grades(rng: np.random.Generator, probs=GRADE_PROBS) -> dict:
 
 
 def make_sample(entry: CacheEntry, grades: dict, rng: np.random.Generator,
-                affine: np.ndarray, tail_factor: float | None = None) -> tuple[np.ndarray, list[dict]]:
-    """Clean cached volume + artefacts of ``grades`` -> normalised [0, 1] model input.
+                grid: ModelGrid, tail_factor: float | None = None) -> tuple[np.ndarray, list[dict]]:
+    """Clean cached volume + artefacts of ``grades`` -> model input (``grid.normalise``).
 
     ``tail_factor`` first stretches the bright tail of the scan (:mod:`bids_qc.training.augment`),
     as if it came from a subject with brighter or dimmer vessels; the artefacts follow.
@@ -46,9 +46,9 @@ def make_sample(entry: CacheEntry, grades: dict, rng: np.random.Generator,
     for artefact in ("contrast", "noise"):
         if grades[artefact]:
             params = sample_params(artefact, SEVERITY_NAMES[grades[artefact]], rng)
-            volume = apply(volume, affine, params)
+            volume = apply(volume, grid.affine, params)
             applied.append(params)
-    return minmax(volume), applied
+    return grid.normalise(volume), applied
 
 
 class SimulatedSet(Dataset):
@@ -65,7 +65,7 @@ class SimulatedSet(Dataset):
         self.n_per_subject = n_per_subject
         self.seed = seed
         self.epoch = 0
-        self.affine = grid.affine
+        self.grid = grid
         self.probs = probs
         self.tail_range = tail_range
 
@@ -88,7 +88,7 @@ class SimulatedSet(Dataset):
         if self.tail_range is not None:
             aug_rng = np.random.default_rng([self.seed, self.epoch, index, 1])
             factor = draw_tail_factor(aug_rng, *self.tail_range)
-        x, _ = make_sample(self.entries[index % len(self.entries)], grades, rng, self.affine, factor)
+        x, _ = make_sample(self.entries[index % len(self.entries)], grades, rng, self.grid, factor)
         return torch.from_numpy(x)[None], torch.tensor([grades[a] for a in ARTEFACTS])
 
 
