@@ -139,7 +139,7 @@ def load_bundle(folder) -> DetectorBundle:
     try:
         grid = ModelGrid.from_dict(manifest["input"])
     except (KeyError, TypeError, ValueError) as exc:
-        raise ModelError(folder, f"input geometry in {MANIFEST} is invalid: {exc}") from exc
+        raise ModelError(folder, f"input description in {MANIFEST} is invalid: {exc}") from exc
     bundle = DetectorBundle(folder=folder, manifest=manifest)
     verify_files(folder, manifest["files"])
     for name in manifest["files"]:

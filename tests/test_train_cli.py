@@ -10,6 +10,8 @@ from safetensors.numpy import load_file
 
 from bids_qc.cli.calibrate import main as calibrate_main
 from bids_qc.cli.train import main as train_main
+from bids_qc.models import load_bundle
+from bids_qc.preprocessing import CLIPPED_MINMAX, MINMAX
 
 COMMON = ["--n-test", "2", "--k", "2", "--folds", "0", "--epochs", "1",
           "--samples-per-subject", "1", "--val-samples-per-subject", "2",
@@ -101,6 +103,22 @@ def test_warm_start_scores_the_starting_model_on_this_runs_validation_images(fir
     assert outcome["start_val_auc"] == history[0]["val_auc"]
     assert outcome["kept"] == ("start" if best["epoch"] == 0 else "continued")
     assert fold["val_at_best"]["motion_severe"] == best
+
+
+def test_a_new_normalisation_is_recorded_and_needs_all_six_detectors_trained(first_run):
+    root, bids, model = first_run
+    cache, clipped = str(root / "cache"), ["--normalisation", "clipped-minmax"]
+    refused = root / "m_clip_one"
+    assert train_main([str(bids), str(refused), "--cache-dir", cache, *COMMON, *clipped,
+                       "--init-from", str(model), "--train-only", "motion_severe"]) == 2
+    assert not refused.exists()
+    out = root / "m_clip"
+    assert train_main([str(bids), str(out), "--cache-dir", cache, *COMMON, *clipped,
+                       "--init-from", str(model)]) == 0
+    bundle = load_bundle(out)
+    assert bundle.grid.normalisation == CLIPPED_MINMAX
+    assert load_bundle(model).grid.normalisation == MINMAX
+    assert CLIPPED_MINMAX in (out / "MODEL_CARD.md").read_text()
 
 
 def test_calibration_rebuilds_the_training_runs_test_images(first_run):
