@@ -8,6 +8,7 @@ import pytest
 from conftest import synthetic_head, write_dataset_description
 
 from bids_qc.cli.run import main
+from bids_qc.model_inputs import load_model_input
 from bids_qc.models import make_untrained_bundle
 from bids_qc.preprocessing import ModelGrid
 
@@ -63,7 +64,12 @@ def test_group_finetuning_writes_a_model_and_rescores(rated_run):
     # every scan is rated motion 0: no site threshold for the slab detector, said so
     assert "kept the shipped threshold" in summary["slab_motion_site"]["status"]
     # the participant level reuses the stored model inputs; nothing was preprocessed twice
-    assert len(list(out.rglob("*_desc-preproc_T1w.nii.gz"))) == 8
+    stored = sorted(out.rglob("*_desc-preproc_T1w.nii.gz"))
+    assert len(stored) == 8
+    # ... and what was stored is the normalised input itself (min 0, max 1), not a rounded copy
+    for path in stored:
+        volume = load_model_input(path, TINY)
+        assert volume.min() == 0.0 and volume.max() == pytest.approx(1.0, abs=1e-4), path.name
 
 
 def test_participant_level_accepts_the_finetuned_model(rated_run, tmp_path):
