@@ -129,8 +129,9 @@ def _bright_tail_lines(bt: dict | None) -> list[str]:
         return []
     n, factors = bt["n_scans"], bt["factors"]
     lines = ["", f"Bright-tail invariance: the {n} held-out clean scans, intensities above the reference "
-             "level scaled by " + ", ".join(f"x{f:g}" for f in factors) + " (brighter or dimmer vessels, "
-             "no artefact); clean scans called positive, and the mean probability shift between the "
+             "level scaled by " + ", ".join(f"x{f:g}" for f in factors) + " (the excess of "
+             "the brightest voxels, mostly vessels and fat, over that level is multiplied by the "
+             "factor; no artefact); clean scans called positive, and the mean probability shift between the "
              "extremes:", "",
              "| detector | " + " | ".join(f"x{f:g}" for f in factors) + " | mean abs shift |",
              "| --- " * (len(factors) + 2) + "|"]
