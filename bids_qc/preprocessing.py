@@ -5,7 +5,7 @@ resolution) -> N4 bias-field correction -> affine registration to the MNI152 200
 (2 mm copy shipped in ``bids_qc/data``) -> resampling into the fixed model box -> intensity scaling
 to the *reference scale* (99.5th percentile of the box = 255, the unit of the simulation presets) ->
 normalisation to [0, 1] for the networks, as the model folder's manifest says (``ModelGrid``):
-plain min-max, or min-max after clipping at the 99.5th percentile (torchio ``RescaleIntensity``), which
+plain min-max, or min-max after clipping at the 99.5th percentile (as torchio ``RescaleIntensity``), which
 makes the input independent of how long the scan's bright tail (vessels, fat) is.
 
 Arrays are float32, indexed (i, j, k) = (x, y, z) in RAS+ voxel order, as nibabel gives them.
@@ -265,16 +265,14 @@ def minmax(volume: np.ndarray) -> np.ndarray:
 
 
 def clipped_minmax(volume: np.ndarray, percentile: float = CLIP_PERCENTILE) -> np.ndarray:
-    """Min-max to [0, 1] after clipping at the ``percentile`` of all voxels (torchio's
-    ``RescaleIntensity``): the brightest 0.5 % (vessels, fat, eyes) no longer sets the scale."""
-    import torch
-    import torchio as tio
-
-    if float(volume.max()) <= float(volume.min()):
-        return np.zeros_like(volume, dtype=np.float32)
-    rescale = tio.RescaleIntensity(out_min_max=(0, 1), percentiles=(0, percentile))
-    image = tio.ScalarImage(tensor=torch.from_numpy(np.ascontiguousarray(volume, np.float32))[None])
-    return rescale(image).data[0].numpy().astype(np.float32)
+    """Min-max to [0, 1] after clipping at the ``percentile`` of all voxels, as torchio's
+    ``RescaleIntensity(out_min_max=(0, 1), percentiles=(0, percentile))``: the brightest 0.5 %
+    (vessels, fat, eyes) no longer sets the scale. A volume whose percentile is its minimum
+    (almost empty) falls back to plain min-max, where torchio would return it unscaled."""
+    top = float(np.percentile(volume, percentile))
+    if top <= float(volume.min()):
+        return minmax(volume)
+    return minmax(np.minimum(volume, np.float32(top)))
 
 
 def reference_scale(volume: np.ndarray) -> float:

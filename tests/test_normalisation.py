@@ -36,6 +36,19 @@ def test_clipped_minmax_ignores_the_bright_tail_where_minmax_does_not():
             assert same is invariant, (grid.normalisation, factor)
 
 
+def test_clipped_minmax_is_torchios_percentile_rescale():
+    import torch
+    import torchio as tio
+
+    v = head(4)
+    rescale = tio.RescaleIntensity(out_min_max=(0, 1), percentiles=(0, 99.5))
+    expected = rescale(tio.ScalarImage(tensor=torch.from_numpy(v)[None])).data[0].numpy()
+    assert np.allclose(CLIPPED.normalise(v), expected, atol=1e-6)
+    almost_empty = np.zeros(SMALL.shape, np.float32)
+    almost_empty[0, 0, :3] = 9.0  # its 99.5th percentile is 0: plain min-max, not unscaled
+    assert CLIPPED.normalise(almost_empty).max() == 1.0
+
+
 def test_clipped_minmax_keeps_the_order_of_tissue_intensities():
     v = head(1)
     out = CLIPPED.normalise(v)
