@@ -95,3 +95,23 @@ def test_a_stored_model_input_is_reused_only_under_its_own_normalisation(tmp_pat
     nib.save(img, tmp_path / "old_T1w.nii.gz")
     assert load_model_input(tmp_path / "old_T1w.nii.gz", SMALL) is not None
     assert load_model_input(tmp_path / "old_T1w.nii.gz", CLIPPED) is None
+
+
+def test_the_app_normalises_as_the_model_folder_says(tmp_path):
+    """assess_scan feeds each bundle the input its manifest names, and records which."""
+    from conftest import synthetic_head
+
+    from bids_qc.scan import assess_scan
+
+    path = tmp_path / "sub-01_T1w.nii.gz"
+    nib.save(synthetic_head(seed=5), path)
+    inputs = {}
+    for name, grid in (("plain", SMALL), ("clipped", CLIPPED)):
+        bundle = load_bundle(make_untrained_bundle(tmp_path / name, grid=grid))
+        out = assess_scan(path, bundle, want_images=False)
+        assert out.record["status"] == "ok", out.record["error"]
+        assert out.record["preprocessing"]["intensity"]["normalisation"] == grid.normalisation
+        inputs[grid.normalisation] = out.model_input
+    plain, clipped = inputs[MINMAX], inputs[CLIPPED_MINMAX]
+    assert plain.max() == clipped.max() == pytest.approx(1.0)
+    assert np.mean(clipped > 0.999) > 0.003 > np.mean(plain > 0.999)  # the clipped top 0.5 %
