@@ -61,3 +61,21 @@ def tier_from_grades(grades: dict) -> int:
     if max(values) >= 2:
         return 3
     return 2 if max(values) == 1 else 1
+
+
+def grades_of(probs: dict, thresholds: dict | None = None) -> np.ndarray:
+    """(n, 3) grades, columns in ``ARTEFACTS`` order, from ``{detector: probability array}``:
+    ``grades_from_probabilities`` for many images at once."""
+    thresholds = thresholds or {}
+    cols = []
+    for a in ARTEFACTS:
+        severe = np.asarray(probs[f"{a}_severe"]) >= thresholds.get(f"{a}_severe", 0.5)
+        moderate = np.asarray(probs[f"{a}_moderate"]) >= thresholds.get(f"{a}_moderate", 0.5)
+        cols.append(np.where(severe, 2, np.where(moderate, 1, 0)))
+    return np.stack(cols, 1)
+
+
+def tiers_of(grades: np.ndarray) -> np.ndarray:
+    """Tier per row of an (n, 3) grade array: ``tier_from_grades`` for many images at once."""
+    worst = np.asarray(grades).max(1)
+    return np.where(worst >= 2, 3, np.where(worst == 1, 2, 1))

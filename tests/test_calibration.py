@@ -1,12 +1,27 @@
-"""Decision thresholds chosen on validation images (Youden's J)."""
+"""Decision thresholds chosen on validation images (Youden's J, then jointly for the tiers)."""
 import numpy as np
 import pytest
 import torch
 from test_training import TINY, tiny_entries
 from torch import nn
 
-from bids_qc.training.calibration import calibrate_thresholds, youden_threshold
+from bids_qc.grading import (
+    LABEL_SCHEMES,
+    grades_from_probabilities,
+    grades_of,
+    tier_from_grades,
+    tiers_of,
+)
+from bids_qc.record import ARTEFACTS
+from bids_qc.training.calibration import (
+    calibrate_thresholds,
+    detector_labels,
+    tier_objective,
+    tier_thresholds,
+    youden_threshold,
+)
 from bids_qc.training.data import SimulatedSet
+from bids_qc.training.evaluate import tier_scores
 
 
 def test_youden_threshold_separates_shifted_scores():
@@ -42,3 +57,61 @@ def test_calibration_moves_a_shifted_detector_threshold_and_raises_val_accuracy(
     assert c["n_images"] > 10
     assert c["threshold"] < 0.4
     assert c["val_balanced_accuracy"] > c["val_balanced_accuracy_at_0.5"] + 0.05
+
+
+def _six_detectors_one_shy_of_clean_scans(seed=0):
+    """Validation-like arrays: 300 images with random grades (the first 60 clean); every detector
+    separates its classes perfectly except moderate contrast, whose true positives spread over
+    0.6-1 and which also gives 0.6-0.8 to 20 clean images (natural-low-contrast subjects)."""
+    rng = np.random.default_rng(seed)
+    grades = rng.choice(3, size=(300, 3), p=[0.6, 0.25, 0.15])
+    grades[:60] = 0
+    labels = detector_labels(grades, LABEL_SCHEMES)
+    probs = {d: np.where(y == 1, rng.uniform(0.85, 1, len(y)), rng.uniform(0, 0.3, len(y)))
+             for d, y in labels.items()}
+    contrast = labels["contrast_moderate"] == 1
+    probs["contrast_moderate"][contrast] = rng.uniform(0.6, 1, contrast.sum())
+    probs["contrast_moderate"][:20] = rng.uniform(0.6, 0.8, 20)
+    return grades, probs
+
+
+def test_tier_thresholds_raise_the_detector_that_fires_on_clean_scans_and_leave_the_rest():
+    grades, probs = _six_detectors_one_shy_of_clean_scans()
+    labels = detector_labels(grades, LABEL_SCHEMES)
+    youden = {d: youden_threshold(labels[d][labels[d] >= 0], probs[d][labels[d] >= 0]) for d in probs}
+    assert youden["contrast_moderate"] < 0.6  # Youden keeps every positive and pays 20 false alarms
+    chosen = tier_thresholds(grades, probs, youden)
+    assert chosen["contrast_moderate"] > youden["contrast_moderate"] + 0.1
+    assert {d: t for d, t in chosen.items() if d != "contrast_moderate"} == \
+        {d: t for d, t in youden.items() if d != "contrast_moderate"}
+    assert tier_objective(grades, probs, chosen, labels) > tier_objective(grades, probs, youden, labels)
+    before = tier_scores(tiers_of(grades), tiers_of(grades_of(probs, youden)))["tier_1_vs_2"]
+    after = tier_scores(tiers_of(grades), tiers_of(grades_of(probs, chosen)))["tier_1_vs_2"]
+    assert after["specificity"] > before["specificity"] + 0.05
+    assert after["balanced_accuracy"] > before["balanced_accuracy"]
+
+
+def test_tier_thresholds_keep_the_start_when_nothing_is_gained():
+    grades, probs = _six_detectors_one_shy_of_clean_scans()
+    probs["contrast_moderate"][:20] = 0.1  # now every detector separates perfectly
+    start = {d: 0.5 for d in probs}
+    assert tier_thresholds(grades, probs, start) == start
+
+
+def test_grades_of_matches_the_per_scan_rule():
+    grades, probs = _six_detectors_one_shy_of_clean_scans(seed=1)
+    thresholds = {d: 0.55 for d in probs}
+    many = grades_of(probs, thresholds)
+    for i in range(0, len(grades), 7):
+        one = grades_from_probabilities({d: p[i] for d, p in probs.items()}, thresholds)
+        assert list(many[i]) == [one[a] for a in ARTEFACTS]
+        assert tiers_of(many[i:i + 1])[0] == tier_from_grades(one)
+
+
+def test_calibration_objective_is_checked():
+    with pytest.raises(ValueError, match="unknown calibration objective"):
+        calibrate_thresholds([], objective="f1")
+    entries = tiny_entries(2)
+    val = SimulatedSet(entries, n_per_subject=2, seed=3, grid=TINY)
+    with pytest.raises(ValueError, match="all six"):
+        calibrate_thresholds([({"noise_moderate": ShiftedMeanDetector()}, val)], objective="tiers")

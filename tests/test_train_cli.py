@@ -144,3 +144,20 @@ def test_a_bad_tail_range_is_refused_before_any_work(value, tmp_path, capsys):
                     "--tail-augment", value])
     assert exit_info.value.code == 2 and "--tail-augment" in capsys.readouterr().err
     assert not (tmp_path / "c").exists()
+
+
+def test_calibration_for_the_tiers_records_its_objective_and_the_youden_points(first_run, tmp_path):
+    root, bids, model = first_run
+    copy = tmp_path / "m"
+    shutil.copytree(model, copy)
+    assert calibrate_main([str(copy), str(bids), "--cache-dir", str(root / "cache"),
+                           "--val-samples-per-subject", "2", "--test-samples-per-subject", "2",
+                           "--seed", "0", "--threads", "1", "--objective", "tiers"]) == 0
+    manifest = json.loads((copy / "manifest.json").read_text())
+    calibration = manifest["training"]["calibration"]
+    assert calibration["objective"] == "tiers" and "--objective tiers" in calibration["command"]
+    for det, c in calibration["detectors"].items():
+        assert 0.05 <= c["youden_threshold"] <= 0.95
+        assert manifest["detectors"][det]["threshold"] == c["threshold"]
+    assert "Youden point" in (copy / "MODEL_CARD.md").read_text()
+    load_bundle(copy)  # weights untouched: checksums still hold

@@ -24,7 +24,7 @@ import torch
 from bids_qc.models import MANIFEST, load_bundle
 from bids_qc.record import DETECTORS
 from bids_qc.training.cache import build_cache
-from bids_qc.training.calibration import calibrate_thresholds
+from bids_qc.training.calibration import METHODS, calibrate_thresholds
 from bids_qc.training.data import images_of
 from bids_qc.training.ensemble import MeanEnsemble
 from bids_qc.training.evaluate import evaluate_detectors
@@ -43,6 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test-samples-per-subject", type=int, default=12)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--objective", choices=sorted(METHODS), default="youden",
+                   help="youden: each detector at its own Youden point (default, as earlier folders "
+                        "were calibrated); tiers: from there, thresholds moved jointly to serve the tier "
+                        "verdict as well as the detectors (see bids_qc.training.calibration)")
     return p
 
 
@@ -65,7 +69,7 @@ def main(argv=None) -> int:
     pairs = [(nets, images_of(entries, f["val_subjects"], args.val_samples_per_subject, args.seed,
                                  "val", bundle.grid))
              for nets, f in zip(bundle.members, folds)]
-    calibration = calibrate_thresholds(pairs, schemes)
+    calibration = calibrate_thresholds(pairs, schemes, objective=args.objective)
     thresholds = {d: c["threshold"] for d, c in calibration.items()}
     for det, c in calibration.items():
         LOGGER.info("%s: threshold %.3f, validation balanced accuracy %.3f at 0.5 -> %.3f", det,
@@ -78,7 +82,7 @@ def main(argv=None) -> int:
     metrics["heldout_simulated"] = evaluate_detectors(nets, test_set, schemes=schemes, thresholds=thresholds)
     for det in DETECTORS:
         manifest["detectors"][det]["threshold"] = thresholds[det]
-    training["calibration"] = {"method": "Youden J on the pooled validation images of the trained folds",
+    training["calibration"] = {"method": METHODS[args.objective], "objective": args.objective,
                                "detectors": calibration, "command": command}
     (args.model_dir / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
     (args.model_dir / "MODEL_CARD.md").write_text(render_model_card(manifest))

@@ -2,8 +2,8 @@
 
 Steps: cache preprocessed volumes -> hold out test subjects -> K-fold CV by subject (train the
 folds asked for, keep each fold's lowest-validation-loss epoch) -> choose each detector's
-threshold on the validation subjects (Youden; ``--no-calibrate`` keeps 0.5) -> write a model
-folder whose members are the trained folds -> evaluate on the held-out subjects and store every
+threshold on the validation subjects (Youden, or ``--calibration-objective tiers``;
+``--no-calibrate`` keeps 0.5) -> write a model folder whose members are the trained folds -> evaluate on the held-out subjects and store every
 figure and the exact command line in the manifest.
 """
 from __future__ import annotations
@@ -24,7 +24,7 @@ from bids_qc.models import load_bundle, save_bundle
 from bids_qc.preprocessing import NORMALISATIONS, ModelGrid
 from bids_qc.record import DETECTORS
 from bids_qc.training.cache import build_cache
-from bids_qc.training.calibration import calibrate_thresholds
+from bids_qc.training.calibration import METHODS, calibrate_thresholds
 from bids_qc.training.data import GRADE_PROBS, SimulatedSet, images_of
 from bids_qc.training.ensemble import MeanEnsemble
 from bids_qc.training.evaluate import evaluate_detectors
@@ -94,6 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="store weights in float16 (default)")
     p.add_argument("--calibrate", action=argparse.BooleanOptionalAction, default=True,
                    help="choose decision thresholds on the validation subjects (default) or keep 0.5")
+    p.add_argument("--calibration-objective", choices=sorted(METHODS), default="youden",
+                   help="how --calibrate chooses them (as bids-qc-calibrate --objective; default youden)")
     p.add_argument("--init-from", type=Path, default=None, metavar="MODEL_DIR",
                    help="warm start: continue training a model folder made by this command with "
                    "the same data, seed, folds and held-out subjects (checked)")
@@ -219,7 +221,9 @@ def main(argv=None) -> int:
         fold_reports.append(report)
     test_set = images_of(entries, test, args.test_samples_per_subject, args.seed, "test", grid)
     nets = {d: MeanEnsemble([m[d] for m in members]).eval() for d in DETECTORS}
-    calibration = calibrate_thresholds(list(zip(members, val_sets)), schemes) if args.calibrate else {}
+    calibration = (calibrate_thresholds(list(zip(members, val_sets)), schemes,
+                                        objective=args.calibration_objective)
+                   if args.calibrate else {})
     thresholds = {d: c["threshold"] for d, c in calibration.items()}
     test_metrics = evaluate_detectors(nets, test_set, schemes=schemes, thresholds=thresholds)
     detectors = {d: {**schemes[d], "threshold": thresholds.get(d, 0.5)} for d in DETECTORS}
@@ -244,7 +248,8 @@ def main(argv=None) -> int:
                 round((time.perf_counter() - t0) / 60, 2),
             "threads": args.threads, "folds": fold_reports,
             "warm_start": str(args.init_from) if args.init_from else None,
-            "calibration": {"method": "Youden J on the pooled validation images of the trained folds",
+            "calibration": {"method": METHODS[args.calibration_objective],
+                            "objective": args.calibration_objective,
                             "detectors": calibration} if calibration else None,
         },
         "metrics": {"heldout_simulated": test_metrics},

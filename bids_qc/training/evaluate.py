@@ -4,12 +4,7 @@ from __future__ import annotations
 import numpy as np
 from torch.utils.data import DataLoader
 
-from bids_qc.grading import (
-    LABEL_SCHEMES,
-    binary_labels,
-    grades_from_probabilities,
-    tier_from_grades,
-)
+from bids_qc.grading import LABEL_SCHEMES, binary_labels, grades_of, tiers_of
 from bids_qc.record import ARTEFACTS
 from bids_qc.training.loop import evaluate
 from bids_qc.training.metrics import auc, binary_scores
@@ -35,9 +30,5 @@ def evaluate_detectors(nets: dict, dataset, batch_size: int = 6, thresholds: dic
         per_det[det]["auc"] = auc(labels[labels >= 0], probs[det][labels >= 0])
     result = {"n_images": int(len(grades)), "detectors": per_det}
     if set(nets) >= {f"{a}_{s}" for a in ARTEFACTS for s in ("moderate", "severe")}:
-        true_tiers = np.array([tier_from_grades(dict(zip(ARTEFACTS, g))) for g in grades])
-        pred_tiers = np.array([
-            tier_from_grades(grades_from_probabilities({d: probs[d][i] for d in probs}, thresholds))
-            for i in range(len(grades))])
-        result["tiers"] = tier_scores(true_tiers, pred_tiers)
+        result["tiers"] = tier_scores(tiers_of(grades), tiers_of(grades_of(probs, thresholds)))
     return result

@@ -71,10 +71,13 @@ def render_model_card(manifest: dict, heldout: dict | None = None, notes: str = 
                   "; command:" if cal.get("command") else "."), ""]
         if cal.get("command"):
             lines += ["```", cal["command"], "```", ""]
-        lines += ["| detector | threshold | val b.acc % at 0.5 | val b.acc % at threshold | n |",
-                  "| --- | --- | --- | --- | --- |"]
-        lines += [f"| {d} | {c['threshold']:.3f} | {_pct(c['val_balanced_accuracy_at_0.5'])} | "
-                  f"{_pct(c['val_balanced_accuracy'])} | {c['n_images']} |" for d, c in cal["detectors"].items()]
+        youden = all("youden_threshold" in c for c in cal["detectors"].values())
+        lines += ["| detector | threshold |" + (" Youden point |" if youden else "")
+                  + " val b.acc % at 0.5 | val b.acc % at threshold | n |",
+                  "| --- | --- |" + (" --- |" if youden else "") + " --- | --- | --- |"]
+        lines += [f"| {d} | {c['threshold']:.3f} |" + (f" {c['youden_threshold']:.3f} |" if youden else "")
+                  + f" {_pct(c['val_balanced_accuracy_at_0.5'])} | {_pct(c['val_balanced_accuracy'])} |"
+                  f" {c['n_images']} |" for d, c in cal["detectors"].items()]
         lines.append("")
     for f in folds:
         best = f.get("best_epoch", {})
