@@ -47,25 +47,17 @@ def binary_labels(detector: str, grades, schemes: dict = LABEL_SCHEMES) -> np.nd
 
 def grades_from_probabilities(probs: dict, thresholds: dict | None = None) -> dict:
     """``{artefact: grade}`` from ``{detector: probability}``."""
-    thresholds = thresholds or {}
-    grades = {}
-    for a in ARTEFACTS:
-        severe = probs[f"{a}_severe"] >= thresholds.get(f"{a}_severe", 0.5)
-        moderate = probs[f"{a}_moderate"] >= thresholds.get(f"{a}_moderate", 0.5)
-        grades[a] = 2 if severe else (1 if moderate else 0)
-    return grades
+    row = grades_of({d: [p] for d, p in probs.items()}, thresholds)[0]
+    return {a: int(g) for a, g in zip(ARTEFACTS, row)}
 
 
 def tier_from_grades(grades: dict) -> int:
-    values = [int(g) for g in grades.values()]
-    if max(values) >= 2:
-        return 3
-    return 2 if max(values) == 1 else 1
+    return int(tiers_of([[int(g) for g in grades.values()]])[0])
 
 
 def grades_of(probs: dict, thresholds: dict | None = None) -> np.ndarray:
-    """(n, 3) grades, columns in ``ARTEFACTS`` order, from ``{detector: probability array}``:
-    ``grades_from_probabilities`` for many images at once."""
+    """(n, 3) grades, columns in ``ARTEFACTS`` order, from ``{detector: probability array}``
+    (default thresholds 0.5)."""
     thresholds = thresholds or {}
     cols = []
     for a in ARTEFACTS:
@@ -75,7 +67,7 @@ def grades_of(probs: dict, thresholds: dict | None = None) -> np.ndarray:
     return np.stack(cols, 1)
 
 
-def tiers_of(grades: np.ndarray) -> np.ndarray:
-    """Tier per row of an (n, 3) grade array: ``tier_from_grades`` for many images at once."""
+def tiers_of(grades) -> np.ndarray:
+    """Tier per row of an (n, k) grade array."""
     worst = np.asarray(grades).max(1)
     return np.where(worst >= 2, 3, np.where(worst == 1, 2, 1))

@@ -12,7 +12,6 @@ from bids_qc.grading import (
     tier_from_grades,
     tiers_of,
 )
-from bids_qc.record import ARTEFACTS
 from bids_qc.training.calibration import (
     calibrate_thresholds,
     detector_labels,
@@ -98,14 +97,17 @@ def test_tier_thresholds_keep_the_start_when_nothing_is_gained():
     assert tier_thresholds(grades, probs, start) == start
 
 
-def test_grades_of_matches_the_per_scan_rule():
-    grades, probs = _six_detectors_one_shy_of_clean_scans(seed=1)
-    thresholds = {d: 0.55 for d in probs}
-    many = grades_of(probs, thresholds)
-    for i in range(0, len(grades), 7):
-        one = grades_from_probabilities({d: p[i] for d, p in probs.items()}, thresholds)
-        assert list(many[i]) == [one[a] for a in ARTEFACTS]
-        assert tiers_of(many[i:i + 1])[0] == tier_from_grades(one)
+def test_grades_and_tiers_follow_the_rule_for_many_images_at_once():
+    """Severe fires -> 2, else moderate fires -> 1, else 0; tier 1 all 0, 3 any 2, else 2."""
+    probs = {"motion_moderate": [0.9, 0.9, 0.1, 0.1], "motion_severe": [0.7, 0.6, 0.1, 0.1],
+             "noise_moderate": [0.1, 0.1, 0.5, 0.1], "noise_severe": [0.1, 0.1, 0.1, 0.1],
+             "contrast_moderate": [0.1, 0.1, 0.1, 0.1], "contrast_severe": [0.1, 0.1, 0.1, 0.1]}
+    thresholds = {"motion_severe": 0.65}
+    assert grades_of(probs, thresholds).tolist() == [[2, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 0]]
+    assert tiers_of(grades_of(probs, thresholds)).tolist() == [3, 2, 2, 1]
+    one = {d: p[1] for d, p in probs.items()}
+    assert grades_from_probabilities(one, thresholds) == {"motion": 1, "noise": 0, "contrast": 0}
+    assert tier_from_grades({"motion": 1, "noise": 0, "contrast": 0}) == 2
 
 
 def test_calibration_objective_is_checked():

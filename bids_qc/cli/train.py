@@ -3,8 +3,8 @@
 Steps: cache preprocessed volumes -> hold out test subjects -> K-fold CV by subject (train the
 folds asked for, keep each fold's lowest-validation-loss epoch) -> choose each detector's
 threshold on the validation subjects (Youden, or ``--calibration-objective tiers``;
-``--no-calibrate`` keeps 0.5) -> write a model folder whose members are the trained folds -> evaluate on the held-out subjects and store every
-figure and the exact command line in the manifest.
+``--no-calibrate`` keeps 0.5) -> write a model folder whose members are the trained folds ->
+evaluate on the held-out subjects and store every figure and the exact command line in the manifest.
 """
 from __future__ import annotations
 
