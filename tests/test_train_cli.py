@@ -161,3 +161,13 @@ def test_calibration_for_the_tiers_records_its_objective_and_the_youden_points(f
         assert manifest["detectors"][det]["threshold"] == c["threshold"]
     assert "Youden point" in (copy / "MODEL_CARD.md").read_text()
     load_bundle(copy)  # weights untouched: checksums still hold
+
+
+def test_training_can_calibrate_for_the_tiers_itself(first_run, tmp_path):
+    root, bids, _ = first_run
+    out = tmp_path / "m"
+    assert train_main([str(bids), str(out), "--cache-dir", str(root / "cache"), *COMMON,
+                       "--calibrate", "--calibration-objective", "tiers"]) == 0
+    calibration = json.loads((out / "manifest.json").read_text())["training"]["calibration"]
+    assert calibration["objective"] == "tiers"
+    assert all("youden_threshold" in c for c in calibration["detectors"].values())
