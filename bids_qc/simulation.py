@@ -10,8 +10,13 @@ Intensity unit: presets are expressed in the *reference scale* of the preprocess
 whatever the scanner's raw units were.
 
 Published ranges (the presets):
-- motion: 4 rigid movements at random times in k-space; rotation per axis moderate 2-4 deg,
-  severe 5-8 deg; translation per axis moderate 2-4 mm, severe 5-8 mm (random sign).
+- motion: 4 rigid movements in k-space; rotation per axis moderate 2-4 deg, severe 5-8 deg;
+  translation per axis moderate 2-4 mm, severe 5-8 mm (random sign). The times of the movements
+  follow TorchIO's ``RandomMotion``: evenly spaced, k/(n+1), each moved by at most 0.3/(n+1), so
+  the centre of k-space always lies in the same movement's segment and a given amplitude always
+  looks about as bad (``motion_timing="torchio"``, the default). ``"uniform"`` (sorted uniform
+  times in [0.05, 0.95]) is what models up to conv5fc3-ixi-v2.1 were trained on: it sometimes
+  leaves the k-space centre unmoved, and a severe amplitude then looks moderate.
 - noise: sigma moderate [5, 15], severe [15, 25] (reference scale). Applied as Rician noise
   (magnitude of complex Gaussian noise), which is what magnitude MR images carry; ``rician=False``
   gives torchio's additive Gaussian noise.
@@ -29,6 +34,7 @@ import torchio as tio
 from bids_qc.record import ARTEFACTS
 
 SEVERITY_NAMES = {1: "moderate", 2: "severe"}
+MOTION_TIMINGS = ("torchio", "uniform")
 
 
 @dataclass(frozen=True)
@@ -56,7 +62,18 @@ def _signed_uniform(rng: np.random.Generator, low, high, size) -> np.ndarray:
     return rng.uniform(low, high, size) * rng.choice([-1.0, 1.0], size)
 
 
-def sample_params(artefact: str, severity: str, rng: np.random.Generator) -> dict:
+def motion_times(n: int, rng: np.random.Generator, timing: str = "torchio") -> np.ndarray:
+    """Times (fractions of k-space, increasing) of ``n`` movements (module docstring)."""
+    if timing == "torchio":  # torchio RandomMotion.get_params with perturbation=0.3
+        step = 1.0 / (n + 1)
+        return np.arange(1, n + 1) * step + rng.uniform(-0.3 * step, 0.3 * step, n)
+    if timing == "uniform":
+        return np.sort(rng.uniform(0.05, 0.95, n))
+    raise ValueError(f"unknown motion timing {timing!r}; expected one of {MOTION_TIMINGS}")
+
+
+def sample_params(artefact: str, severity: str, rng: np.random.Generator,
+                  motion_timing: str = "torchio") -> dict:
     """Draw the parameters of one simulated artefact (JSON-serialisable dict)."""
     p = PRESETS[(artefact, severity)]
     params = {"artefact": artefact, "severity": severity}
@@ -64,7 +81,7 @@ def sample_params(artefact: str, severity: str, rng: np.random.Generator) -> dic
         n = p.num_transforms
         params["degrees"] = _signed_uniform(rng, p.low, p.high, (n, 3)).round(4).tolist()
         params["translation_mm"] = _signed_uniform(rng, p.low2, p.high2, (n, 3)).round(4).tolist()
-        params["times"] = np.sort(rng.uniform(0.05, 0.95, n)).round(4).tolist()
+        params["times"] = motion_times(n, rng, motion_timing).round(4).tolist()
     elif artefact == "noise":
         params["sigma"] = round(float(rng.uniform(p.low, p.high)), 4)
         params["rician"] = True
@@ -111,8 +128,8 @@ def apply(volume: np.ndarray, affine: np.ndarray, params: dict) -> np.ndarray:
     raise ValueError(f"unknown artefact {artefact!r}")
 
 
-def simulate(volume: np.ndarray, affine: np.ndarray, grades: dict, rng: np.random.Generator
-             ) -> tuple[np.ndarray, list[dict]]:
+def simulate(volume: np.ndarray, affine: np.ndarray, grades: dict, rng: np.random.Generator,
+             motion_timing: str = "torchio") -> tuple[np.ndarray, list[dict]]:
     """Apply every artefact whose grade is 1 or 2 in ``grades`` ({artefact: 0|1|2}).
 
     Order: motion, contrast, noise (noise last: the receiver adds it after the object moved;
@@ -123,7 +140,7 @@ def simulate(volume: np.ndarray, affine: np.ndarray, grades: dict, rng: np.rando
     for artefact in ("motion", "contrast", "noise"):
         grade = int(grades.get(artefact, 0))
         if grade:
-            params = sample_params(artefact, SEVERITY_NAMES[grade], rng)
+            params = sample_params(artefact, SEVERITY_NAMES[grade], rng, motion_timing)
             out = apply(out, affine, params)
             applied.append(params)
     return out, applied

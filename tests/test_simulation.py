@@ -75,3 +75,31 @@ def test_simulate_records_each_applied_artefact():
     assert [p["artefact"] for p in applied] == ["contrast", "noise"]
     assert applied[1]["severity"] == "severe" and applied[0]["severity"] == "moderate"
     assert not np.array_equal(out, vol)
+
+
+def test_motion_times_follow_torchio_random_motion():
+    """Evenly spaced with at most 0.3 step of jitter, as RandomMotion.get_params draws them: the
+    centre of k-space always falls between the 2nd and 3rd of 4 movements, whatever the draw."""
+    import torch
+    from torchio.transforms.augmentation.intensity.random_motion import RandomMotion
+
+    rng = np.random.default_rng(0)
+    ours = np.array([sample_params("motion", "severe", rng)["times"] for _ in range(500)])
+    torch.manual_seed(0)
+    theirs = np.array([RandomMotion(num_transforms=4).get_params((-5, 5), (-5, 5), 4)[0]
+                       for _ in range(500)])
+    for times in (ours, theirs):
+        assert np.all(np.diff(times, axis=1) > 0)
+        assert np.all(times[:, 1] < 0.5) and np.all(times[:, 2] > 0.5)
+    # same per-movement ranges as torchio's (0.2 +- 0.06, 0.4 +- 0.06, ...)
+    for k in range(4):
+        assert abs(ours[:, k].min() - theirs[:, k].min()) < 0.01
+        assert abs(ours[:, k].max() - theirs[:, k].max()) < 0.01
+
+
+def test_uniform_motion_timing_is_still_available_and_unknown_timing_is_refused():
+    rng = np.random.default_rng(1)
+    times = np.array([sample_params("motion", "severe", rng, "uniform")["times"] for _ in range(500)])
+    assert np.mean(times[:, 0] > 0.5) > 0.02  # the k-space centre left unmoved now and then
+    with pytest.raises(ValueError, match="motion timing"):
+        sample_params("motion", "severe", rng, "random")

@@ -23,6 +23,7 @@ from bids_qc.grading import LABEL_SCHEMES, LABEL_SCHEMES_PAPER
 from bids_qc.models import load_bundle, save_bundle
 from bids_qc.preprocessing import NORMALISATIONS, ModelGrid
 from bids_qc.record import DETECTORS
+from bids_qc.simulation import MOTION_TIMINGS
 from bids_qc.training.cache import build_cache
 from bids_qc.training.calibration import METHODS, calibrate_thresholds
 from bids_qc.training.data import GRADE_PROBS, SimulatedSet, images_of
@@ -86,6 +87,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seed of the training draws and batch order only (default --seed); give a "
                    "new one with --init-from so the continuation sees images it has not seen")
     p.add_argument("--motion-variants", type=int, default=3, help="cached motion variants/severity")
+    p.add_argument("--motion-timing", choices=MOTION_TIMINGS, default="torchio",
+                   help="when in k-space the simulated movements happen: 'torchio' (default; as "
+                        "TorchIO's RandomMotion: evenly spaced with a little jitter) or 'uniform' "
+                        "(sorted uniform times, used by models up to conv5fc3-ixi-v2.1)")
     p.add_argument("--noise-severe-scheme", choices=["coherent", "paper"], default="coherent",
                    help="'paper': noise severe detector trained 0 vs 1+2 as published")
     p.add_argument("--nprocs", type=int, default=2, help="processes for caching")
@@ -160,7 +165,7 @@ def main(argv=None) -> int:
     grid = ModelGrid(normalisation=NORMALISATIONS[args.normalisation])
     t0 = time.perf_counter()
     entries = build_cache(args.bids_dir, args.cache_dir, grid, args.motion_variants, args.seed,
-                          args.nprocs)
+                          args.nprocs, args.motion_timing)
     for e in entries:
         e.load()
     subjects = [e.subject for e in entries]
@@ -236,6 +241,7 @@ def main(argv=None) -> int:
             "data": str(args.bids_dir), "n_scans": len(entries), "n_subjects": len(set(subjects)),
             "n_cv_subjects": len(pool), "test_subjects": test, "k_folds": args.k,
             "folds_trained": list(wanted), "grade_probabilities": list(GRADE_PROBS),
+            "motion_timing": args.motion_timing, "motion_variants": args.motion_variants,
             "samples_per_subject_per_epoch": args.samples_per_subject, "epochs_max": args.epochs,
             "max_minutes_per_fold": args.max_minutes, "batch_size": args.batch_size, "lr": args.lr,
             "optimizer": "Adam", "loss": "class-weighted 2-logit cross-entropy",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shlex
 from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
@@ -43,7 +44,7 @@ def find_t1w(bids_dir) -> list[tuple[str, Path]]:
 
 
 def _cache_one(args) -> tuple[str, str, str | None]:
-    subject, path, out, grid_dict, n_variants, seed = args
+    subject, path, out, grid_dict, n_variants, seed, motion_timing = args
     out = Path(out)
     if out.exists():
         return subject, str(out), None
@@ -57,7 +58,7 @@ def _cache_one(args) -> tuple[str, str, str | None]:
         for grade, severity in ((1, "moderate"), (2, "severe")):
             variants = []
             for _ in range(n_variants):
-                p = sample_params("motion", severity, rng)
+                p = sample_params("motion", severity, rng, motion_timing)
                 variants.append(apply(pre.scaled, grid.affine, p).astype(np.float16))
                 params.setdefault(severity, []).append(p)
             motion[grade] = np.stack(variants)
@@ -72,13 +73,18 @@ def _cache_one(args) -> tuple[str, str, str | None]:
 
 
 def build_cache(bids_dir, cache_dir, grid: ModelGrid = ModelGrid(), n_variants: int = 3,
-                seed: int = 0, nprocs: int = 2) -> list[CacheEntry]:
-    """Preprocess every T1w of ``bids_dir`` once into ``cache_dir`` (reused when present)."""
-    cache_dir = Path(cache_dir) / f"prep-v{PREPROCESSING_VERSION}_grid-{'x'.join(map(str, grid.shape))}"
+                seed: int = 0, nprocs: int = 2, motion_timing: str = "torchio") -> list[CacheEntry]:
+    """Preprocess every T1w of ``bids_dir`` once into ``cache_dir`` (reused when present).
+
+    The folder is named after everything that shapes its files except ``n_variants`` and
+    ``seed``, which must match between the runs that share it (training, then calibration).
+    """
+    cache_dir = Path(cache_dir) / (f"prep-v{PREPROCESSING_VERSION}_grid-{'x'.join(map(str, grid.shape))}"
+                                   f"_motion-{motion_timing}")
     cache_dir.mkdir(parents=True, exist_ok=True)
     scans = find_t1w(bids_dir)
     jobs = [(sub, str(p), str(cache_dir / f"{p.name.split('.')[0]}.npz"), grid.to_dict(), n_variants,
-             seed + i) for i, (sub, p) in enumerate(scans)]
+             seed + i, motion_timing) for i, (sub, p) in enumerate(scans)]
     entries = []
     ctx = get_context("fork")
     with ctx.Pool(max(1, nprocs)) as pool:
@@ -89,3 +95,20 @@ def build_cache(bids_dir, cache_dir, grid: ModelGrid = ModelGrid(), n_variants: 
                 continue
             entries.append(CacheEntry(subject=subject, path=Path(out), source=out))
     return entries
+
+
+def cache_settings(manifest: dict) -> tuple[int, str]:
+    """``(motion variants, motion timing)`` the training run of a model folder cached with, so
+    that calibration rebuilds its very images. Folders from before these were recorded: the
+    variants from the recorded command (the CLI's default 3 if absent), uniform timing."""
+    training = manifest.get("training", {})
+    variants = training.get("motion_variants")
+    if variants is None:
+        words = shlex.split(manifest.get("command", ""))
+        variants = 3
+        for i, word in enumerate(words):
+            if word == "--motion-variants" and i + 1 < len(words):
+                variants = int(words[i + 1])
+            elif word.startswith("--motion-variants="):
+                variants = int(word.split("=", 1)[1])
+    return int(variants), training.get("motion_timing", "uniform")
