@@ -12,6 +12,7 @@ from bids_qc.cli.calibrate import main as calibrate_main
 from bids_qc.cli.train import main as train_main
 from bids_qc.models import load_bundle
 from bids_qc.preprocessing import CLIPPED_MINMAX, MINMAX
+from bids_qc.training.cache import cache_settings
 
 COMMON = ["--n-test", "2", "--k", "2", "--folds", "0", "--epochs", "1",
           "--samples-per-subject", "1", "--val-samples-per-subject", "2",
@@ -135,6 +136,22 @@ def test_calibration_rebuilds_the_training_runs_test_images(first_run):
     manifest = json.loads((model / "manifest.json").read_text())
     assert manifest["metrics"]["heldout_simulated_at_0.5"] == trained
     assert set(manifest["training"]["calibration"]["detectors"]) <= set(manifest["detectors"])
+    assert (manifest["training"]["motion_timing"], manifest["training"]["motion_variants"]) == ("torchio", 1)
+    # from a new cache too: calibration caches with the run's motion variants and timing
+    assert calibrate_main([str(model), str(bids), "--cache-dir", str(root / "fresh_cache"),
+                           "--val-samples-per-subject", "2", "--test-samples-per-subject", "2",
+                           "--seed", "0", "--threads", "1"]) == 0
+    again = json.loads((model / "manifest.json").read_text())["metrics"]["heldout_simulated_at_0.5"]
+    assert again == trained
+
+
+def test_cache_settings_of_folders_that_did_not_record_them():
+    old = {"command": "bids-qc-train ixi out --cache-dir c --motion-variants 8 --seed 0", "training": {}}
+    assert cache_settings(old) == (8, "uniform")
+    assert cache_settings({"command": "bids-qc-train ixi out --motion-variants=5"}) == (5, "uniform")
+    assert cache_settings({"command": "bids-qc-train ixi out"}) == (3, "uniform")
+    new = {"command": "", "training": {"motion_variants": 2, "motion_timing": "torchio"}}
+    assert cache_settings(new) == (2, "torchio")
 
 
 @pytest.mark.parametrize("value", ["2,0.5", "0,1", "1", "a,b"])

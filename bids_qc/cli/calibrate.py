@@ -23,7 +23,7 @@ import torch
 
 from bids_qc.models import MANIFEST, load_bundle
 from bids_qc.record import DETECTORS
-from bids_qc.training.cache import build_cache
+from bids_qc.training.cache import build_cache, cache_settings
 from bids_qc.training.calibration import METHODS, calibrate_thresholds
 from bids_qc.training.data import images_of
 from bids_qc.training.ensemble import MeanEnsemble
@@ -59,7 +59,9 @@ def main(argv=None) -> int:
     manifest = bundle.manifest
     training = manifest["training"]
     schemes = {d: {k: manifest["detectors"][d][k] for k in ("negative", "positive")} for d in DETECTORS}
-    entries = build_cache(args.bids_dir, args.cache_dir, bundle.grid, seed=args.seed)
+    n_variants, motion_timing = cache_settings(manifest)
+    entries = build_cache(args.bids_dir, args.cache_dir, bundle.grid, n_variants, args.seed,
+                          motion_timing=motion_timing)
     for e in entries:
         e.load()
 
