@@ -5,9 +5,10 @@
 
 1. Simulated artefacts on the model's held-out IXI subjects (listed in its manifest, never trained
    on): every grade combination drawn as in training, re-simulated here from the raw scans with a
-   fixed seed -> balanced accuracy (with a 95 % interval from resampling whole subjects) /
-   sensitivity / specificity / AUC per detector and for the tier decisions, beside the published
-   targets.
+   fixed seed (motion timed as TorchIO's RandomMotion; ``--motion-timing uniform`` for the
+   sorted uniform times models up to v2.1 were trained on) -> balanced accuracy (with a 95 %
+   interval from resampling whole subjects) / sensitivity / specificity / AUC per detector and
+   for the tier decisions, beside the published targets.
 2. Motion only vs clean on the same subjects: detector AUC beside the Tenengrad formula's AUC
    (bids_qc.metrics.tenengrad on the same images) - the bar from BASELINES.md.
 3. Real motion (motion_pairs): what the app says for each slab and how its native-space metrics
@@ -37,7 +38,7 @@ from bids_qc.models import load_bundle  # noqa: E402
 from bids_qc.preprocessing import preprocess  # noqa: E402
 from bids_qc.record import DETECTORS  # noqa: E402
 from bids_qc.scan import assess_scan  # noqa: E402
-from bids_qc.simulation import simulate  # noqa: E402
+from bids_qc.simulation import MOTION_TIMINGS, simulate  # noqa: E402
 from bids_qc.training.augment import stretch_bright_tail  # noqa: E402
 from bids_qc.training.data import GRADE_PROBS, draw_grades  # noqa: E402
 from bids_qc.training.evaluate import tier_scores  # noqa: E402
@@ -65,6 +66,8 @@ def main(argv=None) -> int:
     ap.add_argument("--samples-per-subject", type=int, default=12)
     ap.add_argument("--seed", type=int, default=12345)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--motion-timing", choices=MOTION_TIMINGS, default="torchio",
+                    help="when the simulated movements happen in k-space (bids_qc.simulation)")
     ap.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -84,18 +87,20 @@ def main(argv=None) -> int:
         tail_rows.append([predict(bundle, grid.normalise(stretch_bright_tail(pre.scaled, f))) for f in TAIL_FACTORS])
         for _ in range(args.samples_per_subject):
             grades = draw_grades(rng, GRADE_PROBS)
-            vol, _ = simulate(pre.scaled, grid.affine, grades, rng)
+            vol, _ = simulate(pre.scaled, grid.affine, grades, rng, args.motion_timing)
             rows.append((grades, predict(bundle, grid.normalise(vol))))
             row_subject.append(i)
         for grade in (0, 1, 1, 2, 2):
-            vol, _ = simulate(pre.scaled, grid.affine, {"motion": grade}, rng)
+            vol, _ = simulate(pre.scaled, grid.affine, {"motion": grade}, rng, args.motion_timing)
             motion_rows.append((grade, predict(bundle, grid.normalise(vol)), tenengrad(vol, (grid.spacing,) * 3)))
         print(f"[{i + 1}/{len(test_subjects)}] sub-{sub} done ({time.perf_counter() - t0:.0f} s)",
               file=sys.stderr)
-    out = {"model_id": bundle.model_id, "n_subjects": len(test_subjects), "n_images": len(rows),
+    out = {"model_id": bundle.model_id, "seed": args.seed, "motion_timing": args.motion_timing,
+           "n_subjects": len(test_subjects), "n_images": len(rows),
            "detectors": {}, "tiers": {}, "motion_vs_clean": {}}
     print(f"\nHeld-out simulated evaluation of {bundle.model_id}: {len(test_subjects)} subjects, "
-          f"{len(rows)} images (grades drawn with P = {GRADE_PROBS})\n")
+          f"{len(rows)} images (grades drawn with P = {GRADE_PROBS}; seed {args.seed}; motion timing "
+          f"{args.motion_timing})\n")
     print(f"{'detector':<20}{'b.acc %':>9}{'95% CI':>13}{'sens %':>8}{'spec %':>8}{'AUC':>7}{'n+':>5}"
           f"{'n-':>5}{'published b.acc':>17}")
     subjects = np.array(row_subject)
