@@ -1,4 +1,4 @@
-"""The model card shows the held-out benchmark's bright-tail invariance table when it has one."""
+"""The model card: the held-out benchmark's bright-tail table, and how motion was simulated."""
 import json
 from pathlib import Path
 
@@ -17,3 +17,11 @@ def test_bright_tail_table_is_rendered_from_the_benchmark_json():
     assert "| contrast_moderate | 13/20 | 4/20 | 0/20 | 0.661 |" in card
     del heldout["bright_tail"]
     assert "Bright-tail" not in render_model_card(manifest, heldout=heldout)
+
+
+def test_the_card_says_how_motion_was_timed_and_reads_old_manifests_as_uniform():
+    manifest = json.loads((SHIPPED / "manifest.json").read_text())
+    manifest["training"]["motion_timing"] = "torchio"
+    assert "timed as TorchIO's RandomMotion" in render_model_card(manifest)
+    del manifest["training"]["motion_timing"]
+    assert "at sorted uniform random times" in render_model_card(manifest)

@@ -3,6 +3,11 @@ from __future__ import annotations
 
 from bids_qc.record import DETECTORS
 
+MOTION_TIMING_TEXT = {  # manifests without training.motion_timing were trained with "uniform"
+    "torchio": "timed as TorchIO's RandomMotion (evenly spaced in k-space, 0.3-step jitter)",
+    "uniform": "at sorted uniform random times in k-space",
+}
+
 PUBLISHED = {"motion_severe": 100.0, "noise_severe": 97.8, "contrast_severe": 97.6,
              "motion_moderate": 99.5, "noise_moderate": 87.4, "contrast_moderate": 90.2,
              "tier_12_vs_3": 92.0, "tier_1_vs_2": 91.0}
@@ -53,7 +58,8 @@ def render_model_card(manifest: dict, heldout: dict | None = None, notes: str = 
              f"- Data: `{t.get('data')}`: {t.get('n_scans')} scans of {t.get('n_subjects')} subjects "
              "(IXI, Hammersmith Hospital, Philips 3T; re-sampled to 2 mm and 8 bits by NiChart; "
              "CC BY-SA 3.0). Artefacts simulated with TorchIO on the preprocessed volumes "
-             "(`bids_qc/simulation.py`: published ranges; Rician noise; motion 4 movements).",
+             "(`bids_qc/simulation.py`: published ranges; Rician noise; motion 4 movements, "
+             + MOTION_TIMING_TEXT[t.get("motion_timing", "uniform")] + ").",
              f"- Held-out test subjects (never trained or validated on): {len(t.get('test_subjects', []))}; "
              f"cross-validation: {t.get('k_folds')} folds by subject, folds trained: {t.get('folds_trained')}.",
              f"- Each image draws a grade per artefact with P(0, 1, 2) = {t.get('grade_probabilities')}.",
