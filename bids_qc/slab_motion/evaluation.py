@@ -46,9 +46,8 @@ def simulated(detector: SlabDetector, stacks) -> dict:
     detector's sensitivity/specificity at its threshold (still vs moved >= 1 deg/mm)."""
     rows = []
     for s in stacks:
-        for amp, stack in [(0.0, s.clean)] + list(zip(s.amplitude.tolist(), s.motion)):
-            stack = stack.astype(np.float32)
-            rows.append({"subject": s.subject, "amplitude": float(amp),
+        for amp, stack in s.scans():
+            rows.append({"subject": s.subject, "amplitude": amp,
                          "detector": score_stack(detector.net, stack),
                          **_formulas(stack, (SPACING_MM,) * 3)})
     amps = np.array([r["amplitude"] for r in rows])

@@ -42,6 +42,12 @@ class Stacks:
     def centres(self) -> np.ndarray:
         return triplet_centres(self.clean.astype(np.float32), HEAD_FRACTION_OF_PEAK)
 
+    def scans(self):
+        """``(amplitude, float32 stack)`` of the still scan (amplitude 0), then each moved one."""
+        yield 0.0, self.clean.astype(np.float32)
+        for a, stack in zip(self.amplitude.tolist(), self.motion):
+            yield float(a), stack.astype(np.float32)
+
 
 def draw_batch(subjects: list[Stacks], centres: list[np.ndarray], size: int,
                rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -62,16 +68,13 @@ def draw_batch(subjects: list[Stacks], centres: list[np.ndarray], size: int,
 
 def evaluate(net: SlabNet, subjects: list[Stacks], stride: int = 2) -> dict:
     """Per-scan scores of still and moved validation stacks: loss, AUCs by amplitude."""
-    labels, scores, amps = [], [], []
+    amps, scores = [], []
     for stacks in subjects:
-        scores.append(score_stack(net, stacks.clean.astype(np.float32), stride=stride))
-        labels.append(0.0)
-        amps.append(0.0)
-        for k, a in enumerate(stacks.amplitude):
-            scores.append(score_stack(net, stacks.motion[k].astype(np.float32), stride=stride))
-            labels.append(soft_target(float(a)))
-            amps.append(float(a))
-    scores, labels, amps = np.array(scores), np.array(labels), np.array(amps)
+        for a, stack in stacks.scans():
+            amps.append(a)
+            scores.append(score_stack(net, stack, stride=stride))
+    amps, scores = np.array(amps), np.array(scores)
+    labels = np.array([soft_target(a) for a in amps])
     logits = torch.logit(torch.from_numpy(scores).clamp(1e-6, 1 - 1e-6))
     loss = float(F.binary_cross_entropy_with_logits(logits, torch.from_numpy(labels)))
     aucs = auc_by_amplitude(amps, scores)
