@@ -16,7 +16,8 @@ Published ranges (the presets):
   the centre of k-space always lies in the same movement's segment and a given amplitude always
   looks about as bad (``motion_timing="torchio"``, the default). ``"uniform"`` (sorted uniform
   times in [0.05, 0.95]) is what models up to conv5fc3-ixi-v2.1 were trained on: it sometimes
-  leaves the k-space centre unmoved, and a severe amplitude then looks moderate.
+  leaves the k-space centre unmoved, and a severe amplitude then looks moderate. ``"mixed"`` draws
+  either timing with probability 1/2 per movement set.
 - noise: sigma moderate [5, 15], severe [15, 25] (reference scale). Applied as Rician noise
   (magnitude of complex Gaussian noise), which is what magnitude MR images carry; ``rician=False``
   gives torchio's additive Gaussian noise.
@@ -34,7 +35,7 @@ import torchio as tio
 from bids_qc.record import ARTEFACTS
 
 SEVERITY_NAMES = {1: "moderate", 2: "severe"}
-MOTION_TIMINGS = ("torchio", "uniform")
+MOTION_TIMINGS = ("torchio", "uniform", "mixed")
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,8 @@ def motion_times(n: int, rng: np.random.Generator, timing: str = "torchio") -> n
         return np.arange(1, n + 1) * step + rng.uniform(-0.3 * step, 0.3 * step, n)
     if timing == "uniform":
         return np.sort(rng.uniform(0.05, 0.95, n))
+    if timing == "mixed":  # either of the two, with probability 1/2
+        return motion_times(n, rng, MOTION_TIMINGS[int(rng.integers(2))])
     raise ValueError(f"unknown motion timing {timing!r}; expected one of {MOTION_TIMINGS}")
 
 

@@ -6,6 +6,8 @@ from bids_qc.record import DETECTORS
 MOTION_TIMING_TEXT = {  # manifests without training.motion_timing were trained with "uniform"
     "torchio": "timed as TorchIO's RandomMotion (evenly spaced in k-space, 0.3-step jitter)",
     "uniform": "at sorted uniform random times in k-space",
+    "mixed": "each set of movements timed either as TorchIO's RandomMotion or at sorted uniform "
+             "random times in k-space, with probability 1/2",
 }
 
 PUBLISHED = {"motion_severe": 100.0, "noise_severe": 97.8, "contrast_severe": 97.6,
