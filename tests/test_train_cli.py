@@ -44,6 +44,7 @@ def test_first_run_writes_a_model_folder_with_its_split(first_run):
     manifest = json.loads((model / "manifest.json").read_text())
     training = manifest["training"]
     assert manifest["trained"] is True and manifest["draw_seed"] == manifest["seed"] == 0
+    assert training["motion_timing"] == "uniform"  # the default: how every shipped model was trained
     fold = training["folds"][0]
     assert not set(training["test_subjects"]) & set(fold["train_subjects"] + fold["val_subjects"])
     assert set(manifest["metrics"]["heldout_simulated"]["detectors"]) == set(manifest["detectors"])
@@ -128,7 +129,7 @@ def test_calibration_rebuilds_the_training_runs_test_images(first_run):
     root, bids, _ = first_run
     model = root / "m_fp32"
     assert train_main([str(bids), str(model), "--cache-dir", str(root / "cache"), *COMMON,
-                       "--no-half"]) == 0
+                       "--no-half", "--motion-timing", "torchio"]) == 0
     trained = json.loads((model / "manifest.json").read_text())["metrics"]["heldout_simulated"]
     assert calibrate_main([str(model), str(bids), "--cache-dir", str(root / "cache"),
                            "--val-samples-per-subject", "2", "--test-samples-per-subject", "2",
