@@ -13,6 +13,7 @@ def test_bright_tail_table_is_rendered_from_the_benchmark_json():
     heldout["bright_tail"] = {"factors": [0.5, 1.0, 2.0], "n_scans": 20, "detectors": {
         "contrast_moderate": {"positive": [13, 4, 0], "mean_abs_shift": 0.661}}}
     card = render_model_card(manifest, heldout=heldout)
+    assert "240 images, seed 12345, motion timing torchio)" in card  # how the draw was made
     assert "| detector | x0.5 | x1 | x2 | mean abs shift |" in card
     assert "| contrast_moderate | 13/20 | 4/20 | 0/20 | 0.661 |" in card
     del heldout["bright_tail"]

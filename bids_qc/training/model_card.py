@@ -106,8 +106,10 @@ def render_model_card(manifest: dict, heldout: dict | None = None, notes: str = 
     if at_half:
         lines += ["", "The same images with every threshold at 0.5 (before calibration):", ""] + _table(at_half)
     if heldout:
+        draw = "".join(f", {label} {heldout[key]}" for key, label in
+                       (("seed", "seed"), ("motion_timing", "motion timing")) if key in heldout)
         lines += ["", f"## Held-out subjects, re-simulated from the raw scans (`benchmarks/bench_heldout.py`, "
-                  f"{heldout['n_images']} images)", ""] + _table(heldout)
+                  f"{heldout['n_images']} images{draw})", ""] + _table(heldout)
         if any("balanced_accuracy_ci95" in s for s in heldout.get("detectors", {}).values()):
             lines += ["", f"In parentheses: 95 % interval of the balanced accuracy, percentile bootstrap "
                           f"resampling the {heldout['n_subjects']} held-out subjects (their images are "
