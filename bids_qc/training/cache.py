@@ -73,11 +73,13 @@ def _cache_one(args) -> tuple[str, str, str | None]:
 
 
 def build_cache(bids_dir, cache_dir, grid: ModelGrid = ModelGrid(), n_variants: int = 3,
-                seed: int = 0, nprocs: int = 2, motion_timing: str = "torchio") -> list[CacheEntry]:
+                seed: int = 0, nprocs: int = 2, motion_timing: str = "uniform") -> list[CacheEntry]:
     """Preprocess every T1w of ``bids_dir`` once into ``cache_dir`` (reused when present).
 
-    The folder is named after everything that shapes its files except ``n_variants`` and
-    ``seed``, which must match between the runs that share it (training, then calibration).
+    ``motion_timing``: how the cached motion variants are timed (:mod:`bids_qc.simulation`;
+    default ``"uniform"``, as ``bids-qc-train``). The folder is named after everything that shapes
+    its files except ``n_variants`` and ``seed``, which must match between the runs that share it
+    (training, then calibration: :func:`cache_settings`).
     """
     cache_dir = Path(cache_dir) / (f"prep-v{PREPROCESSING_VERSION}_grid-{'x'.join(map(str, grid.shape))}"
                                    f"_motion-{motion_timing}")
