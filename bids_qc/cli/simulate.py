@@ -23,7 +23,7 @@ from bids_qc import __version__
 from bids_qc.exceptions import ScanError
 from bids_qc.preprocessing import TEMPLATE_NAME, ModelGrid, preprocess
 from bids_qc.record import ARTEFACTS
-from bids_qc.simulation import PRESETS, simulate
+from bids_qc.simulation import MOTION_TIMINGS, PRESETS, simulate
 from bids_qc.training.cache import find_t1w
 
 LOGGER = logging.getLogger("bids_qc.simulate")
@@ -38,6 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--artefact", choices=sorted({a for a, _ in PRESETS}), required=True)
     p.add_argument("--severity", choices=["moderate", "severe"], required=True)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--motion-timing", choices=MOTION_TIMINGS, default="torchio",
+                   help="when the simulated movements happen in k-space: as TorchIO's RandomMotion "
+                        "(default, the published protocol), at sorted uniform times, or either")
     p.add_argument("--include-clean", action="store_true", help="also write the clean volume")
     p.add_argument("--participant-label", nargs="*", default=None)
     return p
@@ -86,7 +89,7 @@ def main(argv=None) -> int:
         rng = np.random.default_rng([args.seed, i])
         grades = {a: 0 for a in ARTEFACTS}
         grades[args.artefact] = GRADE[args.severity]
-        volume, applied = simulate(pre.scaled, grid.affine, grades, rng)
+        volume, applied = simulate(pre.scaled, grid.affine, grades, rng, args.motion_timing)
         stem = path.name.split(".nii")[0]
         prefix, suffix = stem.rsplit("_", 1)
         rel = path.parent.relative_to(bids_dir)
