@@ -72,7 +72,7 @@ def motion_times(n: int, rng: np.random.Generator, timing: str = "torchio") -> n
     if timing == "uniform":
         return np.sort(rng.uniform(0.05, 0.95, n))
     if timing == "mixed":  # either of the two, with probability 1/2
-        return motion_times(n, rng, MOTION_TIMINGS[int(rng.integers(2))])
+        return motion_times(n, rng, ("torchio", "uniform")[int(rng.integers(2))])
     raise ValueError(f"unknown motion timing {timing!r}; expected one of {MOTION_TIMINGS}")
 
 

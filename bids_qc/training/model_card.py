@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 from bids_qc.record import DETECTORS
+from bids_qc.training.cache import cache_settings
 
-MOTION_TIMING_TEXT = {  # manifests without training.motion_timing were trained with "uniform"
+MOTION_TIMING_TEXT = {
     "torchio": "timed as TorchIO's RandomMotion (evenly spaced in k-space, 0.3-step jitter)",
     "uniform": "at sorted uniform random times in k-space",
     "mixed": "each set of movements timed either as TorchIO's RandomMotion or at sorted uniform "
@@ -61,7 +62,7 @@ def render_model_card(manifest: dict, heldout: dict | None = None, notes: str = 
              "(IXI, Hammersmith Hospital, Philips 3T; re-sampled to 2 mm and 8 bits by NiChart; "
              "CC BY-SA 3.0). Artefacts simulated with TorchIO on the preprocessed volumes "
              "(`bids_qc/simulation.py`: published ranges; Rician noise; motion 4 movements, "
-             + MOTION_TIMING_TEXT[t.get("motion_timing", "uniform")] + ").",
+             + MOTION_TIMING_TEXT[cache_settings(manifest)[1]] + ").",
              f"- Held-out test subjects (never trained or validated on): {len(t.get('test_subjects', []))}; "
              f"cross-validation: {t.get('k_folds')} folds by subject, folds trained: {t.get('folds_trained')}.",
              f"- Each image draws a grade per artefact with P(0, 1, 2) = {t.get('grade_probabilities')}.",
