@@ -67,6 +67,17 @@ class ModelGrid:
             return clipped_minmax(volume)
         return minmax(volume)
 
+    def at_spacing(self, spacing: float) -> ModelGrid:
+        """The grid of the same box (same MNI extent, same normalisation) sampled every ``spacing`` mm:
+        the box must be a whole number of voxels of ``spacing`` along each axis."""
+        extent = [n * self.spacing for n in self.shape]
+        shape = tuple(int(round(e / spacing)) for e in extent) if spacing > 0 else (0,)
+        if any(abs(n * spacing - e) > 1e-6 for n, e in zip(shape, extent)) or 0 in shape:
+            raise ValueError(f"a {spacing:g} mm grid cannot tile the {'x'.join(f'{e:g}' for e in extent)} "
+                             f"mm box of the model grid; choose a spacing that divides each side")
+        start = [o - self.spacing / 2 for o in self.origin]
+        return ModelGrid(shape, float(spacing), tuple(s + spacing / 2 for s in start), self.normalisation)
+
     @property
     def affine(self) -> np.ndarray:
         aff = np.diag([self.spacing] * 3 + [1.0])

@@ -66,6 +66,24 @@ def test_grid_round_trip_reads_manifests_without_a_normalisation_as_minmax():
         ModelGrid(normalisation="z-score")
 
 
+def test_a_grid_at_another_spacing_covers_the_same_box():
+    """``--grid-spacing``: a finer grid samples the same MNI box (voxel edges, not centres, line
+    up) and keeps the normalisation; a spacing that does not tile the box is refused by name."""
+    grid = ModelGrid(normalisation=CLIPPED_MINMAX)
+    fine = grid.at_spacing(2.0)
+    assert fine.shape == (80, 100, 80) and fine.normalisation == CLIPPED_MINMAX
+
+    def box(g):
+        corner = np.array(g.origin) - g.spacing / 2
+        return corner, corner + np.array(g.shape) * g.spacing
+
+    np.testing.assert_allclose(box(fine), box(grid))
+    assert grid.at_spacing(grid.spacing) == grid
+    for bad in (3.0, 0.0, -2.0):
+        with pytest.raises(ValueError, match="cannot tile"):
+            grid.at_spacing(bad)
+
+
 def test_a_model_folder_with_an_unknown_normalisation_is_refused_by_name(tmp_path):
     folder = make_untrained_bundle(tmp_path / "m", grid=SMALL)
     manifest = json.loads((folder / "manifest.json").read_text())

@@ -189,3 +189,24 @@ def test_training_can_calibrate_for_the_tiers_itself(first_run, tmp_path):
     calibration = json.loads((out / "manifest.json").read_text())["training"]["calibration"]
     assert calibration["objective"] == "tiers"
     assert all("youden_threshold" in c for c in calibration["detectors"].values())
+
+
+def test_grid_spacing_is_trained_recorded_and_loaded(first_run, tmp_path):
+    """``--grid-spacing 5``: the same MNI box at 32x40x32; the manifest records the geometry, the
+    cache gets its own folder, and the folder loads as networks of that input size."""
+    root, bids, _ = first_run
+    model = tmp_path / "coarse"
+    assert train_main([str(bids), str(model), "--cache-dir", str(root / "cache"), *COMMON,
+                       "--grid-spacing", "5"]) == 0
+    bundle = load_bundle(model)
+    assert bundle.grid.shape == (32, 40, 32) and bundle.grid.spacing == 5.0
+    assert bundle.members[0]["motion_moderate"].input_shape == (32, 40, 32)
+    assert {p.name.split("_")[1] for p in (root / "cache").iterdir()} == {
+        "grid-32x40x32-5mm", "grid-64x80x64-2.5mm"}
+
+
+def test_a_grid_spacing_that_does_not_tile_the_box_is_refused_before_any_work(tmp_path, caplog):
+    assert train_main([str(tmp_path / "bids"), str(tmp_path / "m"), "--cache-dir", str(tmp_path / "c"),
+                       "--grid-spacing", "3"]) == 2
+    assert "--grid-spacing" in caplog.text and "cannot tile" in caplog.text
+    assert not (tmp_path / "c").exists()

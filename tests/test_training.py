@@ -248,6 +248,7 @@ def test_warm_start_refuses_another_split():
     assert any("no fold 1" in p for p in warm_start_problems(manifest, test, folds, [0, 1], grid))
     small = ModelGrid(shape=(16, 16, 16), spacing=10.0, origin=(-75.0, -75.0, -75.0))
     assert any("grid" in p for p in warm_start_problems(manifest, test, folds, [0], small))
+    assert any("2 mm" in p for p in warm_start_problems(manifest, test, folds, [0], grid.at_spacing(2.0)))
 
 
 def test_subject_bootstrap_interval_widens_when_errors_cluster_in_subjects():

@@ -82,6 +82,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "app: 'minmax' (published; the brightest voxel sets the scale) or "
                    "'clipped-minmax' (clip at the 99.5th percentile first, so a longer or shorter "
                    "bright tail of vessels and fat does not change the tissue's normalised brightness)")
+    p.add_argument("--grid-spacing", type=float, default=ModelGrid().spacing, metavar="MM",
+                   help=f"voxel size of the model grid (default {ModelGrid().spacing:g}); the box "
+                   "stays the same MNI extent, so e.g. 2 gives 80x100x80 voxels (about twice the "
+                   "training cost per image, finer cortex for the contrast and noise detectors)")
     p.add_argument("--seed", type=int, default=0, help="seed of the split, cache and draws")
     p.add_argument("--draw-seed", type=int, default=None,
                    help="seed of the training draws and batch order only (default --seed); give a "
@@ -129,8 +133,10 @@ def warm_start_problems(manifest: dict, test: list, folds: list, wanted, grid: M
         elif sorted(old["train_subjects"]) != sorted(folds[f][0]) or \
                 sorted(old["val_subjects"]) != sorted(folds[f][1]):
             problems.append(f"its fold {f} has other training/validation subjects")
-    if ModelGrid.from_dict(manifest["input"]).shape != grid.shape:
-        problems.append("its input grid differs")
+    old = ModelGrid.from_dict(manifest["input"])
+    if (old.shape, old.spacing, old.origin) != (grid.shape, grid.spacing, grid.origin):
+        problems.append(f"its input grid differs ({'x'.join(map(str, old.shape))} at {old.spacing:g} mm, "
+                        f"this run {'x'.join(map(str, grid.shape))} at {grid.spacing:g} mm)")
     return problems
 
 
@@ -164,7 +170,11 @@ def main(argv=None) -> int:
         return 2
     command = "bids-qc-train " + shlex.join(sys.argv[1:] if argv is None else list(argv))
     schemes = LABEL_SCHEMES_PAPER if args.noise_severe_scheme == "paper" else LABEL_SCHEMES
-    grid = ModelGrid(normalisation=NORMALISATIONS[args.normalisation])
+    try:
+        grid = ModelGrid(normalisation=NORMALISATIONS[args.normalisation]).at_spacing(args.grid_spacing)
+    except ValueError as exc:
+        LOGGER.error("--grid-spacing: %s", exc)
+        return 2
     t0 = time.perf_counter()
     entries = build_cache(args.bids_dir, args.cache_dir, grid, args.motion_variants, args.seed,
                           args.nprocs, args.motion_timing)
