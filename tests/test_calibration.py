@@ -38,6 +38,18 @@ def test_youden_threshold_stays_within_bounds_and_prefers_half_on_ties():
     assert youden_threshold(labels, [0.1, 0.2, 0.8, 0.9]) == pytest.approx(0.5)
 
 
+def test_youden_threshold_without_bounds_is_the_best_balanced_accuracy_of_any_threshold():
+    """bench_heldout's upper bound: no threshold may beat the one it reports."""
+    from bids_qc.training.metrics import binary_scores
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 300)
+    probs = np.clip(rng.normal(0.45 + 0.1 * labels, 0.15), 0, 1)  # overlapping classes
+    best = binary_scores(labels, probs >= youden_threshold(labels, probs, bounds=(0.0, 1.0)))
+    every = [binary_scores(labels, probs >= t)["balanced_accuracy"] for t in np.linspace(0, 1, 1001)]
+    assert best["balanced_accuracy"] >= max(every) - 1e-12
+
+
 class ShiftedMeanDetector(nn.Module):
     """P(positive) = sigmoid(200 (mean intensity - 0.17) - 3): noise raises the mean of these
     min-max normalised images (clean ~0.16, noisy ~0.18), so the ranking is right but the 0.5

@@ -26,3 +26,13 @@ def test_the_card_says_how_motion_was_timed_and_reads_old_manifests_as_uniform()
     assert "timed as TorchIO's RandomMotion" in render_model_card(manifest)
     del manifest["training"]["motion_timing"]
     assert "at sorted uniform random times" in render_model_card(manifest)
+
+
+def test_the_best_threshold_bound_is_rendered_only_when_the_benchmark_measured_it():
+    manifest = json.loads((SHIPPED / "manifest.json").read_text())
+    heldout = json.loads((SHIPPED / "heldout_benchmark.json").read_text())
+    for s in heldout["detectors"].values():
+        s.pop("best_threshold", None), s.pop("best_threshold_balanced_accuracy", None)
+    assert "upper bound" not in render_model_card(manifest, heldout=heldout)
+    heldout["detectors"]["contrast_moderate"].update(best_threshold=0.511, best_threshold_balanced_accuracy=0.899)
+    assert "contrast_moderate 89.9 (at 0.51)" in render_model_card(manifest, heldout=heldout)

@@ -115,6 +115,7 @@ def render_model_card(manifest: dict, heldout: dict | None = None, notes: str = 
             lines += ["", f"In parentheses: 95 % interval of the balanced accuracy, percentile bootstrap "
                           f"resampling the {heldout['n_subjects']} held-out subjects (their images are "
                           "not independent)."]
+        lines += _threshold_bound_lines(heldout.get("detectors", {}))
         mv = heldout.get("motion_vs_clean", {})
         if mv:
             lines += ["", "Motion only vs clean on the same held-out images (the Tenengrad formula is the bar):", "",
@@ -136,6 +137,17 @@ def render_model_card(manifest: dict, heldout: dict | None = None, notes: str = 
               "are a derivative and are shared under CC BY-SA 3.0 with credit to the IXI dataset. "
               "Template: MNI ICBM152 2009a (see `bids_qc/data/TEMPLATE_LICENSE.txt`).", ""]
     return "\n".join(lines)
+
+
+def _threshold_bound_lines(detectors: dict) -> list[str]:
+    """Balanced accuracy at the best threshold for the benchmark's own images (an upper bound)."""
+    bound = {d: s for d, s in detectors.items() if "best_threshold_balanced_accuracy" in s}
+    if not bound:
+        return []
+    listed = "; ".join(f"{d} {_pct(s['best_threshold_balanced_accuracy'])} (at {s['best_threshold']:.2f})"
+                       for d, s in bound.items())
+    return ["", "Balanced accuracy % at the best threshold for these very images, chosen on them, so an "
+                f"upper bound rather than a result (below a published figure, no threshold reaches it): {listed}."]
 
 
 def _bright_tail_lines(bt: dict | None) -> list[str]:
