@@ -12,6 +12,7 @@ from bids_qc.cli.calibrate import main as calibrate_main
 from bids_qc.cli.train import main as train_main
 from bids_qc.models import load_bundle
 from bids_qc.preprocessing import CLIPPED_MINMAX, MINMAX
+from bids_qc.scan import assess_scan
 from bids_qc.training.cache import cache_settings
 
 COMMON = ["--n-test", "2", "--k", "2", "--folds", "0", "--epochs", "1",
@@ -201,6 +202,8 @@ def test_grid_spacing_is_trained_recorded_and_loaded(first_run, tmp_path):
     bundle = load_bundle(model)
     assert bundle.grid.shape == (32, 40, 32) and bundle.grid.spacing == 5.0
     assert bundle.members[0]["motion_moderate"].input_shape == (32, 40, 32)
+    record = assess_scan(next(bids.glob("sub-00/anat/*_T1w.nii.gz")), bundle, want_images=False).record
+    assert record["status"] == "ok" and record["preprocessing"]["model_grid"]["shape"] == [32, 40, 32]
     assert {p.name.split("_")[1] for p in (root / "cache").iterdir()} == {
         "grid-32x40x32-5mm", "grid-64x80x64-2.5mm"}
 
