@@ -113,6 +113,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train-only", default=None, metavar="DETECTORS",
                    help="with --init-from: comma list of detectors to train further; the others "
                    "are copied unchanged")
+    p.add_argument("--reinit", action="store_true",
+                   help="with --train-only: train those detectors again from a fresh random "
+                   "initialisation (seeded) instead of continuing their weights; the others are "
+                   "copied unchanged. For a detector whose continuation has stalled")
     p.add_argument("-v", "--verbose", action="store_true")
     return p
 
@@ -140,10 +144,12 @@ def warm_start_problems(manifest: dict, test: list, folds: list, wanted, grid: M
     return problems
 
 
-def _warm_start_outcome(states: dict, start: dict, manifest: dict, fold: int, report: dict):
+def _warm_start_outcome(states: dict, start: dict, manifest: dict, fold: int, report: dict,
+                        reinit: bool = False):
     """Warm start: the network of every detector (trained ones: the best of their starting weights,
-    scored as epoch 0, and their trained epochs; the others: the starting ones, with the figures of
-    the starting manifest) and, per detector, what was kept, for the manifest."""
+    scored as epoch 0, and their trained epochs, or with ``reinit`` of their epochs from a fresh
+    initialisation; the others: the starting ones, with the figures of the starting manifest) and,
+    per detector, what was kept, for the manifest."""
     old = next(r for r in manifest["training"]["folds"] if r["fold"] == fold)["val_at_best"]
     nets, outcome = {}, {}
     for det in DETECTORS:
@@ -153,6 +159,10 @@ def _warm_start_outcome(states: dict, start: dict, manifest: dict, fold: int, re
             report["val_at_best"][det] = old.get(det)
             continue
         nets[det] = st.net
+        if reinit:
+            outcome[det] = {"trained": True, "kept": "reinitialised", "best_epoch": st.best_epoch,
+                            **{f"best_{k}": st.best[k] for k in ("val_loss", "val_auc")}}
+            continue
         outcome[det] = {"trained": True, "kept": "start" if st.best_epoch == 0 else "continued",
                         "best_epoch": st.best_epoch,
                         **{f"{which}_{k}": h[k] for which, h in (("start", st.history[0]), ("best", st.best))
@@ -207,6 +217,9 @@ def main(argv=None) -> int:
     elif args.train_only:
         LOGGER.error("--train-only needs --init-from")
         return 2
+    if args.reinit and not args.train_only:
+        LOGGER.error("--reinit needs --init-from and --train-only (the detectors to start afresh)")
+        return 2
     draw_seed = args.seed if args.draw_seed is None else args.draw_seed
     members, fold_reports, val_sets = [], [], []
     for f in wanted:
@@ -222,7 +235,7 @@ def main(argv=None) -> int:
         states = train_detectors(trained_dets, train_set, val_set, input_shape=grid.shape,
                                  epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                                  max_minutes=args.max_minutes, seed=draw_seed + f, schemes=schemes,
-                                 init=start, ema_decay=args.ema_decay, select_on=args.select_on)
+                                 init=None if args.reinit else start, ema_decay=args.ema_decay, select_on=args.select_on)
         report = {
             "fold": f, "train_subjects": train_subj, "val_subjects": val_subj,
             "minutes": round((time.perf_counter() - t_fold) / 60, 2),
@@ -232,7 +245,8 @@ def main(argv=None) -> int:
         }
         nets = {d: s.net for d, s in states.items()}
         if init is not None:
-            nets, report["warm_start"] = _warm_start_outcome(states, start, init.manifest, f, report)
+            nets, report["warm_start"] = _warm_start_outcome(states, start, init.manifest, f, report,
+                                                             args.reinit)
         members.append(nets)
         val_sets.append(val_set)
         fold_reports.append(report)
