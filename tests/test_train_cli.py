@@ -208,6 +208,30 @@ def test_grid_spacing_is_trained_recorded_and_loaded(first_run, tmp_path):
         "grid-32x40x32-5mm", "grid-64x80x64-2.5mm"}
 
 
+def test_reinit_starts_the_listed_detector_afresh_and_copies_the_others(first_run, tmp_path):
+    """``--reinit``: the listed detector is trained from fresh weights (its starting weights are
+    neither scored nor kept); the others stay byte-identical."""
+    root, bids, model = first_run
+    out = tmp_path / "fresh"
+    assert train_main([str(bids), str(out), "--cache-dir", str(root / "cache"), *COMMON,
+                       "--init-from", str(model), "--train-only", "noise_severe", "--reinit"]) == 0
+    fold = json.loads((out / "manifest.json").read_text())["training"]["folds"][0]
+    kept = fold["warm_start"]["detectors"]
+    assert kept["noise_severe"]["kept"] == "reinitialised" and kept["motion_severe"]["kept"] == "start"
+    assert fold["history"]["noise_severe"][0]["epoch"] == 1  # no epoch 0: the start is not scored
+    before, after = weights(model), weights(out)
+    changed = {key.split(".")[0] for name, tensors in before.items() for key, value in tensors.items()
+               if not (after[name][key] == value).all()}
+    assert changed == {"noise_severe"}
+
+
+def test_reinit_without_the_detectors_to_restart_is_refused(first_run, tmp_path, caplog):
+    root, bids, model = first_run
+    assert train_main([str(bids), str(tmp_path / "m"), "--cache-dir", str(root / "cache"), *COMMON,
+                       "--init-from", str(model), "--reinit"]) == 2
+    assert "--reinit needs" in caplog.text and not (tmp_path / "m").exists()
+
+
 def test_a_grid_spacing_that_does_not_tile_the_box_is_refused_before_any_work(tmp_path, caplog):
     assert train_main([str(tmp_path / "bids"), str(tmp_path / "m"), "--cache-dir", str(tmp_path / "c"),
                        "--grid-spacing", "3"]) == 2
