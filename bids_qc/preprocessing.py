@@ -71,12 +71,18 @@ class ModelGrid:
         """The grid of the same box (same MNI extent, same normalisation) sampled every ``spacing`` mm:
         the box must be a whole number of voxels of ``spacing`` along each axis."""
         extent = [n * self.spacing for n in self.shape]
-        shape = tuple(int(round(e / spacing)) for e in extent) if spacing > 0 else (0,)
-        if any(abs(n * spacing - e) > 1e-6 for n, e in zip(shape, extent)) or 0 in shape:
+        if spacing <= 0 or any(round(e / spacing) < 1 or abs(round(e / spacing) * spacing - e) > 1e-6
+                               for e in extent):
             raise ValueError(f"a {spacing:g} mm grid cannot tile the {'x'.join(f'{e:g}' for e in extent)} "
                              f"mm box of the model grid; choose a spacing that divides each side")
+        shape = tuple(int(round(e / spacing)) for e in extent)
         start = [o - self.spacing / 2 for o in self.origin]
         return ModelGrid(shape, float(spacing), tuple(s + spacing / 2 for s in start), self.normalisation)
+
+    @property
+    def shape_text(self) -> str:
+        """``"64x80x64"``: the shape as cache folders and messages name it."""
+        return "x".join(map(str, self.shape))
 
     @property
     def affine(self) -> np.ndarray:

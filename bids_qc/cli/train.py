@@ -139,8 +139,8 @@ def warm_start_problems(manifest: dict, test: list, folds: list, wanted, grid: M
             problems.append(f"its fold {f} has other training/validation subjects")
     old = ModelGrid.from_dict(manifest["input"])
     if (old.shape, old.spacing, old.origin) != (grid.shape, grid.spacing, grid.origin):
-        problems.append(f"its input grid differs ({'x'.join(map(str, old.shape))} at {old.spacing:g} mm, "
-                        f"this run {'x'.join(map(str, grid.shape))} at {grid.spacing:g} mm)")
+        problems.append(f"its input grid differs ({old.shape_text} at {old.spacing:g} mm, "
+                        f"this run {grid.shape_text} at {grid.spacing:g} mm)")
     return problems
 
 
@@ -180,6 +180,12 @@ def main(argv=None) -> int:
         return 2
     command = "bids-qc-train " + shlex.join(sys.argv[1:] if argv is None else list(argv))
     schemes = LABEL_SCHEMES_PAPER if args.noise_severe_scheme == "paper" else LABEL_SCHEMES
+    if args.train_only and args.init_from is None:
+        LOGGER.error("--train-only needs --init-from")
+        return 2
+    if args.reinit and not args.train_only:
+        LOGGER.error("--reinit needs --init-from and --train-only (the detectors to start afresh)")
+        return 2
     try:
         grid = ModelGrid(normalisation=NORMALISATIONS[args.normalisation]).at_spacing(args.grid_spacing)
     except ValueError as exc:
@@ -214,12 +220,6 @@ def main(argv=None) -> int:
                              "not trained would see inputs they were not made for (train all six)",
                              args.init_from, init.grid.normalisation, grid.normalisation)
                 return 2
-    elif args.train_only:
-        LOGGER.error("--train-only needs --init-from")
-        return 2
-    if args.reinit and not args.train_only:
-        LOGGER.error("--reinit needs --init-from and --train-only (the detectors to start afresh)")
-        return 2
     draw_seed = args.seed if args.draw_seed is None else args.draw_seed
     members, fold_reports, val_sets = [], [], []
     for f in wanted:
@@ -235,7 +235,8 @@ def main(argv=None) -> int:
         states = train_detectors(trained_dets, train_set, val_set, input_shape=grid.shape,
                                  epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                                  max_minutes=args.max_minutes, seed=draw_seed + f, schemes=schemes,
-                                 init=None if args.reinit else start, ema_decay=args.ema_decay, select_on=args.select_on)
+                                 init=None if args.reinit else start, ema_decay=args.ema_decay,
+                                 select_on=args.select_on)
         report = {
             "fold": f, "train_subjects": train_subj, "val_subjects": val_subj,
             "minutes": round((time.perf_counter() - t_fold) / 60, 2),

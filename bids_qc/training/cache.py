@@ -81,8 +81,8 @@ def build_cache(bids_dir, cache_dir, grid: ModelGrid = ModelGrid(), n_variants: 
     its files except ``n_variants`` and ``seed``, which must match between the runs that share it
     (training, then calibration: :func:`cache_settings`).
     """
-    shape = "x".join(map(str, grid.shape))
-    cache_dir = Path(cache_dir) / f"prep-v{PREPROCESSING_VERSION}_grid-{shape}-{grid.spacing:g}mm_motion-{motion_timing}"
+    cache_dir = Path(cache_dir) / (f"prep-v{PREPROCESSING_VERSION}_grid-{grid.shape_text}-{grid.spacing:g}mm"
+                                   f"_motion-{motion_timing}")
     cache_dir.mkdir(parents=True, exist_ok=True)
     scans = find_t1w(bids_dir)
     jobs = [(sub, str(p), str(cache_dir / f"{p.name.split('.')[0]}.npz"), grid.to_dict(), n_variants,
