@@ -6,7 +6,7 @@
 1. Simulated artefacts on the model's held-out IXI subjects (listed in its manifest, never trained
    on): every grade combination drawn as in training, re-simulated here from the raw scans with a
    fixed seed (motion timed as TorchIO's RandomMotion; ``--motion-timing uniform`` for the
-   sorted uniform times models up to v2.1 were trained on) -> balanced accuracy (with a 95 %
+   sorted uniform times the shipped models were trained on) -> balanced accuracy (with a 95 %
    interval from resampling whole subjects) / sensitivity / specificity / AUC per detector and
    for the tier decisions, beside the published targets.
 2. Motion only vs clean on the same subjects: detector AUC beside the Tenengrad formula's AUC
