@@ -94,6 +94,8 @@ def main(argv=None) -> int:
     if args.json:
         args.json.write_text(json.dumps({"model_id": results[0].get("model_id"),
                                          "seeds": [r.get("seed") for r in results],
+                                         "motion_timing": sorted({r.get("motion_timing") for r in results}),
+                                         "n_images": sum(r.get("n_images", 0) for r in results),
                                          "decisions": summary}, indent=1) + "\n")
     return 0
 

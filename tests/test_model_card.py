@@ -36,3 +36,16 @@ def test_the_best_threshold_bound_is_rendered_only_when_the_benchmark_measured_i
     assert "upper bound" not in render_model_card(manifest, heldout=heldout)
     heldout["detectors"]["contrast_moderate"].update(best_threshold=0.511, best_threshold_balanced_accuracy=0.899)
     assert "contrast_moderate 89.9 (at 0.51)" in render_model_card(manifest, heldout=heldout)
+
+
+def test_several_draws_are_rendered_by_seed_with_their_mean():
+    manifest = json.loads((SHIPPED / "manifest.json").read_text())
+    draws = {"model_id": manifest["model_id"], "seeds": [12345, 1], "n_images": 480,
+             "decisions": {"contrast_moderate": {"by_draw": [91.5, 88.0], "mean": 89.75},
+                           "tier_1_vs_2": {"by_draw": [97.1, 94.4], "mean": 95.75}}}
+    assert "over 2 draws" not in render_model_card(manifest)
+    card = render_model_card(manifest, draws=draws)
+    assert "## Held-out subjects over 2 draws (`benchmarks/bench_draws.py --seeds 12345 1`, 480 images)" in card
+    assert "| decision | seed 12345 | seed 1 | mean | published |" in card
+    assert "| contrast_moderate | 91.5 | 88.0 | 89.8 | 90.2 |" in card
+    assert "| tier_1_vs_2 | 97.1 | 94.4 | 95.8 | 91.0 |" in card

@@ -39,7 +39,10 @@ def _table(figures: dict) -> list[str]:
     return lines
 
 
-def render_model_card(manifest: dict, heldout: dict | None = None, notes: str = "") -> str:
+def render_model_card(manifest: dict, heldout: dict | None = None, notes: str = "",
+                      draws: dict | None = None) -> str:
+    """``heldout``: a ``bench_heldout.py --json`` file; ``draws``: a ``bench_draws.py --json`` file
+    (the same benchmark over several seeds); ``notes``: the Limits section."""
     t = manifest.get("training", {})
     folds = t.get("folds", [])
     lines = [f"# Model card: {manifest['model_id']}", "",
@@ -123,14 +126,15 @@ def render_model_card(manifest: dict, heldout: dict | None = None, notes: str = 
             for name, v in mv.items():
                 lines.append(f"| {name} | {v['detector_auc']:.3f} | {v['tenengrad_auc']:.3f} | {v['n']} |")
         lines += _bright_tail_lines(heldout.get("bright_tail"))
-        rp = heldout.get("real_motion_pairs")
-        if rp:
-            lines += ["", "## Real motion (motion_pairs, 6 subjects)", "",
-                      f"- Slabs judged by the detectors: {rp['n_judged_by_detectors']}/{rp['n_slabs']} "
-                      "(20-slice slabs: partial coverage, no registration, no verdict).",
-                      ] + [f"- {m} reported by the app: moving scan ranked worse in {rp[m + '_pairs']}/6 "
-                           f"pairs, AUC {rp[m + '_auc']:.3f}." for m in ("snr_native", "tenengrad")
-                           if m + "_pairs" in rp]
+    lines += _draws_lines(draws)
+    rp = (heldout or {}).get("real_motion_pairs")
+    if rp:
+        lines += ["", "## Real motion (motion_pairs, 6 subjects)", "",
+                  f"- Slabs judged by the detectors: {rp['n_judged_by_detectors']}/{rp['n_slabs']} "
+                  "(20-slice slabs: partial coverage, no registration, no verdict).",
+                  ] + [f"- {m} reported by the app: moving scan ranked worse in {rp[m + '_pairs']}/6 "
+                       f"pairs, AUC {rp[m + '_auc']:.3f}." for m in ("snr_native", "tenengrad")
+                       if m + "_pairs" in rp]
     lines += ["", "## Limits", notes or "", "",
               "## Licence",
               "Trained on IXI images (CC BY-SA 3.0, https://brain-development.org/ixi-dataset/): the weights "
@@ -165,4 +169,22 @@ def _bright_tail_lines(bt: dict | None) -> list[str]:
     for det, v in bt["detectors"].items():
         lines.append(f"| {det} | " + " | ".join(f"{k}/{n}" for k in v["positive"])
                      + f" | {v['mean_abs_shift']:.3f} |")
+    return lines
+
+
+def _draws_lines(draws: dict | None) -> list[str]:
+    """Balanced accuracy by benchmark draw and the mean (``benchmarks/bench_draws.py --json``)."""
+    if not draws:
+        return []
+    seeds = draws["seeds"]
+    lines = ["", f"## Held-out subjects over {len(seeds)} draws (`benchmarks/bench_draws.py --seeds "
+                 f"{' '.join(map(str, seeds))}`, {draws.get('n_images', '?')} images)", "",
+             "The benchmark above re-simulated with other seeds: same subjects, other artefacts. One draw "
+             "moves by a point or two when one or two images change side; the mean is the steadier figure. "
+             "Balanced accuracy %:", "",
+             "| decision | " + " | ".join(f"seed {s}" for s in seeds) + " | mean | published |",
+             "| --- " * (len(seeds) + 3) + "|"]
+    for name, v in draws["decisions"].items():
+        lines.append(f"| {name} | " + " | ".join(f"{x:.1f}" for x in v["by_draw"])
+                     + f" | {v['mean']:.1f} | {PUBLISHED.get(name, float('nan')):.1f} |")
     return lines
