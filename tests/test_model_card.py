@@ -49,3 +49,15 @@ def test_several_draws_are_rendered_by_seed_with_their_mean():
     assert "| decision | seed 12345 | seed 1 | mean | published |" in card
     assert "| contrast_moderate | 91.5 | 88.0 | 89.8 | 90.2 |" in card
     assert "| tier_1_vs_2 | 97.1 | 94.4 | 95.8 | 91.0 |" in card
+
+
+def test_real_pairs_list_the_slab_detector_beside_the_metrics():
+    manifest = json.loads((SHIPPED / "manifest.json").read_text())
+    heldout = json.loads((SHIPPED / "heldout_benchmark.json").read_text())
+    heldout["real_motion_pairs"] = {"n_slabs": 12, "n_judged_by_detectors": 0,
+                                    "slab_motion_score_pairs": 6, "slab_motion_score_auc": 0.8333,
+                                    "tenengrad_pairs": 6, "tenengrad_auc": 0.6944}
+    card = render_model_card(manifest, heldout=heldout)
+    assert "- slab_motion_score reported by the app: moving scan ranked worse in 6/6 pairs, AUC 0.833." in card
+    assert "- tenengrad reported by the app: moving scan ranked worse in 6/6 pairs, AUC 0.694." in card
+    assert "snr_native reported" not in card

@@ -133,7 +133,7 @@ def render_model_card(manifest: dict, heldout: dict | None = None, notes: str = 
                   f"- Slabs judged by the detectors: {rp['n_judged_by_detectors']}/{rp['n_slabs']} "
                   "(20-slice slabs: partial coverage, no registration, no verdict).",
                   ] + [f"- {m} reported by the app: moving scan ranked worse in {rp[m + '_pairs']}/6 "
-                       f"pairs, AUC {rp[m + '_auc']:.3f}." for m in ("snr_native", "tenengrad")
+                       f"pairs, AUC {rp[m + '_auc']:.3f}." for m in ("slab_motion_score", "snr_native", "tenengrad")
                        if m + "_pairs" in rp]
     lines += ["", "## Limits", notes or "", "",
               "## Licence",
