@@ -163,13 +163,10 @@ def _bright_tail_lines(bt: dict | None) -> list[str]:
              "level scaled by " + ", ".join(f"x{f:g}" for f in factors) + " (the excess of "
              "the brightest voxels, mostly vessels and fat, over that level is multiplied by the "
              "factor; no artefact); clean scans called positive, and the mean probability shift between the "
-             "extremes:", "",
-             "| detector | " + " | ".join(f"x{f:g}" for f in factors) + " | mean abs shift |",
-             "| --- " * (len(factors) + 2) + "|"]
-    for det, v in bt["detectors"].items():
-        lines.append(f"| {det} | " + " | ".join(f"{k}/{n}" for k in v["positive"])
-                     + f" | {v['mean_abs_shift']:.3f} |")
-    return lines
+             "extremes:", ""]
+    return lines + _md_table(["detector", *(f"x{f:g}" for f in factors), "mean abs shift"],
+                             [[det, *(f"{k}/{n}" for k in v["positive"]), f"{v['mean_abs_shift']:.3f}"]
+                              for det, v in bt["detectors"].items()])
 
 
 def _draws_lines(draws: dict | None) -> list[str]:
@@ -181,10 +178,13 @@ def _draws_lines(draws: dict | None) -> list[str]:
                  f"{' '.join(map(str, seeds))}`, {draws.get('n_images', '?')} images)", "",
              "The benchmark above re-simulated with other seeds: same subjects, other artefacts. One draw "
              "moves by a point or two when one or two images change side; the mean is the steadier figure. "
-             "Balanced accuracy %:", "",
-             "| decision | " + " | ".join(f"seed {s}" for s in seeds) + " | mean | published |",
-             "| --- " * (len(seeds) + 3) + "|"]
-    for name, v in draws["decisions"].items():
-        lines.append(f"| {name} | " + " | ".join(f"{x:.1f}" for x in v["by_draw"])
-                     + f" | {v['mean']:.1f} | {PUBLISHED.get(name, float('nan')):.1f} |")
-    return lines
+             "Balanced accuracy %:", ""]
+    return lines + _md_table(["decision", *(f"seed {s}" for s in seeds), "mean", "published"],
+                             [[name, *(f"{x:.1f}" for x in v["by_draw"]), f"{v['mean']:.1f}",
+                               f"{PUBLISHED.get(name, float('nan')):.1f}"] for name, v in draws["decisions"].items()])
+
+
+def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
+    """A Markdown table, one line per row."""
+    return (["| " + " | ".join(header) + " |", "| --- " * len(header) + "|"]
+            + ["| " + " | ".join(r) + " |" for r in rows])
