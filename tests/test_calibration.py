@@ -14,6 +14,7 @@ from bids_qc.grading import (
 )
 from bids_qc.training.calibration import (
     calibrate_thresholds,
+    check_keep_youden,
     detector_labels,
     tier_objective,
     tier_thresholds,
@@ -129,3 +130,35 @@ def test_calibration_objective_is_checked():
     val = SimulatedSet(entries, n_per_subject=2, seed=3, grid=TINY)
     with pytest.raises(ValueError, match="all six"):
         calibrate_thresholds([({"noise_moderate": ShiftedMeanDetector()}, val)], objective="tiers")
+
+
+def test_tier_thresholds_leave_a_fixed_detector_at_its_start():
+    grades, probs = _six_detectors_one_shy_of_clean_scans()
+    labels = detector_labels(grades, LABEL_SCHEMES)
+    youden = {d: youden_threshold(labels[d][labels[d] >= 0], probs[d][labels[d] >= 0]) for d in probs}
+    free = tier_thresholds(grades, probs, youden)
+    assert free["contrast_moderate"] != youden["contrast_moderate"]  # the ascent would move it ...
+    fixed = tier_thresholds(grades, probs, youden, fixed=("contrast_moderate",))
+    assert fixed["contrast_moderate"] == youden["contrast_moderate"]  # ... but it is kept
+    assert {d: t for d, t in fixed.items() if d != "contrast_moderate"} == \
+        {d: t for d, t in youden.items() if d != "contrast_moderate"}
+
+
+def test_keep_youden_is_checked():
+    entries = tiny_entries(2)
+    val = SimulatedSet(entries, n_per_subject=2, seed=3, grid=TINY)
+    with pytest.raises(ValueError, match="needs objective 'tiers'"):
+        calibrate_thresholds([({"noise_moderate": ShiftedMeanDetector()}, val)], keep_youden=["noise_moderate"])
+    with pytest.raises(ValueError, match=r"unknown detector\(s\) \['noise_sever'\]"):
+        check_keep_youden(["noise_sever"], "tiers")
+    check_keep_youden(["noise_severe"], "tiers")
+    check_keep_youden([], "youden")
+
+
+def test_calibrate_cli_refuses_keep_youden_without_tiers_before_any_work(tmp_path):
+    from bids_qc.cli.calibrate import main
+
+    with pytest.raises(SystemExit, match="needs objective 'tiers'"):
+        main([str(tmp_path / "no-model"), str(tmp_path), "--cache-dir", str(tmp_path / "cache"),
+              "--keep-youden", "noise_severe"])
+    assert not (tmp_path / "cache").exists()

@@ -237,3 +237,14 @@ def test_a_grid_spacing_that_does_not_tile_the_box_is_refused_before_any_work(tm
                        "--grid-spacing", "3"]) == 2
     assert "--grid-spacing" in caplog.text and "cannot tile" in caplog.text
     assert not (tmp_path / "c").exists()
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--calibration-keep-youden", "noise_severe"], "needs objective 'tiers'"),
+    (["--calibration-objective", "tiers", "--calibration-keep-youden", "noise"], "unknown detector"),
+])
+def test_a_bad_keep_youden_is_refused_before_any_work(extra, message, tmp_path, caplog):
+    assert train_main([str(tmp_path / "bids"), str(tmp_path / "m"), "--cache-dir", str(tmp_path / "c"),
+                       *extra]) == 2
+    assert "--calibration-keep-youden" in caplog.text and message in caplog.text
+    assert not (tmp_path / "c").exists()

@@ -24,7 +24,7 @@ import torch
 from bids_qc.models import MANIFEST, load_bundle
 from bids_qc.record import DETECTORS
 from bids_qc.training.cache import build_cache, cache_settings
-from bids_qc.training.calibration import METHODS, calibrate_thresholds
+from bids_qc.training.calibration import METHODS, calibrate_thresholds, check_keep_youden
 from bids_qc.training.data import images_of
 from bids_qc.training.ensemble import MeanEnsemble
 from bids_qc.training.evaluate import evaluate_detectors
@@ -47,6 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="youden: each detector at its own Youden point (default, as earlier folders "
                         "were calibrated); tiers: from there, thresholds moved jointly to serve the tier "
                         "verdict as well as the detectors (see bids_qc.training.calibration)")
+    p.add_argument("--keep-youden", default="", metavar="DETECTORS",
+                   help="with --objective tiers: comma-separated detectors left at their Youden points "
+                        "while the others move (e.g. noise_severe)")
     return p
 
 
@@ -55,6 +58,11 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     torch.set_num_threads(args.threads)
     command = "bids-qc-calibrate " + shlex.join(sys.argv[1:] if argv is None else list(argv))
+    keep_youden = [d for d in args.keep_youden.split(",") if d]
+    try:
+        check_keep_youden(keep_youden, args.objective)
+    except ValueError as err:
+        raise SystemExit(f"bids-qc-calibrate: {err}") from err
     bundle = load_bundle(args.model_dir)
     manifest = bundle.manifest
     training = manifest["training"]
@@ -71,7 +79,7 @@ def main(argv=None) -> int:
     pairs = [(nets, images_of(entries, f["val_subjects"], args.val_samples_per_subject, args.seed,
                                  "val", bundle.grid))
              for nets, f in zip(bundle.members, folds)]
-    calibration = calibrate_thresholds(pairs, schemes, objective=args.objective)
+    calibration = calibrate_thresholds(pairs, schemes, objective=args.objective, keep_youden=keep_youden)
     thresholds = {d: c["threshold"] for d, c in calibration.items()}
     for det, c in calibration.items():
         LOGGER.info("%s: threshold %.3f, validation balanced accuracy %.3f at 0.5 -> %.3f", det,
@@ -85,7 +93,7 @@ def main(argv=None) -> int:
     for det in DETECTORS:
         manifest["detectors"][det]["threshold"] = thresholds[det]
     training["calibration"] = {"method": METHODS[args.objective], "objective": args.objective,
-                               "detectors": calibration, "command": command}
+                               "keep_youden": keep_youden, "detectors": calibration, "command": command}
     (args.model_dir / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
     (args.model_dir / "MODEL_CARD.md").write_text(render_model_card(manifest))
     print(json.dumps(metrics["heldout_simulated"], indent=1))

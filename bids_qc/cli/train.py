@@ -25,7 +25,7 @@ from bids_qc.preprocessing import NORMALISATIONS, ModelGrid
 from bids_qc.record import DETECTORS
 from bids_qc.simulation import MOTION_TIMINGS
 from bids_qc.training.cache import build_cache
-from bids_qc.training.calibration import METHODS, calibrate_thresholds
+from bids_qc.training.calibration import METHODS, calibrate_thresholds, check_keep_youden
 from bids_qc.training.data import GRADE_PROBS, SimulatedSet, images_of
 from bids_qc.training.ensemble import MeanEnsemble
 from bids_qc.training.evaluate import evaluate_detectors
@@ -107,6 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="choose decision thresholds on the validation subjects (default) or keep 0.5")
     p.add_argument("--calibration-objective", choices=sorted(METHODS), default="youden",
                    help="how --calibrate chooses them (as bids-qc-calibrate --objective; default youden)")
+    p.add_argument("--calibration-keep-youden", default="", metavar="DETECTORS",
+                   help="with --calibration-objective tiers: comma-separated detectors left at their "
+                        "Youden points (as bids-qc-calibrate --keep-youden)")
     p.add_argument("--init-from", type=Path, default=None, metavar="MODEL_DIR",
                    help="warm start: continue training a model folder made by this command with "
                    "the same data, seed, folds and held-out subjects (checked)")
@@ -186,6 +189,12 @@ def main(argv=None) -> int:
     if args.reinit and not args.train_only:
         LOGGER.error("--reinit needs --init-from and --train-only (the detectors to start afresh)")
         return 2
+    keep_youden = [d for d in args.calibration_keep_youden.split(",") if d]
+    try:
+        check_keep_youden(keep_youden, args.calibration_objective, schemes)
+    except ValueError as exc:
+        LOGGER.error("--calibration-keep-youden: %s", exc)
+        return 2
     try:
         grid = ModelGrid(normalisation=NORMALISATIONS[args.normalisation]).at_spacing(args.grid_spacing)
     except ValueError as exc:
@@ -254,7 +263,7 @@ def main(argv=None) -> int:
     test_set = images_of(entries, test, args.test_samples_per_subject, args.seed, "test", grid)
     nets = {d: MeanEnsemble([m[d] for m in members]).eval() for d in DETECTORS}
     calibration = (calibrate_thresholds(list(zip(members, val_sets)), schemes,
-                                        objective=args.calibration_objective)
+                                        objective=args.calibration_objective, keep_youden=keep_youden)
                    if args.calibrate else {})
     thresholds = {d: c["threshold"] for d, c in calibration.items()}
     test_metrics = evaluate_detectors(nets, test_set, schemes=schemes, thresholds=thresholds)
@@ -282,7 +291,7 @@ def main(argv=None) -> int:
             "threads": args.threads, "folds": fold_reports,
             "warm_start": str(args.init_from) if args.init_from else None,
             "calibration": {"method": METHODS[args.calibration_objective],
-                            "objective": args.calibration_objective,
+                            "objective": args.calibration_objective, "keep_youden": keep_youden,
                             "detectors": calibration} if calibration else None,
         },
         "metrics": {"heldout_simulated": test_metrics},

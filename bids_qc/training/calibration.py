@@ -15,6 +15,8 @@ against a tenth of contrast-clean scans carrying other artefacts, which are tier
 (coordinate ascent on a 0.01 grid within the same bounds, ties to the Youden point) to maximise, on
 the same pooled validation images, the mean of the two tier balanced accuracies (1+2 vs 3, 1 vs 2)
 plus the mean of the six detector balanced accuracies: the verdict and its explanation count equally.
+``keep_youden`` names detectors that stay at their Youden points while the others move (a detector
+whose own accuracy the tier objective would trade away, e.g. severe noise).
 """
 from __future__ import annotations
 
@@ -74,14 +76,15 @@ def tier_objective(grades: np.ndarray, probs: dict, thresholds: dict, labels: di
 
 
 def tier_thresholds(grades: np.ndarray, probs: dict, start: dict, schemes=LABEL_SCHEMES,
-                    rounds: int = 5) -> dict:
+                    rounds: int = 5, fixed=()) -> dict:
     """Coordinate ascent of ``tier_objective`` over ``GRID`` from ``start`` (detector ->
-    threshold); each step keeps the best threshold of one detector, ties to its start value."""
+    threshold); each step keeps the best threshold of one detector, ties to its start value.
+    Detectors in ``fixed`` keep their start value."""
     labels = detector_labels(grades, schemes)
     thresholds = dict(start)
     for _ in range(rounds):
         moved = False
-        for det in probs:
+        for det in (d for d in probs if d not in fixed):
             def key(t, det=det):
                 return (round(tier_objective(grades, probs, {**thresholds, det: t}, labels), 9),
                         -abs(t - start[det]))
@@ -94,9 +97,10 @@ def tier_thresholds(grades: np.ndarray, probs: dict, start: dict, schemes=LABEL_
 
 
 def calibrate_thresholds(members_and_sets, schemes=LABEL_SCHEMES, batch_size: int = 6,
-                         objective: str = "youden") -> dict:
+                         objective: str = "youden", keep_youden=()) -> dict:
     """Thresholds per detector from pooled validation predictions (``objective``: a key of
-    ``METHODS``; ``"tiers"`` needs all six detectors).
+    ``METHODS``; ``"tiers"`` needs all six detectors; ``keep_youden``: detectors that ``"tiers"``
+    leaves at their Youden points).
 
     ``members_and_sets``: ``[(nets, val_set), ...]``, one per cross-validation fold, where
     ``nets`` maps detector -> network trained on that fold and ``val_set`` is the fold's
@@ -107,6 +111,7 @@ def calibrate_thresholds(members_and_sets, schemes=LABEL_SCHEMES, batch_size: in
         raise ValueError(f"unknown calibration objective {objective!r}; choose from {sorted(METHODS)}")
     if objective == "tiers" and not set(schemes) <= {d for nets, _ in members_and_sets for d in nets}:
         raise ValueError("objective 'tiers' needs all six detectors")
+    check_keep_youden(keep_youden, objective, schemes)
     pooled_probs: dict[str, list] = {}
     pooled_grades = []
     for nets, val_set in members_and_sets:
@@ -118,7 +123,8 @@ def calibrate_thresholds(members_and_sets, schemes=LABEL_SCHEMES, batch_size: in
     probs = {d: np.concatenate(p) for d, p in pooled_probs.items()}
     labels = detector_labels(grades, {d: schemes[d] for d in probs})
     youden = {d: youden_threshold(labels[d][labels[d] >= 0], probs[d][labels[d] >= 0]) for d in probs}
-    chosen = tier_thresholds(grades, probs, youden, schemes) if objective == "tiers" else youden
+    chosen = (tier_thresholds(grades, probs, youden, schemes, fixed=tuple(keep_youden))
+              if objective == "tiers" else youden)
     out = {}
     for det in probs:
         out[det] = {"threshold": round(chosen[det], 4),
@@ -128,3 +134,14 @@ def calibrate_thresholds(members_and_sets, schemes=LABEL_SCHEMES, batch_size: in
         if objective == "tiers":
             out[det]["youden_threshold"] = round(youden[det], 4)
     return out
+
+
+def check_keep_youden(keep_youden, objective: str, schemes=LABEL_SCHEMES) -> None:
+    """``keep_youden`` only means something with ``objective="tiers"`` and must name detectors."""
+    if not keep_youden:
+        return
+    if objective != "tiers":
+        raise ValueError("keep_youden needs objective 'tiers' (with 'youden' every detector is at its Youden point)")
+    unknown = sorted(set(keep_youden) - set(schemes))
+    if unknown:
+        raise ValueError(f"keep_youden: unknown detector(s) {unknown}; choose from {sorted(schemes)}")
