@@ -26,6 +26,23 @@ from bids_qc import __version__
 ARTEFACTS = ("motion", "noise", "contrast")
 SEVERITIES = ("moderate", "severe")
 DETECTORS = tuple(f"{a}_{s}" for a in ARTEFACTS for s in SEVERITIES)
+
+
+def check_detector_names(names, known=DETECTORS) -> None:
+    """ValueError naming the entries of ``names`` that are not detectors (of ``known``)."""
+    unknown = sorted(set(names) - set(known))
+    if unknown:
+        raise ValueError(f"unknown detector(s) {unknown}; choose from {sorted(known)}")
+
+
+def detector_names(text: str | None) -> list[str]:
+    """``"motion_severe, noise_severe"`` -> the detectors listed (command-line options); empty
+    text lists none; an entry that is not a detector (also an empty one between commas) raises."""
+    if not text:
+        return []
+    names = [d.strip() for d in text.split(",")]
+    check_detector_names(names)
+    return names
 METRICS = ("snr", "nd_wgm", "aes", "tenengrad", "snr_native")
 SCHEMA_VERSION = 1
 

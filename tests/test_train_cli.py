@@ -248,3 +248,10 @@ def test_a_bad_keep_youden_is_refused_before_any_work(extra, message, tmp_path, 
                        *extra]) == 2
     assert "--calibration-keep-youden" in caplog.text and message in caplog.text
     assert not (tmp_path / "c").exists()
+
+
+def test_an_unknown_train_only_detector_is_refused_before_any_work(tmp_path, caplog):
+    assert train_main([str(tmp_path / "bids"), str(tmp_path / "m"), "--cache-dir", str(tmp_path / "c"),
+                       "--init-from", str(tmp_path / "model"), "--train-only", "motion_severe,noise"]) == 2
+    assert "--train-only: unknown detector(s) ['noise']" in caplog.text
+    assert not (tmp_path / "c").exists()

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from bids_qc.models import MANIFEST, load_bundle
-from bids_qc.record import DETECTORS
+from bids_qc.record import DETECTORS, detector_names
 from bids_qc.training.cache import build_cache, cache_settings
 from bids_qc.training.calibration import METHODS, calibrate_thresholds, check_keep_youden
 from bids_qc.training.data import images_of
@@ -58,8 +58,8 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     torch.set_num_threads(args.threads)
     command = "bids-qc-calibrate " + shlex.join(sys.argv[1:] if argv is None else list(argv))
-    keep_youden = [d for d in args.keep_youden.split(",") if d]
     try:
+        keep_youden = detector_names(args.keep_youden)
         check_keep_youden(keep_youden, args.objective)
     except ValueError as err:
         raise SystemExit(f"bids-qc-calibrate: {err}") from err

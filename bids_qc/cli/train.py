@@ -22,7 +22,7 @@ from bids_qc import __version__
 from bids_qc.grading import LABEL_SCHEMES, LABEL_SCHEMES_PAPER
 from bids_qc.models import load_bundle, save_bundle
 from bids_qc.preprocessing import NORMALISATIONS, ModelGrid
-from bids_qc.record import DETECTORS
+from bids_qc.record import DETECTORS, detector_names
 from bids_qc.simulation import MOTION_TIMINGS
 from bids_qc.training.cache import build_cache
 from bids_qc.training.calibration import METHODS, calibrate_thresholds, check_keep_youden
@@ -189,11 +189,16 @@ def main(argv=None) -> int:
     if args.reinit and not args.train_only:
         LOGGER.error("--reinit needs --init-from and --train-only (the detectors to start afresh)")
         return 2
-    keep_youden = [d for d in args.calibration_keep_youden.split(",") if d]
     try:
+        keep_youden = detector_names(args.calibration_keep_youden)
         check_keep_youden(keep_youden, args.calibration_objective, schemes)
     except ValueError as exc:
         LOGGER.error("--calibration-keep-youden: %s", exc)
+        return 2
+    try:
+        train_only = detector_names(args.train_only)
+    except ValueError as exc:
+        LOGGER.error("--train-only: %s", exc)
         return 2
     try:
         grid = ModelGrid(normalisation=NORMALISATIONS[args.normalisation]).at_spacing(args.grid_spacing)
@@ -218,12 +223,8 @@ def main(argv=None) -> int:
         if problems:
             LOGGER.error("cannot warm-start from %s: %s", args.init_from, "; ".join(problems))
             return 2
-        if args.train_only:
-            trained_dets = [d.strip() for d in args.train_only.split(",")]
-            unknown = sorted(set(trained_dets) - set(DETECTORS))
-            if unknown:
-                LOGGER.error("--train-only: unknown detector(s) %s; choose from %s", unknown, DETECTORS)
-                return 2
+        if train_only:
+            trained_dets = train_only
             if init.grid.normalisation != grid.normalisation:
                 LOGGER.error("--train-only: %s normalises its input %r, this run %r; the detectors "
                              "not trained would see inputs they were not made for (train all six)",

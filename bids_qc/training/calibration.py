@@ -24,7 +24,7 @@ import numpy as np
 from torch.utils.data import DataLoader
 
 from bids_qc.grading import LABEL_SCHEMES, binary_labels, grades_of, tiers_of
-from bids_qc.record import ARTEFACTS
+from bids_qc.record import ARTEFACTS, check_detector_names
 from bids_qc.training.evaluate import tier_scores
 from bids_qc.training.loop import evaluate
 from bids_qc.training.metrics import binary_scores
@@ -142,6 +142,7 @@ def check_keep_youden(keep_youden, objective: str, schemes=LABEL_SCHEMES) -> Non
         return
     if objective != "tiers":
         raise ValueError("keep_youden needs objective 'tiers' (with 'youden' every detector is at its Youden point)")
-    unknown = sorted(set(keep_youden) - set(schemes))
-    if unknown:
-        raise ValueError(f"keep_youden: unknown detector(s) {unknown}; choose from {sorted(schemes)}")
+    try:
+        check_detector_names(keep_youden, schemes)
+    except ValueError as err:
+        raise ValueError(f"keep_youden: {err}") from err
