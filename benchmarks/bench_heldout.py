@@ -236,7 +236,7 @@ def real_pairs(data: Path, bundle) -> dict:
         res.append({"participant_id": row.participant_id, "motion": int(row.motion), "status": a["status"],
                     "judged": judged, "p_motion_moderate": a["probabilities"]["motion_moderate"],
                     "slab_motion_score": (a.get("slab_motion") or {}).get("score"),
-                    **{m: a["metrics"][m] for m in ("snr_native", "tenengrad")},
+                    **{m: a["metrics"][m] for m in PAIR_SCORES if m in a["metrics"]},
                     "warning": next((w for w in a["warnings"] if "partial" in w), None)})
     df = pd.DataFrame(res)
     n_judged = int(df.judged.sum())

@@ -84,13 +84,11 @@ def render_model_card(manifest: dict, heldout: dict | None = None, notes: str = 
         if cal.get("command"):
             lines += ["```", cal["command"], "```", ""]
         youden = all("youden_threshold" in c for c in cal["detectors"].values())
-        rows = [["detector", "threshold", *(["Youden point"] if youden else []),
-                 "val b.acc % at 0.5", "val b.acc % at threshold", "n"]]
-        rows.append(["---"] * len(rows[0]))
-        rows += [[d, f"{c['threshold']:.3f}", *([f"{c['youden_threshold']:.3f}"] if youden else []),
-                  _pct(c["val_balanced_accuracy_at_0.5"]), _pct(c["val_balanced_accuracy"]),
-                  str(c["n_images"])] for d, c in cal["detectors"].items()]
-        lines += ["| " + " | ".join(row) + " |" for row in rows]
+        lines += _md_table(["detector", "threshold", *(["Youden point"] if youden else []),
+                            "val b.acc % at 0.5", "val b.acc % at threshold", "n"],
+                           [[d, f"{c['threshold']:.3f}", *([f"{c['youden_threshold']:.3f}"] if youden else []),
+                             _pct(c["val_balanced_accuracy_at_0.5"]), _pct(c["val_balanced_accuracy"]),
+                             str(c["n_images"])] for d, c in cal["detectors"].items()])
         lines.append("")
     for f in folds:
         best = f.get("best_epoch", {})
