@@ -9,8 +9,12 @@
    sorted uniform times the shipped models were trained on) -> balanced accuracy (with a 95 %
    interval from resampling whole subjects) / sensitivity / specificity / AUC per detector and
    for the tier decisions, beside the published targets.
-2. Motion only vs clean on the same subjects: detector AUC beside the Tenengrad formula's AUC
-   (bids_qc.metrics.tenengrad on the same images) - the bar from BASELINES.md.
+2. Each artefact alone vs clean on the same subjects: each detector's AUC beside the AUC of the
+   metric a user would otherwise screen with, computed on the same images - motion: the Tenengrad
+   formula (bids_qc.metrics.tenengrad, the bar from BASELINES.md); contrast: ND-WGM
+   (bids_qc.metrics.nd_wgm with the template's tissue masks on the model grid); noise: the white
+   matter's own SNR, mean / SD (MRIQC's snr_wm; the 2.5 mm box holds too little air for the app's
+   air-based SNR).
 3. Real motion (motion_pairs): what the app says for each slab and how the slab motion detector
    (the app's network for slabs, ``models/slab-motion-ixi-v1``) and the native-space metrics
    (snr_native, Tenengrad) rank the moving slab against the still one of the same subject.
@@ -35,10 +39,11 @@ sys.path.insert(0, str(ROOT))
 
 from bids_qc.exceptions import ModelError  # noqa: E402
 from bids_qc.grading import binary_labels, grades_from_probabilities, tier_from_grades  # noqa: E402
-from bids_qc.metrics import tenengrad  # noqa: E402
+from bids_qc.masks import prior_masks, priors_on_grid  # noqa: E402
+from bids_qc.metrics import nd_wgm, tenengrad  # noqa: E402
 from bids_qc.models import load_bundle  # noqa: E402
 from bids_qc.preprocessing import preprocess  # noqa: E402
-from bids_qc.record import DETECTORS  # noqa: E402
+from bids_qc.record import ARTEFACTS, DETECTORS  # noqa: E402
 from bids_qc.scan import assess_scan  # noqa: E402
 from bids_qc.simulation import MOTION_TIMINGS, simulate  # noqa: E402
 from bids_qc.slab_motion.detector import load_detector  # noqa: E402
@@ -83,7 +88,8 @@ def main(argv=None) -> int:
         return 1
     grid = bundle.grid
     t0 = time.perf_counter()
-    rows, motion_rows, row_subject, tail_rows = [], [], [], []
+    rows, vs_clean_rows, row_subject, tail_rows = [], [], [], []
+    baselines = BaselineMetrics(grid)
     for i, sub in enumerate(test_subjects):
         path = args.data / "ixi" / f"sub-{sub}" / "anat" / f"sub-{sub}_T1w.nii.gz"
         pre = preprocess(path, grid=grid, with_registered=False)
@@ -94,14 +100,16 @@ def main(argv=None) -> int:
             vol, _ = simulate(pre.scaled, grid.affine, grades, rng, args.motion_timing)
             rows.append((grades, predict(bundle, grid.normalise(vol))))
             row_subject.append(i)
-        for grade in (0, 1, 1, 2, 2):
-            vol, _ = simulate(pre.scaled, grid.affine, {"motion": grade}, rng, args.motion_timing)
-            motion_rows.append((grade, predict(bundle, grid.normalise(vol)), tenengrad(vol, (grid.spacing,) * 3)))
+        vs_clean_rows.append((None, 0, predict(bundle, grid.normalise(pre.scaled)), baselines(pre.scaled)))
+        for artefact in ARTEFACTS:
+            for grade in (1, 1, 2, 2):
+                vol, _ = simulate(pre.scaled, grid.affine, {artefact: grade}, rng, args.motion_timing)
+                vs_clean_rows.append((artefact, grade, predict(bundle, grid.normalise(vol)), baselines(vol)))
         print(f"[{i + 1}/{len(test_subjects)}] sub-{sub} done ({time.perf_counter() - t0:.0f} s)",
               file=sys.stderr)
     out = {"model_id": bundle.model_id, "seed": args.seed, "motion_timing": args.motion_timing,
            "n_subjects": len(test_subjects), "n_images": len(rows),
-           "detectors": {}, "tiers": {}, "motion_vs_clean": {}}
+           "detectors": {}, "tiers": {}}
     print(f"\nHeld-out simulated evaluation of {bundle.model_id}: {len(test_subjects)} subjects, "
           f"{len(rows)} images (grades drawn with P = {GRADE_PROBS}; seed {args.seed}; motion timing "
           f"{args.motion_timing})\n")
@@ -136,16 +144,7 @@ def main(argv=None) -> int:
         print(f"{name:<20}{100 * s['balanced_accuracy']:>9.1f}{_ci(s):>13}{100 * s['sensitivity']:>8.1f}"
               f"{100 * s['specificity']:>8.1f}{'':>7}{s['n_positive']:>5}{s['n_negative']:>5}"
               f"{PUBLISHED[name]:>17.1f}")
-    print("\nMotion only vs clean, same images (AUC; Tenengrad negated so higher = worse):")
-    print(f"{'contrast':<22}{'detector AUC':>14}{'Tenengrad AUC':>15}{'n':>5}")
-    for grade, name, det in ((1, "moderate vs clean", "motion_moderate"), (2, "severe vs clean", "motion_severe")):
-        sel = [r for r in motion_rows if r[0] in (0, grade)]
-        y = np.array([int(r[0] == grade) for r in sel])
-        a_det = auc(y, np.array([r[1][det] for r in sel]))
-        a_ten = auc(y, -np.array([r[2] for r in sel]))
-        out["motion_vs_clean"][name] = {"detector": det, "detector_auc": a_det, "tenengrad_auc": a_ten,
-                                        "n": len(sel)}
-        print(f"{name:<22}{a_det:>14.3f}{a_ten:>15.3f}{len(sel):>5}")
+    out["artefact_vs_clean"] = artefact_vs_clean(vs_clean_rows)
     out["bright_tail"] = bright_tail_invariance(tail_rows, bundle.thresholds)
     out["real_motion_pairs"] = real_pairs(args.data, bundle)
     out["seconds"] = round(time.perf_counter() - t0, 1)
@@ -153,6 +152,44 @@ def main(argv=None) -> int:
         args.json.write_text(json.dumps(out, indent=1, default=float) + "\n")
     print(f"\ntotal {out['seconds']} s")
     return 0
+
+
+class BaselineMetrics:
+    """The metric a user would screen each artefact with, on an image of the model grid
+    (reference scale), oriented so that higher = worse."""
+
+    NAMES = {"motion": "Tenengrad", "noise": "WM SNR", "contrast": "ND-WGM"}
+
+    def __init__(self, grid):
+        cores = prior_masks(*priors_on_grid(grid.affine, grid.shape), grid.affine)
+        self.gm, self.wm, self.zooms = cores.gm_core, cores.wm_core, (grid.spacing,) * 3
+
+    def __call__(self, volume: np.ndarray) -> dict:
+        wm = volume[self.wm].astype(np.float64)
+        return {"motion": -tenengrad(volume, self.zooms), "noise": float(-wm.mean() / wm.std(ddof=1)),
+                "contrast": -nd_wgm(volume, self.gm, self.wm)}
+
+
+def artefact_vs_clean(rows: list) -> dict:
+    """AUC of each artefact's moderate and severe detectors and of its baseline metric, that
+    artefact alone (grade 1 or 2) against the clean images; ``rows``: (artefact or None for
+    clean, grade, probabilities, baseline scores)."""
+    print("\nEach artefact alone vs clean, same images (AUC; metrics oriented so that higher = worse):")
+    print(f"{'images':<28}{'detector':<19}{'AUC':>6}  {'metric':<11}{'AUC':>6}{'n':>5}")
+    out = {}
+    for artefact in ARTEFACTS:
+        out[artefact] = {"metric": BaselineMetrics.NAMES[artefact]}
+        for grade, severity in ((1, "moderate"), (2, "severe")):
+            sel = [r for r in rows if r[0] is None or (r[0] == artefact and r[1] == grade)]
+            y = np.array([int(r[0] is not None) for r in sel])
+            det = f"{artefact}_{severity}"
+            a_det = auc(y, np.array([r[2][det] for r in sel]))
+            a_metric = auc(y, np.array([r[3][artefact] for r in sel]))
+            out[artefact][f"{severity} vs clean"] = {"detector": det, "detector_auc": a_det,
+                                                     "metric_auc": a_metric, "n": len(sel)}
+            print(f"{artefact + ' ' + severity + ' vs clean':<28}{det:<19}{a_det:>6.3f}  "
+                  f"{BaselineMetrics.NAMES[artefact]:<11}{a_metric:>6.3f}{len(sel):>5}")
+    return out
 
 
 def bright_tail_invariance(tail_rows: list, thresholds: dict) -> dict:

@@ -87,6 +87,17 @@ def template_affine() -> np.ndarray:
     return np.array(_template_maps()[2])
 
 
+def priors_on_grid(affine: np.ndarray, shape) -> tuple[np.ndarray, np.ndarray]:
+    """The shipped GM and WM priors resampled (trilinear, 0 outside the template) onto another grid
+    of the template space, given by its voxel-to-MNI ``affine`` and ``shape``: e.g. the networks'
+    2.5 mm box, so that a metric can be computed on exactly the image a detector sees."""
+    gm, wm, template = _template_maps()
+    to_template = np.linalg.inv(template) @ np.asarray(affine, dtype=float)
+    return tuple(ndi.affine_transform(prior, to_template[:3, :3], to_template[:3, 3],
+                                      output_shape=tuple(shape), order=1, cval=0.0)
+                 for prior in (gm, wm))
+
+
 @dataclass
 class Masks:
     """Boolean masks on the registered grid plus the levels used to build them (intensity units

@@ -24,6 +24,7 @@ from bids_qc.metrics import (
     sobel_gradient,
     tenengrad,
 )
+from bids_qc.preprocessing import ModelGrid
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(os.environ.get("BIDS_QC_DATA", ROOT / ".." / "shared" / "data"))
@@ -82,6 +83,20 @@ def test_priors_are_shipped_cached_and_read_only():
     assert load_priors()[0] is gm
     with pytest.raises(ValueError):
         gm[0, 0, 0] = 1.0
+
+
+def test_priors_resampled_onto_another_grid_keep_the_template_anatomy():
+    gm, wm = load_priors()
+    same = masks_mod.priors_on_grid(masks_mod.template_affine(), gm.shape)
+    assert np.array_equal(same[0], gm) and np.array_equal(same[1], wm)  # identity grid: unchanged
+    # the networks' 2.5 mm box: same tissue volume in mm3, WM deep inside, nothing at the box edge
+    grid = ModelGrid()
+    g25, w25 = masks_mod.priors_on_grid(grid.affine, grid.shape)
+    assert g25.shape == w25.shape == grid.shape
+    assert g25.sum() * 2.5**3 == pytest.approx(gm.sum() * 2.0**3, rel=0.02)
+    assert w25.sum() * 2.5**3 == pytest.approx(wm.sum() * 2.0**3, rel=0.02)
+    centre = tuple(s // 2 for s in grid.shape)
+    assert w25[centre[0] - 8: centre[0] + 8].max() > 0.9 and w25[0].max() < 0.05
 
 
 def test_phantom_metrics_match_known_truth():

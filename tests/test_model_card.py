@@ -61,3 +61,16 @@ def test_real_pairs_list_the_slab_detector_beside_the_metrics():
     assert "- slab_motion_score reported by the app: moving scan ranked worse in 6/6 pairs, AUC 0.833." in card
     assert "- tenengrad reported by the app: moving scan ranked worse in 6/6 pairs, AUC 0.694." in card
     assert "snr_native reported" not in card
+
+
+def test_each_artefact_vs_clean_is_tabled_beside_its_metric():
+    manifest = json.loads((SHIPPED / "manifest.json").read_text())
+    heldout = json.loads((SHIPPED / "heldout_benchmark.json").read_text())
+    heldout["artefact_vs_clean"] = {
+        "contrast": {"metric": "ND-WGM", "moderate vs clean": {
+            "detector": "contrast_moderate", "detector_auc": 0.9512, "metric_auc": 0.7021, "n": 60}}}
+    card = render_model_card(manifest, heldout=heldout)
+    assert "| images | detector | detector AUC | metric | metric AUC | n |" in card
+    assert "| contrast moderate vs clean | contrast_moderate | 0.951 | ND-WGM | 0.702 | 60 |" in card
+    del heldout["artefact_vs_clean"]
+    assert "alone vs clean" not in render_model_card(manifest, heldout=heldout)
