@@ -45,7 +45,7 @@ from bids_qc.models import load_bundle  # noqa: E402
 from bids_qc.preprocessing import preprocess  # noqa: E402
 from bids_qc.record import ARTEFACTS, DETECTORS  # noqa: E402
 from bids_qc.scan import assess_scan  # noqa: E402
-from bids_qc.simulation import MOTION_TIMINGS, simulate  # noqa: E402
+from bids_qc.simulation import MOTION_TIMINGS, SEVERITY_NAMES, simulate  # noqa: E402
 from bids_qc.slab_motion.detector import load_detector  # noqa: E402
 from bids_qc.training.augment import stretch_bright_tail  # noqa: E402
 from bids_qc.training.calibration import youden_threshold  # noqa: E402
@@ -179,7 +179,7 @@ def artefact_vs_clean(rows: list) -> dict:
     out = {}
     for artefact in ARTEFACTS:
         out[artefact] = {"metric": BaselineMetrics.NAMES[artefact]}
-        for grade, severity in ((1, "moderate"), (2, "severe")):
+        for grade, severity in SEVERITY_NAMES.items():
             sel = [r for r in rows if r[0] is None or (r[0] == artefact and r[1] == grade)]
             y = np.array([int(r[0] is not None) for r in sel])
             det = f"{artefact}_{severity}"

@@ -392,10 +392,12 @@ SELECT = """(function (row, field, value) {
 IMAGES_OK = "Array.from(document.images).every(function (i) { return i.complete && i.naturalWidth > 0; })"
 
 
-def _wait_download(page: Page, folder: Path, name: str, seen=(), timeout: float = 10.0) -> str:
-    """The text of download ``name`` once a download not in ``seen`` (the guids known before the
-    click) has completed: an earlier download's "completed" must not let a file that Chromium is
-    still writing be read (it was, once: an empty annotations.tsv)."""
+def _click_download(page: Page, selector: str, folder: Path, name: str, timeout: float = 10.0) -> str:
+    """Click ``selector`` and return the text of the download ``name`` it starts, once that
+    download (not an earlier one) has completed: an earlier download's "completed" must not let a
+    file that Chromium is still writing be read (it was, once: an empty annotations.tsv)."""
+    seen = set(page.downloads)
+    page.js(CLICK % json.dumps(selector))
     deadline = time.monotonic() + timeout
     target = folder / name
     while time.monotonic() < deadline:
@@ -432,9 +434,7 @@ def run_checks(binary: str, out: Path, data: Path | None = None, real_saliency: 
                 t.value = 'ghosting\\tin frontal\\nlobe'; t.dispatchEvent(new Event('input', {bubbles: true})); })()""")
             if not page.js("Array.from(document.querySelectorAll('#saliency img.overlay')).every(i => i.hidden)"):
                 problems.append("participant: saliency 'off' did not hide the overlays")
-            seen = set(page.downloads)
-            page.js(CLICK % json.dumps("#export-tsv"))
-            text = _wait_download(page, downloads, f"{demo['names'][0]}_annotations.tsv", seen)
+            text = _click_download(page, "#export-tsv", downloads, f"{demo['names'][0]}_annotations.tsv")
             expected = ("bids_name\tparticipant_id\tsession\trun\tmotion\tnoise\tcontrast\ttier_override\tcomment\n"
                         "sub-01_ses-1_run-1_T1w\tsub-01\t1\t1\t2\t0\tn/a\t3\tghosting in frontal lobe\n")
             if text != expected:
@@ -484,9 +484,7 @@ def run_checks(binary: str, out: Path, data: Path | None = None, real_saliency: 
             page.js(SELECT % (1, json.dumps("noise"), json.dumps("1")))
             page.js(SELECT % (1, json.dumps("comment"), json.dumps("rated in queue")))
             page.js("""(function () { window.confirm = function () { return true; }; })()""")
-            seen = set(page.downloads)
-            page.js(CLICK % json.dumps("#q-export"))
-            text = group_tsv = _wait_download(page, downloads, "annotations.tsv", seen)
+            text = group_tsv = _click_download(page, "#q-export", downloads, "annotations.tsv")
             lines = text.splitlines()
             if lines[0].split("\t") != ["bids_name", "participant_id", "session", "run", "motion", "noise",
                                         "contrast", "tier_override", "comment"]:

@@ -7,14 +7,13 @@ import pytest
 
 from bids_qc.masks import priors_on_grid
 from bids_qc.preprocessing import ModelGrid
+from bids_qc.record import ARTEFACTS
+from bids_qc.simulation import SEVERITY_NAMES
 
 ROOT = Path(__file__).resolve().parent.parent
 _spec = importlib.util.spec_from_file_location("bench_heldout", ROOT / "benchmarks" / "bench_heldout.py")
 bench_heldout = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(bench_heldout)
-
-ARTEFACTS = ("motion", "noise", "contrast")
-
 
 def _phantom() -> np.ndarray:
     """Tissue on the model grid from the template priors (WM 200, GM 120, reference scale)."""
@@ -35,10 +34,10 @@ def test_baseline_metrics_say_worse_for_each_artefact():
 
 
 def _row(artefact, grade, det_score, metric_score):
-    probs = {f"{a}_{s}": 0.0 for a in ARTEFACTS for s in ("moderate", "severe")}
+    probs = {f"{a}_{s}": 0.0 for a in ARTEFACTS for s in SEVERITY_NAMES.values()}
     scores = dict.fromkeys(ARTEFACTS, 0.0)
     if artefact:
-        probs[f"{artefact}_{'moderate' if grade == 1 else 'severe'}"] = det_score
+        probs[f"{artefact}_{SEVERITY_NAMES[grade]}"] = det_score
         scores[artefact] = metric_score
     return (artefact, grade, probs, scores)
 
