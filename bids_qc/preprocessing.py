@@ -61,10 +61,13 @@ class ModelGrid:
             raise ValueError(f"unknown input normalisation {self.normalisation!r}; "
                              f"known: {sorted(NORMALISATIONS.values())}")
 
-    def normalise(self, volume: np.ndarray) -> np.ndarray:
-        """``volume`` (reference scale) -> the network input in [0, 1]."""
+    def normalise(self, volume: np.ndarray, clip_factor: float = 1.0) -> np.ndarray:
+        """``volume`` (reference scale) -> the network input in [0, 1]. ``clip_factor`` (clipped
+        min-max only) scales the clip level, i.e. the normalised brightness of the tissue."""
         if self.normalisation == CLIPPED_MINMAX:
-            return clipped_minmax(volume)
+            return clipped_minmax(volume, clip_factor=clip_factor)
+        if clip_factor != 1.0:
+            raise ValueError("a clip factor needs the clipped min-max normalisation")
         return minmax(volume)
 
     def at_spacing(self, spacing: float) -> ModelGrid:
@@ -281,12 +284,15 @@ def minmax(volume: np.ndarray) -> np.ndarray:
     return ((volume - lo) / (hi - lo)).astype(np.float32)
 
 
-def clipped_minmax(volume: np.ndarray, percentile: float = CLIP_PERCENTILE) -> np.ndarray:
+def clipped_minmax(volume: np.ndarray, percentile: float = CLIP_PERCENTILE,
+                   clip_factor: float = 1.0) -> np.ndarray:
     """Min-max to [0, 1] after clipping at the ``percentile`` of all voxels, as torchio's
     ``RescaleIntensity(out_min_max=(0, 1), percentiles=(0, percentile))``: the brightest 0.5 %
     (vessels, fat, eyes) no longer sets the scale. A volume whose percentile is its minimum
-    (almost empty) falls back to plain min-max, where torchio would return it unscaled."""
-    top = float(np.percentile(volume, percentile))
+    (almost empty) falls back to plain min-max, where torchio would return it unscaled.
+    ``clip_factor`` moves the clip level to that multiple of the percentile (a training
+    augmentation, :mod:`bids_qc.training.augment`; the app always uses 1)."""
+    top = float(np.percentile(volume, percentile)) * clip_factor
     if top <= float(volume.min()):
         return minmax(volume)
     return minmax(np.minimum(volume, np.float32(top)))

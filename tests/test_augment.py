@@ -1,11 +1,11 @@
-"""Bright-tail augmentation: moves only intensities above the reference level, keeps each
-sample's artefacts and labels, and changes what min-max normalisation makes of the tissue."""
+"""Bright-tail and clip-level augmentations: each keeps a sample's artefacts and labels and the
+tissue's intensity ratios, and changes what the normalisation makes of the tissue's brightness."""
 import numpy as np
 import pytest
 import torch
 
-from bids_qc.preprocessing import REFERENCE_VALUE, ModelGrid, minmax
-from bids_qc.training.augment import draw_tail_factor, stretch_bright_tail
+from bids_qc.preprocessing import CLIPPED_MINMAX, REFERENCE_VALUE, ModelGrid, clipped_minmax, minmax
+from bids_qc.training.augment import draw_log_uniform, stretch_bright_tail
 from bids_qc.training.cache import CacheEntry
 from bids_qc.training.data import SimulatedSet
 
@@ -38,7 +38,7 @@ def test_only_the_tail_moves_and_tissue_ratios_survive_normalisation():
 
 def test_factors_are_log_uniform_within_the_range():
     rng = np.random.default_rng(0)
-    f = np.array([draw_tail_factor(rng, 0.5, 2.0) for _ in range(4000)])
+    f = np.array([draw_log_uniform(rng, 0.5, 2.0) for _ in range(4000)])
     assert f.min() >= 0.5 and f.max() <= 2.0
     assert np.mean(f < 1) == pytest.approx(0.5, abs=0.03)  # a stretch and its inverse equally likely
 
@@ -55,4 +55,34 @@ def test_augmented_samples_keep_their_artefacts_and_labels():
         assert torch.allclose(x, x1, atol=1e-6)  # factor 1 is the plain sample
         changed += not torch.allclose(x, xa, atol=1e-3)
         assert torch.equal(xa, augmented[i][0])  # reproducible
+    assert changed >= len(plain) - 2
+
+
+def test_the_clip_factor_rescales_the_tissue_and_keeps_its_ratios():
+    v = np.concatenate([np.zeros(500), np.full(300, 100.0), np.full(180, 200.0), np.full(17, 450.0),
+                        np.full(3, 900.0)]).astype(np.float32)  # 99.5th percentile: clip level 450
+    plain = clipped_minmax(v)
+    assert plain[600] == pytest.approx(100 / 450) and plain.max() == 1.0
+    brighter, darker = clipped_minmax(v, clip_factor=0.9), clipped_minmax(v, clip_factor=1.1)
+    assert brighter[600] == pytest.approx(100 / 405) and darker[600] == pytest.approx(100 / 495)
+    assert brighter[900] / brighter[600] == pytest.approx(2.0) == darker[900] / darker[600]
+    assert darker.max() == 1.0 and darker[-1] == 1.0  # the vessels, still clipped
+    assert ModelGrid(normalisation=CLIPPED_MINMAX).normalise(v, 0.9).tolist() == brighter.tolist()
+    with pytest.raises(ValueError, match="clipped min-max"):
+        ModelGrid().normalise(v, 0.9)  # plain min-max has no clip level to move
+
+
+def test_clip_augmented_samples_keep_their_artefacts_and_labels():
+    entries, grid = [head_with_vessels(s) for s in range(3)], GRID.__class__(
+        GRID.shape, GRID.spacing, GRID.origin, CLIPPED_MINMAX)
+    plain = SimulatedSet(entries, n_per_subject=8, seed=5, grid=grid)
+    same = SimulatedSet(entries, n_per_subject=8, seed=5, grid=grid, clip_range=(1.0, 1.0))
+    augmented = SimulatedSet(entries, n_per_subject=8, seed=5, grid=grid, clip_range=(0.9, 1.1))
+    changed = 0
+    for i in range(len(plain)):
+        (x, g), (x1, g1), (xa, ga) = plain[i], same[i], augmented[i]
+        assert torch.equal(g, g1) and torch.equal(g, ga)
+        assert torch.equal(x, x1)
+        changed += not torch.allclose(x, xa, atol=1e-3)
+        assert torch.equal(xa, augmented[i][0])
     assert changed >= len(plain) - 2

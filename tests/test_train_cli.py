@@ -117,11 +117,20 @@ def test_a_new_normalisation_is_recorded_and_needs_all_six_detectors_trained(fir
     assert not refused.exists()
     out = root / "m_clip"
     assert train_main([str(bids), str(out), "--cache-dir", cache, *COMMON, *clipped,
-                       "--init-from", str(model)]) == 0
+                       "--init-from", str(model), "--clip-augment", "0.9,1.1"]) == 0
     bundle = load_bundle(out)
     assert bundle.grid.normalisation == CLIPPED_MINMAX
     assert load_bundle(model).grid.normalisation == MINMAX
-    assert CLIPPED_MINMAX in (out / "MODEL_CARD.md").read_text()
+    card = (out / "MODEL_CARD.md").read_text()
+    assert CLIPPED_MINMAX in card and "clip level of the normalisation moved" in card
+    assert json.loads((out / "manifest.json").read_text())["training"]["clip_augment"] == [0.9, 1.1]
+
+
+def test_a_clip_augment_without_a_clip_level_is_refused_before_any_work(tmp_path, caplog):
+    assert train_main([str(tmp_path / "bids"), str(tmp_path / "m"), "--cache-dir", str(tmp_path / "c"),
+                       "--clip-augment", "0.9,1.1"]) == 2
+    assert "--clip-augment needs --normalisation clipped-minmax" in caplog.text
+    assert not (tmp_path / "c").exists() and not (tmp_path / "m").exists()
 
 
 def test_calibration_rebuilds_the_training_runs_test_images(first_run):

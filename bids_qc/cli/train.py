@@ -37,7 +37,7 @@ LOGGER = logging.getLogger("bids_qc.train")
 
 
 def _factor_range(value: str) -> tuple[float, float]:
-    """``--tail-augment``: ``LOW,HIGH`` with 0 < LOW <= HIGH."""
+    """``--tail-augment`` / ``--clip-augment``: ``LOW,HIGH`` with 0 < LOW <= HIGH."""
     try:
         low, high = (float(v) for v in value.split(","))
     except ValueError:
@@ -77,6 +77,13 @@ def build_parser() -> argparse.ArgumentParser:
                    "training image by a log-uniform factor in [LOW, HIGH], e.g. 0.5,2: teaches the "
                    "detectors that a brighter or dimmer maximum (vessels, fat) is not an artefact; "
                    "validation and test images are left as they are")
+    p.add_argument("--clip-augment", type=_factor_range, default=None, metavar="LOW,HIGH",
+                   help="with --normalisation clipped-minmax: move the clip level of each training "
+                   "and validation image to a log-uniform factor in [LOW, HIGH] of its 99.5th "
+                   "percentile, e.g. 0.93,1.075: teaches the detectors that tissue a few per cent "
+                   "brighter or darker relative to the scalp fat and vessels is not an artefact "
+                   "(validation too, so the kept epoch and the thresholds are those that hold "
+                   "under it; the held-out test images are left as they are)")
     p.add_argument("--normalisation", choices=sorted(NORMALISATIONS), default="minmax",
                    help="input intensity normalisation, recorded in the manifest and applied by the "
                    "app: 'minmax' (published; the brightest voxel sets the scale) or "
@@ -205,6 +212,9 @@ def main(argv=None) -> int:
     except ValueError as exc:
         LOGGER.error("--grid-spacing: %s", exc)
         return 2
+    if args.clip_augment and grid.normalisation != NORMALISATIONS["clipped-minmax"]:
+        LOGGER.error("--clip-augment needs --normalisation clipped-minmax (min-max has no clip level)")
+        return 2
     t0 = time.perf_counter()
     entries = build_cache(args.bids_dir, args.cache_dir, grid, args.motion_variants, args.seed,
                           args.nprocs, args.motion_timing)
@@ -236,8 +246,9 @@ def main(argv=None) -> int:
         train_subj, val_subj = folds[f]
         train_set = SimulatedSet([e for e in entries if e.subject in train_subj],
                                  args.samples_per_subject, seed=draw_seed, grid=grid,
-                                 tail_range=args.tail_augment)
-        val_set = images_of(entries, val_subj, args.val_samples_per_subject, args.seed, "val", grid)
+                                 tail_range=args.tail_augment, clip_range=args.clip_augment)
+        val_set = images_of(entries, val_subj, args.val_samples_per_subject, args.seed, "val", grid,
+                            clip_range=args.clip_augment)
         LOGGER.info("fold %d: %d train / %d val subjects, %d samples per epoch", f, len(train_subj),
                     len(val_subj), len(train_set))
         t_fold = time.perf_counter()
@@ -287,6 +298,7 @@ def main(argv=None) -> int:
                 if args.ema_decay is not None else ""),
             "ema_decay": args.ema_decay, "select_on": args.select_on,
             "tail_augment": list(args.tail_augment) if args.tail_augment else None,
+            "clip_augment": list(args.clip_augment) if args.clip_augment else None,
             "minutes_total":
                 round((time.perf_counter() - t0) / 60, 2),
             "threads": args.threads, "folds": fold_reports,

@@ -14,7 +14,7 @@ from torch.utils.data import Dataset
 from bids_qc.preprocessing import ModelGrid
 from bids_qc.record import ARTEFACTS
 from bids_qc.simulation import SEVERITY_NAMES, apply, sample_params
-from bids_qc.training.augment import draw_tail_factor, stretch_bright_tail
+from bids_qc.training.augment import draw_log_uniform, stretch_bright_tail
 from bids_qc.training.cache import CacheEntry
 
 GRADE_PROBS = (0.5, 0.25, 0.25)
@@ -25,11 +25,14 @@ def draw_grades(rng: np.random.Generator, probs=GRADE_PROBS) -> dict:
 
 
 def make_sample(entry: CacheEntry, grades: dict, rng: np.random.Generator,
-                grid: ModelGrid, tail_factor: float | None = None) -> tuple[np.ndarray, list[dict]]:
+                grid: ModelGrid, tail_factor: float | None = None,
+                clip_factor: float = 1.0) -> tuple[np.ndarray, list[dict]]:
     """Clean cached volume + artefacts of ``grades`` -> model input (``grid.normalise``).
 
     ``tail_factor`` first stretches the bright tail of the scan (:mod:`bids_qc.training.augment`),
     as if it came from a subject with brighter or dimmer vessels; the artefacts follow.
+    ``clip_factor`` moves the clip level of the clipped min-max normalisation, as if the scan's
+    99.5th percentile (scalp fat, vessels) lay higher or lower relative to its tissue.
     """
     applied = []
     if grades["motion"]:
@@ -48,19 +51,23 @@ def make_sample(entry: CacheEntry, grades: dict, rng: np.random.Generator,
             params = sample_params(artefact, SEVERITY_NAMES[grades[artefact]], rng)
             volume = apply(volume, grid.affine, params)
             applied.append(params)
-    return grid.normalise(volume), applied
+    if clip_factor != 1.0:
+        applied.append({"augmentation": "clip_level", "factor": round(clip_factor, 4)})
+    return grid.normalise(volume, clip_factor), applied
 
 
 class SimulatedSet(Dataset):
     """``n_per_subject`` simulated samples per cached scan; ``set_epoch`` re-draws them.
 
     ``tail_range=(low, high)`` augments every sample with a bright-tail factor drawn from its own
-    random stream, so the artefacts drawn for a sample are the same with or without it.
+    random stream, so the artefacts drawn for a sample are the same with or without it;
+    ``clip_range=(low, high)`` likewise with a clip-level factor (clipped min-max only).
     """
 
     def __init__(self, entries: list[CacheEntry], n_per_subject: int, seed: int = 0,
                  grid: ModelGrid = ModelGrid(), probs=GRADE_PROBS,
-                 tail_range: tuple[float, float] | None = None):
+                 tail_range: tuple[float, float] | None = None,
+                 clip_range: tuple[float, float] | None = None):
         self.entries = [e if e.clean is not None else e.load() for e in entries]
         self.n_per_subject = n_per_subject
         self.seed = seed
@@ -68,6 +75,7 @@ class SimulatedSet(Dataset):
         self.grid = grid
         self.probs = probs
         self.tail_range = tail_range
+        self.clip_range = clip_range
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -78,17 +86,19 @@ class SimulatedSet(Dataset):
     def _rng(self, index: int) -> np.random.Generator:
         return np.random.default_rng([self.seed, self.epoch, index])
 
+    def _aug_rng(self, index: int, stream: int) -> np.random.Generator:
+        """An augmentation's own random stream: drawing it leaves the artefacts' draws alone."""
+        return np.random.default_rng([self.seed, self.epoch, index, stream])
+
     def grades(self, index: int) -> dict:
         return draw_grades(self._rng(index), self.probs)
 
     def __getitem__(self, index: int):
         rng = self._rng(index)
         grades = draw_grades(rng, self.probs)
-        factor = None
-        if self.tail_range is not None:
-            aug_rng = np.random.default_rng([self.seed, self.epoch, index, 1])
-            factor = draw_tail_factor(aug_rng, *self.tail_range)
-        x, _ = make_sample(self.entries[index % len(self.entries)], grades, rng, self.grid, factor)
+        tail = None if self.tail_range is None else draw_log_uniform(self._aug_rng(index, 1), *self.tail_range)
+        clip = 1.0 if self.clip_range is None else draw_log_uniform(self._aug_rng(index, 2), *self.clip_range)
+        x, _ = make_sample(self.entries[index % len(self.entries)], grades, rng, self.grid, tail, clip)
         return torch.from_numpy(x)[None], torch.tensor([grades[a] for a in ARTEFACTS])
 
 
@@ -98,8 +108,10 @@ SEED_OFFSETS = {"val": 1000, "test": 2000}
 
 
 def images_of(entries: list[CacheEntry], subjects, n_per_subject: int, seed: int, part: str,
-              grid: ModelGrid = ModelGrid()) -> SimulatedSet:
-    """The fixed simulated images of ``subjects`` for ``part`` ('val' or 'test') of a run."""
+              grid: ModelGrid = ModelGrid(),
+              clip_range: tuple[float, float] | None = None) -> SimulatedSet:
+    """The fixed simulated images of ``subjects`` for ``part`` ('val' or 'test') of a run
+    (``clip_range``: each with its own fixed clip-level factor, see :class:`SimulatedSet`)."""
     subjects = set(subjects)
     return SimulatedSet([e for e in entries if e.subject in subjects], n_per_subject,
-                        seed=seed + SEED_OFFSETS[part], grid=grid)
+                        seed=seed + SEED_OFFSETS[part], grid=grid, clip_range=clip_range)

@@ -72,6 +72,10 @@ def render_model_card(manifest: dict, heldout: dict | None = None, notes: str = 
              *([f"- Training images only (not validation or test): bright intensity tail stretched by a "
                 f"log-uniform factor in [{t['tail_augment'][0]:g}, {t['tail_augment'][1]:g}]."]
                if t.get("tail_augment") else []),
+             *([f"- Training and validation images (not test) of the detectors this command trained: "
+                f"clip level of the normalisation moved to a log-uniform factor in "
+                f"[{t['clip_augment'][0]:g}, {t['clip_augment'][1]:g}] of the 99.5th percentile."]
+               if t.get("clip_augment") else []),
              f"- {t.get('optimizer')}, lr {t.get('lr')}, batch {t.get('batch_size')}, {t.get('loss')}, "
              f"{t.get('selection')}; {t.get('samples_per_subject_per_epoch')} samples per subject per epoch, "
              f"at most {t.get('epochs_max')} epochs / {t.get('max_minutes_per_fold')} min per fold; "
