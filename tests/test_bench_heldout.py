@@ -54,3 +54,17 @@ def test_each_artefact_is_scored_against_the_shared_clean_images(capsys):
     assert cm["detector_auc"] == pytest.approx(1.0) and cm["metric_auc"] == pytest.approx(0.0)
     assert out["motion"]["severe vs clean"]["metric_auc"] == pytest.approx(1.0)
     assert "contrast moderate vs clean" in capsys.readouterr().out
+
+
+def test_invariance_counts_clean_scans_called_positive_at_each_factor(capsys):
+    factors = (0.95, 1.0, 1.05)
+    thresholds = {d: 0.5 for d in bench_heldout.DETECTORS}
+    # two scans: the contrast detector follows the factor (positive when brightened), the rest flat
+    rows = [[{d: (p if d == "contrast_moderate" else 0.1) for d in bench_heldout.DETECTORS} for p in ps]
+            for ps in ((0.9, 0.4, 0.1), (0.6, 0.6, 0.2))]
+    out = bench_heldout.invariance(rows, thresholds, factors, "Clip-level invariance: {n} scans at {factors}")
+    assert out["factors"] == [0.95, 1.0, 1.05] and out["n_scans"] == 2
+    assert out["detectors"]["contrast_moderate"]["positive"] == [2, 1, 0]
+    assert out["detectors"]["contrast_moderate"]["mean_abs_shift"] == pytest.approx((0.8 + 0.4) / 2)
+    assert out["detectors"]["motion_severe"] == {"positive": [0, 0, 0], "mean_abs_shift": 0.0}
+    assert "Clip-level invariance: 2 scans at (0.95, 1.0, 1.05)" in capsys.readouterr().out

@@ -1,4 +1,4 @@
-"""The model card: the held-out benchmark's bright-tail table, and how motion was simulated."""
+"""The model card: the held-out benchmark's invariance tables, and how motion was simulated."""
 import json
 from pathlib import Path
 
@@ -18,6 +18,19 @@ def test_bright_tail_table_is_rendered_from_the_benchmark_json():
     assert "| contrast_moderate | 13/20 | 4/20 | 0/20 | 0.661 |" in card
     del heldout["bright_tail"]
     assert "Bright-tail" not in render_model_card(manifest, heldout=heldout)
+
+
+def test_clip_level_table_is_rendered_from_the_benchmark_json():
+    manifest = json.loads((SHIPPED / "manifest.json").read_text())
+    heldout = json.loads((SHIPPED / "heldout_benchmark.json").read_text())
+    heldout.pop("clip_level", None)
+    assert "Clip-level invariance" not in render_model_card(manifest, heldout=heldout)
+    heldout["clip_level"] = {"factors": [0.95, 1.0, 1.05], "n_scans": 20, "detectors": {
+        "contrast_moderate": {"positive": [16, 2, 0], "mean_abs_shift": 0.79}}}
+    card = render_model_card(manifest, heldout=heldout)
+    assert "clip level at x0.95, x1, x1.05 of their 99.5th percentile" in card
+    assert "| detector | x0.95 | x1 | x1.05 | mean abs shift |" in card
+    assert "| contrast_moderate | 16/20 | 2/20 | 0/20 | 0.790 |" in card
 
 
 def test_the_card_says_how_motion_was_timed_and_reads_old_manifests_as_uniform():
