@@ -211,7 +211,7 @@ def invariance(rows: list, thresholds: dict, factors, title: str) -> dict:
     |p(first factor) - p(last factor)|. ``rows``: per scan, the probabilities at each factor."""
     n = len(rows)
     print("\n" + title.format(n=n, factors=factors))
-    print(f"{'detector':<20}" + "".join(f"{'positive x' + format(f, 'g'):>14}" for f in factors)
+    print(f"{'detector':<20}" + "".join(f"{'positive x' + format(f, 'g'):>16}" for f in factors)
           + f"{'mean |dp|':>11}")
     out = {"factors": list(factors), "n_scans": n, "detectors": {}}
     for det in DETECTORS:
@@ -219,7 +219,7 @@ def invariance(rows: list, thresholds: dict, factors, title: str) -> dict:
         positive = (p >= thresholds[det]).sum(0).tolist()
         shift = float(np.abs(p[:, 0] - p[:, -1]).mean())
         out["detectors"][det] = {"positive": positive, "mean_abs_shift": shift}
-        print(f"{det:<20}" + "".join(f"{f'{k}/{n}':>14}" for k in positive) + f"{shift:>11.3f}")
+        print(f"{det:<20}" + "".join(f"{f'{k}/{n}':>16}" for k in positive) + f"{shift:>11.3f}")
     return out
 
 
