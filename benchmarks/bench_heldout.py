@@ -100,15 +100,18 @@ def main(argv=None) -> int:
         path = args.data / "ixi" / f"sub-{sub}" / "anat" / f"sub-{sub}_T1w.nii.gz"
         pre = preprocess(path, grid=grid, with_registered=False)
         rng = np.random.default_rng([args.seed, i])
-        tail_rows.append([predict(bundle, grid.normalise(stretch_bright_tail(pre.scaled, f))) for f in TAIL_FACTORS])
+        clean = predict(bundle, grid.normalise(pre.scaled))  # factor 1 of both invariance rows
+        tail_rows.append([clean if f == 1 else predict(bundle, grid.normalise(stretch_bright_tail(pre.scaled, f)))
+                          for f in TAIL_FACTORS])
         if clipped:
-            clip_rows.append([predict(bundle, grid.normalise(pre.scaled, f)) for f in CLIP_FACTORS])
+            clip_rows.append([clean if f == 1 else predict(bundle, grid.normalise(pre.scaled, f))
+                              for f in CLIP_FACTORS])
         for _ in range(args.samples_per_subject):
             grades = draw_grades(rng, GRADE_PROBS)
             vol, _ = simulate(pre.scaled, grid.affine, grades, rng, args.motion_timing)
             rows.append((grades, predict(bundle, grid.normalise(vol))))
             row_subject.append(i)
-        vs_clean_rows.append((None, 0, predict(bundle, grid.normalise(pre.scaled)), baselines(pre.scaled)))
+        vs_clean_rows.append((None, 0, clean, baselines(pre.scaled)))
         for artefact in ARTEFACTS:
             for grade in (1, 1, 2, 2):
                 vol, _ = simulate(pre.scaled, grid.affine, {artefact: grade}, rng, args.motion_timing)
