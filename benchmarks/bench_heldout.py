@@ -53,7 +53,7 @@ from bids_qc.simulation import MOTION_TIMINGS, SEVERITY_NAMES, simulate  # noqa:
 from bids_qc.slab_motion.detector import load_detector  # noqa: E402
 from bids_qc.training.augment import stretch_bright_tail  # noqa: E402
 from bids_qc.training.calibration import youden_threshold  # noqa: E402
-from bids_qc.training.data import GRADE_PROBS, draw_grades  # noqa: E402
+from bids_qc.training.data import GRADE_PROBS, simulated_draws  # noqa: E402
 from bids_qc.training.evaluate import tier_scores  # noqa: E402
 from bids_qc.training.metrics import auc, binary_scores, subject_bootstrap_ci  # noqa: E402
 from bids_qc.training.model_card import PUBLISHED  # noqa: E402
@@ -106,9 +106,8 @@ def main(argv=None) -> int:
         if clipped:
             clip_rows.append([clean if f == 1 else predict(bundle, grid.normalise(pre.scaled, f))
                               for f in CLIP_FACTORS])
-        for _ in range(args.samples_per_subject):
-            grades = draw_grades(rng, GRADE_PROBS)
-            vol, _ = simulate(pre.scaled, grid.affine, grades, rng, args.motion_timing)
+        for grades, vol in simulated_draws(pre.scaled, grid.affine, rng, args.samples_per_subject,
+                                           args.motion_timing):
             rows.append((grades, predict(bundle, grid.normalise(vol))))
             row_subject.append(i)
         vs_clean_rows.append((None, 0, clean, baselines(pre.scaled)))

@@ -13,7 +13,7 @@ from torch.utils.data import Dataset
 
 from bids_qc.preprocessing import ModelGrid
 from bids_qc.record import ARTEFACTS
-from bids_qc.simulation import SEVERITY_NAMES, apply, sample_params
+from bids_qc.simulation import SEVERITY_NAMES, apply, sample_params, simulate
 from bids_qc.training.augment import draw_log_uniform, stretch_bright_tail
 from bids_qc.training.cache import CacheEntry
 
@@ -22,6 +22,17 @@ GRADE_PROBS = (0.5, 0.25, 0.25)
 
 def draw_grades(rng: np.random.Generator, probs=GRADE_PROBS) -> dict:
     return {a: int(rng.choice(3, p=probs)) for a in ARTEFACTS}
+
+
+def simulated_draws(volume: np.ndarray, affine: np.ndarray, rng: np.random.Generator, n: int,
+                    motion_timing: str = "torchio", probs=GRADE_PROBS):
+    """``n`` ``(grades, image)`` pairs from one clean volume, every artefact simulated on the fly
+    (motion included, unlike :func:`make_sample`'s cached variants): the held-out benchmarks'
+    images, identical between them for the same ``rng`` seed."""
+    for _ in range(n):
+        grades = draw_grades(rng, probs)
+        image, _ = simulate(volume, affine, grades, rng, motion_timing)
+        yield grades, image
 
 
 def make_sample(entry: CacheEntry, grades: dict, rng: np.random.Generator,
