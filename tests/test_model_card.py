@@ -87,3 +87,19 @@ def test_each_artefact_vs_clean_is_tabled_beside_its_metric():
     assert "| contrast moderate vs clean | contrast_moderate | 0.951 | ND-WGM | 0.702 | 60 |" in card
     del heldout["artefact_vs_clean"]
     assert "alone vs clean" not in render_model_card(manifest, heldout=heldout)
+
+
+def test_the_intensity_observer_is_tabled_beside_the_networks():
+    manifest = json.loads((SHIPPED / "manifest.json").read_text())
+    observer = json.loads((SHIPPED / "intensity_observer.json").read_text())
+    assert "intensity observer" not in render_model_card(manifest)
+    card = render_model_card(manifest, observer=observer)
+    seeds = ",".join(map(str, observer["seeds"]))
+    assert f"`benchmarks/bench_intensity_observer.py --seeds {seeds}`" in card
+    cm = observer["detectors"]["contrast_moderate"]
+    assert (f"| contrast_moderate | {cm['network_auc']:.3f} | {cm['observer_auc']:.3f} | {cm['mean_auc']:.3f} |"
+            in card)
+    assert "observer's held-out AUC when fitted on n training subjects" in card
+    top_subject, top_errors = cm["network_errors_by_subject"]["top"][0]
+    assert f"Moderate-contrast errors of the network: {cm['network_errors_by_subject']['total']}, most in " \
+           f"{top_subject} ({top_errors})" in card

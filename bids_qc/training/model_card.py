@@ -40,9 +40,10 @@ def _table(figures: dict) -> list[str]:
 
 
 def render_model_card(manifest: dict, heldout: dict | None = None, notes: str = "",
-                      draws: dict | None = None) -> str:
+                      draws: dict | None = None, observer: dict | None = None) -> str:
     """``heldout``: a ``bench_heldout.py --json`` file; ``draws``: a ``bench_draws.py --json`` file
-    (the same benchmark over several seeds); ``notes``: the Limits section."""
+    (the same benchmark over several seeds); ``observer``: a ``bench_intensity_observer.py --json``
+    file; ``notes``: the Limits section."""
     t = manifest.get("training", {})
     folds = t.get("folds", [])
     lines = [f"# Model card: {manifest['model_id']}", "",
@@ -125,6 +126,7 @@ def render_model_card(manifest: dict, heldout: dict | None = None, notes: str = 
         lines += _bright_tail_lines(heldout.get("bright_tail"))
         lines += _clip_level_lines(heldout.get("clip_level"))
     lines += _draws_lines(draws)
+    lines += _observer_lines(observer)
     rp = (heldout or {}).get("real_motion_pairs")
     if rp:
         lines += ["", "## Real motion (motion_pairs, 6 subjects)", "",
@@ -210,6 +212,40 @@ def _draws_lines(draws: dict | None) -> list[str]:
     return lines + _md_table(["decision", *(f"seed {s}" for s in seeds), "mean", "published"],
                              [[name, *(f"{x:.1f}" for x in v["by_draw"]), f"{v['mean']:.1f}",
                                f"{PUBLISHED.get(name, float('nan')):.1f}"] for name, v in draws["decisions"].items()])
+
+
+def _observer_lines(observer: dict | None) -> list[str]:
+    """The networks beside an intensity-distribution classifier on the same held-out images
+    (``benchmarks/bench_intensity_observer.py --json``)."""
+    if not observer:
+        return []
+    seeds = ",".join(map(str, observer["seeds"]))
+    lines = ["", f"## The networks beside an intensity observer (`benchmarks/bench_intensity_observer.py "
+                 f"--seeds {seeds}`, {observer['n_test_images']} held-out images)", "",
+             "A logistic regression on 36 numbers describing the intensity distribution of the network "
+             f"input (percentiles in the template brain, the box and a ring around the brain; grey and "
+             f"white matter medians), fitted on {observer['n_train_images']} simulated images of the "
+             f"{observer['n_train_subjects']} subjects not held out, scored on the held-out draws' images. "
+             "A gamma changes only how intensities are distributed, so this is a reference for the "
+             "contrast detectors. Balanced accuracy: the network at its threshold, the observer at its "
+             "Youden point on its training images.", ""]
+    lines += _md_table(["detector", "network AUC", "observer AUC", "mean of both AUC", "network b.acc %",
+                        "observer b.acc %"],
+                       [[det, f"{v['network_auc']:.3f}", f"{v['observer_auc']:.3f}", f"{v['mean_auc']:.3f}",
+                         _pct(v["network_balanced_accuracy"]), _pct(v["observer_balanced_accuracy"])]
+                        for det, v in observer["detectors"].items()])
+    curve = observer.get("learning_curve")
+    if curve:
+        lines += ["", "Moderate contrast, the observer's held-out AUC when fitted on n training subjects "
+                      "(mean +- SD over random subsets): "
+                  + ", ".join(f"{n}: {m:.3f} +- {sd:.3f}" for n, (m, sd) in curve.items()) + "."]
+    cm = observer["detectors"].get("contrast_moderate")
+    if cm:
+        for who in ("network", "observer"):
+            e = cm[f"{who}_errors_by_subject"]
+            lines += [f"- Moderate-contrast errors of the {who}: {e['total']}, most in "
+                      + ", ".join(f"{s} ({n})" for s, n in e["top"]) + "."]
+    return lines
 
 
 def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
