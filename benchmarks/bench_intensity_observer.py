@@ -159,8 +159,7 @@ def compare(detector, schemes, train, test, seeds) -> dict:
             "observer_threshold": threshold,
             "observer_balanced_accuracy": binary_scores(y[k], obs >= threshold)["balanced_accuracy"],
             "network_errors_by_subject": errors_by_subject(y[k], net_called, test["subject"][k]),
-            "observer_errors_by_subject": errors_by_subject(y[k], obs >= threshold, test["subject"][k]),
-            "_fit": (y_train, keep, y, k)}
+            "observer_errors_by_subject": errors_by_subject(y[k], obs >= threshold, test["subject"][k])}
 
 
 def main(argv=None) -> int:
@@ -201,15 +200,14 @@ def main(argv=None) -> int:
     print(f"{'detector':<20}{'network':>9}{'observer':>10}{'mean':>7}{'net b.acc':>11}{'obs b.acc':>11}"
           f"   AUC by draw (network/observer)")
     for det in DETECTORS:
-        r = compare(det, schemes, train, test, seeds)
-        fit = r.pop("_fit")
-        out["detectors"][det] = r
+        r = out["detectors"][det] = compare(det, schemes, train, test, seeds)
         draws = " ".join(f"{v['network']:.3f}/{v['observer']:.3f}" for v in r["by_seed"].values())
         print(f"{det:<20}{r['network_auc']:>9.3f}{r['observer_auc']:>10.3f}{r['mean_auc']:>7.3f}"
               f"{100 * r['network_balanced_accuracy']:>11.1f}{100 * r['observer_balanced_accuracy']:>11.1f}"
               f"   {draws}")
         if det == CURVE_DETECTOR:
-            y_train, keep, y, k = fit
+            y_train, y = _labels(det, train[1], schemes), _labels(det, test["grades"], schemes)
+            keep, k = y_train >= 0, y >= 0
             counts = [int(c) for c in args.subject_counts.split(",")]
             curve = learning_curve(train[0][keep], y_train[keep], train[2][keep], test["features"][k], y[k], counts)
             out["learning_curve"] = {str(n): v for n, v in curve.items()}

@@ -75,7 +75,9 @@ def test_compare_scores_the_observer_beside_the_network_on_the_same_images():
     assert r["observer_auc"] > 0.9 and r["network_auc"] == pytest.approx(0.0)
     assert set(r["by_seed"]) == {1, 2}
     assert r["network_errors_by_subject"]["total"] == int((contrast == 0).sum())  # 1.0: false alarms
-    y_train, keep, y, k = r["_fit"]
+    y_train = observer._labels("contrast_moderate", g_train, LABEL_SCHEMES)
+    y = observer._labels("contrast_moderate", g_test, LABEL_SCHEMES)
+    keep, k = y_train >= 0, y >= 0
     curve = observer.learning_curve(f_train[keep], y_train[keep], subjects[keep], f_test[k], y[k], [5, 40],
                                     repeats=2)
     assert set(curve) == {5, 40} and curve[40][1] == 0.0 and curve[40][0] > 0.9
