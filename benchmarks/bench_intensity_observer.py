@@ -25,7 +25,6 @@ import json
 import os
 import sys
 import time
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +33,9 @@ from scipy import ndimage as ndi
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import bench_heldout  # noqa: E402
 
 from bids_qc.grading import binary_labels  # noqa: E402
 from bids_qc.masks import priors_on_grid  # noqa: E402
@@ -97,10 +99,12 @@ def learning_curve(features, labels, subjects, test_features, test_labels, count
 
 
 def errors_by_subject(labels, called, subjects, top: int = 5) -> dict:
-    """{"total": errors, "top": [(subject, errors), ...] for the ``top`` subjects with most}."""
-    wrong = np.asarray(called) != (np.asarray(labels) == 1)
-    return {"total": int(wrong.sum()),
-            "top": [(str(s), n) for s, n in Counter(np.asarray(subjects)[wrong]).most_common(top)]}
+    """{"total": errors, "top": [(subject, errors), ...] for the ``top`` subjects with most}
+    (counted by ``bench_heldout.errors_by_subject``)."""
+    names, codes = np.unique(np.asarray(subjects), return_inverse=True)
+    counts = bench_heldout.errors_by_subject(np.asarray(labels), np.asarray(called), codes, names)
+    worst = sorted(((str(s), w) for s, (w, _) in counts.items() if w), key=lambda sw: -sw[1])
+    return {"total": sum(w for w, _ in counts.values()), "top": worst[:top]}
 
 
 def training_rows(entries, grid, n_per_subject: int, seed: int, features: IntensityFeatures):
@@ -126,10 +130,10 @@ def heldout_rows(bundle, data: Path, seeds, n_per_subject: int, features: Intens
             for grades, image in simulated_draws(scans[sub], grid.affine, np.random.default_rng([seed, i]),
                                                  n_per_subject):
                 x = grid.normalise(image)
-                mean, _ = bundle.predict(torch.from_numpy(x)[None, None])
+                probs = bench_heldout.predict(bundle, x)
                 out["features"].append(features(x))
                 out["grades"].append([grades[a] for a in ARTEFACTS])
-                out["probs"].append([float(mean[d][0]) for d in DETECTORS])
+                out["probs"].append([probs[d] for d in DETECTORS])
                 out["subject"].append(sub)
                 out["seed"].append(seed)
         print(f"held-out draw {seed}: {len(out['seed'])} images", file=sys.stderr)
@@ -150,8 +154,9 @@ def compare(detector, schemes, train, test, seeds) -> dict:
     k = y >= 0
     net = test["probs"][k, DETECTORS.index(detector)]
     obs = model.predict_proba(test["features"][k])[:, 1]
-    by_seed = {int(s): {"network": auc(y[k][test["seed"][k] == s], net[test["seed"][k] == s]),
-                        "observer": auc(y[k][test["seed"][k] == s], obs[test["seed"][k] == s])} for s in seeds}
+    draw = test["seed"][k]
+    by_seed = {int(s): {"network": auc(y[k][draw == s], net[draw == s]),
+                        "observer": auc(y[k][draw == s], obs[draw == s])} for s in seeds}
     net_called = net >= schemes[detector].get("threshold", 0.5)
     return {"n": int(k.sum()), "network_auc": auc(y[k], net), "observer_auc": auc(y[k], obs),
             "mean_auc": auc(y[k], (net + obs) / 2), "by_seed": by_seed,
