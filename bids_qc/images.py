@@ -46,6 +46,19 @@ def load_template(name: str = "T1w") -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(img.dataobj, dtype=np.float32), img.affine
 
 
+def smooth_axes(img: sitk.Image, sigma_mm) -> sitk.Image:
+    """Gaussian smoothing with one sigma (mm) per voxel axis; an axis whose sigma is 0 is left as
+    it is. The same filter as ``SmoothingRecursiveGaussian`` (one recursive pass per axis), which
+    refuses a zero sigma: an anisotropic scan (1 x 1 x 2 mm, 0.9 x 0.9 x 5 mm) is already at or
+    above the target spacing along its thick axis and needs no smoothing there."""
+    out = sitk.Cast(img, sitk.sitkFloat32)
+    for axis, sigma in enumerate(sigma_mm):
+        if sigma > 1e-6:
+            out = sitk.RecursiveGaussian(out, float(sigma), False,
+                                         sitk.RecursiveGaussianImageFilter.ZeroOrder, axis)
+    return out
+
+
 def bound_resolution(img: sitk.Image, spacing_mm: float = WORKING_SPACING_MM) -> sitk.Image:
     """Smooth and resample images finer than ``spacing_mm`` to that spacing (speed, memory)."""
     spacing = np.array(img.GetSpacing())
@@ -53,7 +66,7 @@ def bound_resolution(img: sitk.Image, spacing_mm: float = WORKING_SPACING_MM) ->
         return img
     new_spacing = np.maximum(spacing, spacing_mm)
     sigma = np.sqrt(np.maximum(new_spacing**2 - spacing**2, 0)) / 2.355
-    smooth = sitk.SmoothingRecursiveGaussian(img, [float(s) for s in sigma])
+    smooth = smooth_axes(img, sigma)
     size = [int(round(n * s / t)) for n, s, t in zip(img.GetSize(), spacing, new_spacing)]
     return sitk.Resample(smooth, size, sitk.Transform(), sitk.sitkLinear, img.GetOrigin(),
                          [float(s) for s in new_spacing], img.GetDirection(), 0.0, sitk.sitkFloat32)

@@ -37,6 +37,7 @@ PREPROCESSING_VERSION = "3"
 REFERENCE_PERCENTILE = 99.5
 REFERENCE_VALUE = 255.0
 MIN_EXTENT_MM = 100.0  # below this along any axis the scan is a slab: no registration, no verdict
+MAX_EXTENT_MM = 600.0  # above this along any axis the header cannot describe a head scan
 MAX_VOXELS = 512**3
 CLIP_PERCENTILE = 99.5
 # Intensity normalisations of the model input, by the name a manifest records ("input" ->
@@ -250,6 +251,13 @@ def load_scan(path) -> tuple[np.ndarray, np.ndarray, tuple]:
             raise InvalidScanError(path, "all voxels are 0 (an empty image)")
         raise InvalidScanError(path, f"image is constant (all voxels = {lo:g})")
     zooms = tuple(float(z) for z in img.header.get_zooms()[:3])
+    extent = physical_extent_mm(data.shape, zooms)
+    if max(extent) > MAX_EXTENT_MM:
+        raise InvalidScanError(path, "implausible geometry: the header's voxel sizes "
+                                     f"({' x '.join(f'{z:g}' for z in zooms)} mm) make a field of "
+                                     f"view of {' x '.join(f'{e:.0f}' for e in extent)} mm, far "
+                                     f"larger than a head (limit {MAX_EXTENT_MM:.0f} mm per axis); "
+                                     "check the pixdim / affine of this file")
     return data, img.affine.astype(np.float64), zooms
 
 
