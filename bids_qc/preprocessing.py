@@ -322,11 +322,26 @@ def preprocess(path, grid: ModelGrid = ModelGrid(), threads: int = 1,
     """Run the full chain on ``path``. Slabs (extent < 100 mm on an axis) stop after loading
     with a warning: registration and the detectors cannot judge them."""
     t0 = time.perf_counter()
+    data, affine, zooms = load_scan(path)
+    load_time = time.perf_counter() - t0
+    out = preprocess_volume(data, affine, zooms, grid=grid, threads=threads,
+                            with_registered=with_registered, source=path)
+    out.timings = {"load": load_time, **out.timings}
+    return out
+
+
+def preprocess_volume(data: np.ndarray, affine: np.ndarray, zooms, grid: ModelGrid = ModelGrid(),
+                      threads: int = 1, with_registered: bool = True,
+                      transform: sitk.Transform | None = None, source="<array>") -> Preprocessed:
+    """The chain after loading, on a RAS-reoriented float32 array (what :func:`load_scan` returns).
+
+    ``transform`` (template -> subject, as registration returns it) skips the registration: the
+    training data reuse the clean scan's transform for its simulated variants, whose heads did
+    not move in world space (``tests/test_scanner_space.py`` bounds what that changes).
+    """
     # ITK's default uses every core, and its rounding then depends on the thread count
     sitk.ProcessObject_SetGlobalDefaultNumberOfThreads(max(1, int(threads)))
-    data, affine, zooms = load_scan(path)
-    out = Preprocessed(native=data, native_zooms=zooms)
-    out.timings["load"] = time.perf_counter() - t0
+    out = Preprocessed(native=data, native_zooms=tuple(zooms))
     extent = physical_extent_mm(data.shape, zooms)
     out.record = {"version": PREPROCESSING_VERSION, "native_shape": list(data.shape),
                   "native_zooms_mm": list(zooms), "native_extent_mm": [round(e, 1) for e in extent],
@@ -350,7 +365,10 @@ def preprocess(path, grid: ModelGrid = ModelGrid(), threads: int = 1,
 
         t = time.perf_counter()
         tpl, tpl_affine = load_template("T1w")
-        transform, reg_params = register_affine(corrected, threads=threads)
+        if transform is None:
+            transform, reg_params = register_affine(corrected, threads=threads)
+        else:
+            reg_params = {"reused": True}
         reg_params["template_to_subject_ras"] = transform_to_ras_matrix(transform)
         out.record["registration"] = reg_params
         out.timings["registration"] = time.perf_counter() - t
@@ -371,5 +389,5 @@ def preprocess(path, grid: ModelGrid = ModelGrid(), threads: int = 1,
     except InvalidScanError:
         raise
     except Exception as exc:
-        raise PreprocessingError(path, f"preprocessing failed: {exc}") from exc
+        raise PreprocessingError(source, f"preprocessing failed: {exc}") from exc
     return out

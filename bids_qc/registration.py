@@ -135,6 +135,17 @@ def transform_to_ras_matrix(transform: sitk.Transform) -> list[list[float]]:
     return (flip @ lps @ flip).round(6).tolist()
 
 
+def ras_matrix_to_transform(matrix) -> sitk.AffineTransform:
+    """The inverse of :func:`transform_to_ras_matrix`: a template-RAS -> subject-RAS 4x4 matrix
+    as the ITK transform (LPS) that resampling uses."""
+    flip = np.diag([-1.0, -1.0, 1.0, 1.0])
+    lps = flip @ np.asarray(matrix, float) @ flip
+    transform = sitk.AffineTransform(3)
+    transform.SetMatrix(tuple(lps[:3, :3].ravel()))
+    transform.SetTranslation(tuple(lps[:3, 3]))
+    return transform
+
+
 def resample(moving: sitk.Image, transform: sitk.Transform, shape, affine) -> np.ndarray:
     ref = grid_reference(shape, affine)
     out = sitk.Resample(moving, ref, transform, sitk.sitkLinear, 0.0, sitk.sitkFloat32)

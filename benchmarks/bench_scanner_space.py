@@ -1,0 +1,282 @@
+#!/usr/bin/env python
+"""Scanner-space benchmark: detectors on artefacts made another way, per site, beside the metrics.
+
+    python benchmarks/bench_scanner_space.py --models models/conv5fc3-ixi-v1 [OTHER_MODEL ...] \
+        [--data ../shared/data] [--cache /tmp/bids_qc_ss_bench] [--seed 777]
+
+One run prints, for every model given, on the *same* images:
+
+1. **Scanner-space artefacts, held-out subjects and held-out sites.** The model's 20 held-out IXI
+   subjects (site ixi-hh, never trained on) and every scan of the sites held out of training
+   (default: the United Imaging, the Siemens Prisma and the Siemens 2D scan of ``vendors/``), each
+   corrupted on its raw grid by :mod:`bids_qc.evaluation.independent_artefacts` (code that shares
+   nothing with either training simulator), written as a NIfTI file and run through the app's
+   own preprocessing (registration included) and detectors. Balanced accuracy per detector and
+   tier decision, per site, and how often an artefact raises *another* artefact's grade.
+2. **The same images beside the metrics** a user would otherwise screen with (AUC of each
+   artefact alone vs clean): motion - Tenengrad and the native SNR; noise - the native SNR;
+   contrast - ND-WGM.
+3. **Clean scans of every site** (the raw files, no artefact): tier and grades, false alarms.
+4. **Real motion pairs** (``motion_pairs/``): the slab detector and the native metrics, moving vs
+   still (the six detectors cannot judge 20-slice slabs).
+
+The simulated images and their preprocessed model inputs are cached in ``--cache`` (keyed by the
+seed), so a second model is scored on the very same inputs without simulating again.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bids_qc.evaluation.independent_artefacts import corrupt  # noqa: E402
+from bids_qc.grading import binary_labels, grades_from_probabilities, tier_from_grades  # noqa: E402
+from bids_qc.masks import prior_masks  # noqa: E402
+from bids_qc.metrics import compute_metrics, load_priors  # noqa: E402
+from bids_qc.models import load_bundle  # noqa: E402
+from bids_qc.preprocessing import preprocess  # noqa: E402
+from bids_qc.record import ARTEFACTS, DETECTORS  # noqa: E402
+from bids_qc.training.data import GRADE_PROBS, draw_grades  # noqa: E402
+from bids_qc.training.metrics import auc, binary_scores  # noqa: E402
+from bids_qc.training.scanner_data import load_scan_npz, prepare_scans  # noqa: E402
+
+HELDOUT_SITES = ("uih", "prisma", "decubitus")
+BASELINES = {"motion": (("tenengrad", -1), ("snr_native", -1)), "noise": (("snr_native", -1), ("snr", -1)),
+             "contrast": (("nd_wgm", -1),)}
+_ = prior_masks  # the metrics use the template priors through compute_metrics
+
+
+def sources(data: Path, test_subjects) -> list[tuple[str, str, Path]]:
+    """The held-out IXI subjects and every scan of the other sites (held out or not)."""
+    out = [(s, "ixi-hh", data / "ixi" / f"sub-{s}" / "anat" / f"sub-{s}_T1w.nii.gz") for s in test_subjects]
+    for folder in ("vendors", "singles"):
+        for path in sorted((data / folder).glob("sub-*/anat/*_T1w.nii.gz")):
+            site = path.name.split("_")[0][4:]
+            out.append((path.name.replace("_T1w.nii.gz", "").replace("sub-", ""), site, path))
+    return [(n, s, p) for n, s, p in out if p.is_file()]
+
+
+def _metrics(pre) -> dict:
+    gm, wm = load_priors()
+    metrics, _ = compute_metrics(pre.registered, gm, wm, pre.native, pre.native_zooms, fov=pre.fov)
+    return {k: float(v) for k, v in metrics.items()}
+
+
+def make_images(prepared: list[Path], cache: Path, seed: int, n_per_scan: dict) -> list[Path]:
+    """Simulate, write, preprocess; cache the model input and metrics of each image."""
+    cache.mkdir(parents=True, exist_ok=True)
+    done = []
+    for k, scan_path in enumerate(prepared):
+        scan = load_scan_npz(scan_path)
+        n = n_per_scan.get(scan.site, n_per_scan["default"])
+        for i in range(n + 1):  # image 0: the clean scan itself
+            out = cache / f"{scan.name}-{i:03d}.npz"
+            if out.exists():
+                done.append(out)
+                continue
+            rng = np.random.default_rng([seed, k, i])
+            t = time.perf_counter()
+            if i == 0:
+                grades = {a: 0 for a in ARTEFACTS}
+                data, info = scan.data, {"clean": True}
+                measured = None
+            else:
+                grades = draw_grades(rng, GRADE_PROBS)
+                data, measured, info = corrupt(scan, grades, rng)
+            with tempfile.TemporaryDirectory() as tmp:
+                path = Path(tmp) / "scan.nii.gz"
+                nib.save(nib.Nifti1Image(data.astype(np.float32), scan.affine), path)
+                pre = preprocess(path)
+            if pre.model_input is None:
+                continue
+            np.savez(out, x=pre.model_input.astype(np.float32),
+                     meta=json.dumps({"scan": scan.name, "site": scan.site, "index": i,
+                                      "asked": grades, "grades": measured or grades,
+                                      "info": info, "metrics": _metrics(pre),
+                                      "seconds": round(time.perf_counter() - t, 2)}, default=float))
+            done.append(out)
+            print(f"  {out.name}: {measured or grades} ({time.perf_counter() - t:.1f} s)", flush=True)
+    return done
+
+
+def score(bundle, images: list[Path]) -> list[dict]:
+    rows = []
+    for path in images:
+        with np.load(path) as z:
+            x = torch.from_numpy(z["x"])[None, None]
+            meta = json.loads(str(z["meta"]))
+        mean, _ = bundle.predict(x)
+        probs = {d: float(mean[d][0]) for d in DETECTORS}
+        grades = grades_from_probabilities(probs, bundle.thresholds)
+        rows.append({**meta, "probs": probs, "pred": grades, "tier": tier_from_grades(grades),
+                     "true_tier": tier_from_grades(meta["grades"])})
+    return rows
+
+
+def decision_table(rows: list[dict]) -> dict:
+    """Balanced accuracy % per detector and tier decision over ``rows``."""
+    out = {}
+    true = np.array([[r["grades"][a] for a in ARTEFACTS] for r in rows])
+    for det in DETECTORS:
+        col = ARTEFACTS.index(det.split("_")[0])
+        labels = binary_labels(det, true[:, col].tolist())
+        pred = binary_labels(det, [r["pred"][det.split("_")[0]] for r in rows])
+        valid = labels >= 0
+        if valid.sum() == 0 or len(set(labels[valid])) < 2:
+            out[det] = None
+            continue
+        probs = np.array([r["probs"][det] for r in rows])
+        s = binary_scores(labels[valid], pred[valid] >= 1)
+        out[det] = {"bacc": 100 * s["balanced_accuracy"], "auc": auc(labels[valid], probs[valid]),
+                    "n_pos": int((labels[valid] == 1).sum()), "n_neg": int((labels[valid] == 0).sum())}
+    tt = np.array([r["true_tier"] for r in rows])
+    pt = np.array([r["tier"] for r in rows])
+    for name, pos, among in (("tier_12_vs_3", [3], [1, 2, 3]), ("tier_1_vs_2", [2], [1, 2])):
+        keep = np.isin(tt, among)
+        if len(set(np.isin(tt[keep], pos))) < 2:
+            out[name] = None
+            continue
+        s = binary_scores(np.isin(tt[keep], pos).astype(int), np.isin(pt[keep], pos))
+        out[name] = {"bacc": 100 * s["balanced_accuracy"], "n_pos": int(np.isin(tt[keep], pos).sum()),
+                     "n_neg": int((~np.isin(tt[keep], pos)).sum())}
+    return out
+
+
+def cross_talk(rows: list[dict]) -> dict:
+    """Per artefact A: among images whose only artefact is A, how often another artefact's grade
+    is raised above its true grade (0)."""
+    out = {}
+    for a in ARTEFACTS:
+        only = [r for r in rows if r["grades"][a] > 0 and all(r["grades"][b] == 0 for b in ARTEFACTS if b != a)]
+        if not only:
+            continue
+        raised = sum(any(r["pred"][b] > 0 for b in ARTEFACTS if b != a) for r in only)
+        out[a] = {"n": len(only), "raised_other_pct": 100 * raised / len(only)}
+    return out
+
+
+def metric_baselines(rows: list[dict]) -> dict:
+    """AUC of each artefact alone vs the clean images: detector (moderate+severe probability,
+    max of the two) beside the metrics of ``BASELINES``."""
+    out = {}
+    clean = [r for r in rows if all(r["grades"][a] == 0 for a in ARTEFACTS)]
+    for a in ARTEFACTS:
+        only = [r for r in rows if r["grades"][a] > 0 and all(r["grades"][b] == 0 for b in ARTEFACTS if b != a)]
+        if not only or not clean:
+            continue
+        sub = only + clean
+        y = np.array([1] * len(only) + [0] * len(clean))
+        det = np.array([max(r["probs"][f"{a}_moderate"], r["probs"][f"{a}_severe"]) for r in sub])
+        entry = {"n": f"{len(only)}+{len(clean)}", "detector": auc(y, det)}
+        for metric, sign in BASELINES[a]:
+            vals = np.array([sign * r["metrics"].get(metric, np.nan) for r in sub], float)
+            entry[metric] = auc(y[np.isfinite(vals)], vals[np.isfinite(vals)]) if np.isfinite(vals).all() else None
+        out[a] = entry
+    return out
+
+
+def _fmt(entry) -> str:
+    return "   -  " if entry is None else f"{entry['bacc']:5.1f} "
+
+
+def report(model: str, rows: list[dict], heldout_sites) -> dict:
+    simulated = [r for r in rows if r["index"] > 0]
+    groups = {"held-out subjects (ixi-hh)": [r for r in simulated if r["site"] == "ixi-hh"],
+              "held-out sites": [r for r in simulated if r["site"] in heldout_sites],
+              "trained-on other sites (new draws)": [r for r in simulated
+                                                     if r["site"] not in heldout_sites and r["site"] != "ixi-hh"]}
+    for site in sorted({r["site"] for r in simulated if r["site"] in heldout_sites}):
+        groups[f"  site {site}"] = [r for r in simulated if r["site"] == site]
+    tables = {g: decision_table(rs) for g, rs in groups.items() if rs}
+    names = list(DETECTORS) + ["tier_12_vs_3", "tier_1_vs_2"]
+    print(f"\n== {model}: balanced accuracy % on scanner-space artefacts (independent simulator)")
+    print(f"{'images':<38}{'n':>5}  " + " ".join(n.replace('_moderate', '_mod').replace('_severe', '_sev')
+                                                .replace('contrast', 'con')[:12].rjust(12) for n in names))
+    for g, t in tables.items():
+        print(f"{g:<38}{len(groups[g]):>5}  " + " ".join(_fmt(t[n]).rjust(12) for n in names))
+    talk = {g: cross_talk(rs) for g, rs in groups.items() if rs and not g.startswith("  ")}
+    print("artefact alone -> another artefact's grade raised (% of those images):")
+    for g, t in talk.items():
+        print(f"  {g:<36}" + "  ".join(f"{a} {v['raised_other_pct']:.0f}% (n={v['n']})" for a, v in t.items()))
+    base = {g: metric_baselines(rs) for g, rs in groups.items() if rs and not g.startswith("  ")}
+    print("artefact alone vs clean, AUC: detector beside the metrics (same images):")
+    for g, t in base.items():
+        for a, e in t.items():
+            others = "  ".join(f"{m} {e[m]:.3f}" if e[m] is not None else f"{m} -" for m, _ in BASELINES[a])
+            print(f"  {g:<36}{a:<9} n={e['n']:<7} detector {e['detector']:.3f}  {others}")
+    clean = [r for r in rows if r["index"] == 0]
+    print("clean scans of every site (raw files, no artefact added): tier, grades m/n/c")
+    for r in clean:
+        g = r["pred"]
+        print(f"  {r['site']:<12}{r['scan']:<22} tier {r['tier']}  grades {g['motion']}/{g['noise']}/{g['contrast']}"
+              f"  (true by definition {r['grades']['motion']}/{r['grades']['noise']}/{r['grades']['contrast']})")
+    other_clean = [r for r in clean if r["site"] != "ixi-hh"]
+    summary = {"tables": tables, "cross_talk": talk, "baselines": base,
+               "clean": [{k: r[k] for k in ("site", "scan", "tier", "pred")} for r in clean],
+               "clean_other_sites_tier3": sum(r["tier"] == 3 for r in other_clean),
+               "clean_other_sites_tier1": sum(r["tier"] == 1 for r in other_clean),
+               "n_clean_other_sites": len(other_clean)}
+    print(f"clean scans of other sites: {summary['clean_other_sites_tier1']}/{len(other_clean)} tier 1, "
+          f"{summary['clean_other_sites_tier3']} tier 3")
+    return summary
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--models", nargs="+", type=Path, default=[ROOT / "models" / "conv5fc3-ixi-v1"])
+    p.add_argument("--data", type=Path, default=ROOT / ".." / "shared" / "data")
+    p.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "bids_qc_ss_bench")
+    p.add_argument("--seed", type=int, default=777)
+    p.add_argument("--per-subject", type=int, default=6, help="images per held-out IXI subject")
+    p.add_argument("--per-site-scan", type=int, default=14, help="images per scan of another site")
+    p.add_argument("--per-trained-site-scan", type=int, default=6,
+                   help="images per scan of the other sites that training saw")
+    p.add_argument("--heldout-sites", default=",".join(HELDOUT_SITES))
+    p.add_argument("--json", type=Path, default=None)
+    p.add_argument("--nprocs", type=int, default=1)
+    args = p.parse_args(argv)
+    if not args.data.is_dir():
+        print(f"shared data not found at {args.data}")
+        return 1
+    heldout_sites = set(args.heldout_sites.split(","))
+    first = load_bundle(args.models[0])
+    test_subjects = first.manifest["training"]["test_subjects"]
+    t0 = time.perf_counter()
+    src = sources(args.data, test_subjects)
+    prepared = prepare_scans(src, args.cache / "scans", args.nprocs)
+    images = make_images(sorted(prepared), args.cache / f"seed-{args.seed}", args.seed,
+                         {"ixi-hh": args.per_subject, **{s: args.per_site_scan for s in heldout_sites},
+                          "default": args.per_trained_site_scan})
+    print(f"{len(images)} images ready in {time.perf_counter() - t0:.0f} s")
+    results = {}
+    for model_dir in args.models:
+        bundle = load_bundle(model_dir)
+        rows = score(bundle, images)
+        results[bundle.model_id] = report(bundle.model_id, rows, heldout_sites)
+    pairs = real_pairs(args.data)
+    results["real_motion_pairs"] = pairs
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1, default=float))
+    return 0
+
+
+def real_pairs(data: Path) -> dict:
+    """The slab detector and native metrics on the real motion pairs (bench_heldout's check)."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from bench_heldout import real_pairs as heldout_real_pairs
+
+    return heldout_real_pairs(data, load_bundle(ROOT / "models" / "conv5fc3-ixi-v1"))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

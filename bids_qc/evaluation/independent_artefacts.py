@@ -1,0 +1,124 @@
+"""Scanner-space artefacts made by code that shares nothing with the training simulators.
+
+A benchmark that scores a detector on images made by the code that trained it flatters it. Here
+the same three artefacts are made another way, on the raw scan, before any preprocessing:
+
+- **motion**: numpy/scipy only (no TorchIO, no SimpleITK). The head takes 2-6 rigid positions
+  (rotation about the field-of-view centre with ``scipy.ndimage.affine_transform``, cubic
+  spline), each position is Fourier transformed with ``numpy.fft``, and k-space is assembled
+  from contiguous blocks of phase-encoding lines along a random voxel axis, in *random* order of
+  acquisition (a position may cover the k-space centre or not: the ghosts differ from TorchIO's,
+  which always keeps one position over the centre). Amplitudes: the published ranges, as the
+  largest displacement of any position (moderate 2-4 degrees / mm, severe 5-8).
+- **noise**: complex Gaussian noise added to the *k-space* of the image (thermal noise as the
+  receiver adds it), then the magnitude; its level is set so that the white-matter SNR at the
+  working resolution lands in the grade's band.
+- **contrast**: a different curve from the power law: the intensities are compressed towards the
+  white-matter level, ``out = WM * (I / WM) ** c`` (``c`` in [0.78, 0.95] moderate,
+  [0.55, 0.72] severe), which lowers the WM/GM ratio as a poorer inversion time would.
+
+Grades are then *measured* with the project's definitions (:mod:`bids_qc.scanner_space`: noise by
+the SNR reached, contrast by the ND-WGM drop, motion by amplitude range), which are the
+definitions of what a grade means, not a simulator.
+"""
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from bids_qc import scanner_space as ss
+
+MOTION_MM = {1: (2.0, 4.0), 2: (5.0, 8.0)}
+CONTRAST_POWER = {1: (0.78, 0.95), 2: (0.55, 0.72)}
+NOISE_SNR = {1: (34.0, 47.0), 2: (19.0, 26.0)}
+
+
+def _rotation(angles_deg) -> np.ndarray:
+    a, b, c = np.radians(angles_deg)
+    rx = np.array([[1, 0, 0], [0, np.cos(a), -np.sin(a)], [0, np.sin(a), np.cos(a)]])
+    ry = np.array([[np.cos(b), 0, np.sin(b)], [0, 1, 0], [-np.sin(b), 0, np.cos(b)]])
+    rz = np.array([[np.cos(c), -np.sin(c), 0], [np.sin(c), np.cos(c), 0], [0, 0, 1]])
+    return rz @ ry @ rx
+
+
+def move(data: np.ndarray, zooms, degrees, shift_mm) -> np.ndarray:
+    """The volume after a rigid move of the head (rotation about the array centre), in voxels."""
+    zooms = np.asarray(zooms, float)
+    rot = _rotation(degrees)
+    # voxel -> mm (scale), rotate, back: matrix acting on output voxel coordinates
+    matrix = np.diag(1 / zooms) @ rot.T @ np.diag(zooms)
+    centre = (np.asarray(data.shape) - 1) / 2
+    offset = centre - matrix @ centre - np.asarray(shift_mm) / zooms
+    return ndi.affine_transform(data, matrix, offset=offset, order=3, mode="constant", cval=0.0)
+
+
+def motion(data, zooms, grade: int, rng: np.random.Generator) -> tuple[np.ndarray, dict]:
+    low, high = MOTION_MM[grade]
+    n = int(rng.integers(2, 7))
+    axis = int(rng.integers(3))
+    positions = [np.zeros(6)]
+    for _ in range(n - 1):
+        size = rng.uniform(low, high)
+        direction = rng.normal(size=6)
+        direction /= np.abs(direction).max()
+        positions.append(direction * size)
+    # contiguous blocks of lines along ``axis``, acquired in a random order of positions
+    edges = np.sort(rng.uniform(0.05, 0.95, n - 1))
+    lines = data.shape[axis]
+    bounds = np.r_[0, (edges * lines).astype(int), lines]
+    order = rng.permutation(n)
+    kspace = np.zeros(data.shape, complex)
+    for block, pos_index in enumerate(order):
+        pos = positions[pos_index]
+        moved = data if not pos.any() else move(data, zooms, pos[:3], pos[3:])
+        spectrum = np.fft.fftshift(np.fft.fftn(moved))
+        sl = [slice(None)] * 3
+        sl[axis] = slice(bounds[block], bounds[block + 1])
+        kspace[tuple(sl)] = spectrum[tuple(sl)]
+    out = np.abs(np.fft.ifftn(np.fft.ifftshift(kspace))).astype(np.float32)
+    return out, {"positions": [p.round(3).tolist() for p in positions], "axis": axis,
+                 "block_edges": edges.round(3).tolist(), "order": order.tolist()}
+
+
+def contrast(data, wm, grade: int, rng) -> tuple[np.ndarray, dict]:
+    c = float(rng.uniform(*CONTRAST_POWER[grade]))
+    level = float(np.median(data[wm]))
+    out = level * (np.clip(data, 0, None) / level) ** c
+    return out.astype(np.float32), {"power": round(c, 4)}
+
+
+def kspace_noise(data, affine, wm, grade: int, rng) -> tuple[np.ndarray, dict]:
+    """Complex noise in k-space with the image-domain sigma that reaches the band's SNR."""
+    target_snr = float(rng.uniform(*NOISE_SNR[grade]))
+    sigma0, reduction = ss.working_sigma(data, affine)
+    level = float(np.median(data[wm]))
+    add = float(np.sqrt(max((level / target_snr) ** 2 - sigma0**2, 0.0))) / max(reduction, 1e-6)
+    # unitary FFT: white image-domain noise of sigma has k-space sigma * sqrt(N) unnormalised
+    k = np.fft.fftn(data)
+    scale = add * np.sqrt(data.size)
+    k = k + rng.normal(0, scale, data.shape) + 1j * rng.normal(0, scale, data.shape)
+    return np.abs(np.fft.ifftn(k)).astype(np.float32), {"target_snr": round(target_snr, 2)}
+
+
+def corrupt(scan: ss.NativeScan, grades: dict, rng: np.random.Generator) -> tuple[np.ndarray, dict, dict]:
+    """``scan`` (file voxel order) with the artefacts of ``grades``; returns the image, the
+    measured grades and what was done. Order: motion, contrast, noise."""
+    data, affine = scan.data.astype(np.float32), scan.affine
+    zooms = ss._zooms(affine)
+    wm, gm = ss.tissue_masks(data.shape, affine, scan.template_to_subject)
+    sigma0, reduction = ss.working_sigma(data, affine)
+    done, evidence = {}, {}
+    if grades["motion"]:
+        data, done["motion"] = motion(data, zooms, grades["motion"], rng)
+    if grades["contrast"]:
+        before = ss.nd_wgm_native(data, wm, gm)
+        data, done["contrast"] = contrast(data, wm, grades["contrast"], rng)
+        evidence["contrast_drop"] = 1 - ss.nd_wgm_native(data, wm, gm) / before
+    level = float(np.median(data[wm]))
+    evidence["snr"] = level / sigma0 if sigma0 > 0 else float("inf")
+    if grades["noise"]:
+        data, done["noise"] = kspace_noise(data, affine, wm, grades["noise"], rng)
+        added = level / done["noise"]["target_snr"]
+        evidence["snr"] = level / max(added, sigma0)
+    applied = [{"artefact": "motion", "grade": grades["motion"]}] if grades["motion"] else []
+    return data, ss.measured_grades(applied, evidence), {"done": done, "evidence": evidence}

@@ -1,0 +1,340 @@
+"""Artefacts made where the scanner makes them: on the scan's own voxel grid, before preprocessing.
+
+The box simulator (:mod:`bids_qc.simulation`) corrupts the preprocessed 2.5 mm model box; real
+motion, noise and contrast loss happen at acquisition, on the scanner's grid, and are then partly
+averaged away by bias correction and resampling. Here a clean scan, as stored in its file
+(voxel order = the scanner's k-space axes), is first made to look like another site
+(:func:`sample_site`), then corrupted (:func:`sample_artefacts`), and the result goes through the
+app's own preprocessing (:func:`bids_qc.preprocessing.preprocess_volume`): a training input is an
+input the app could produce at inference.
+
+Grades are defined by what a reader sees, measured on the native grid, not by a knob alone:
+
+- **noise**: by the white-matter SNR reached, ``WM level / sigma`` with sigma the Rician noise
+  level of the air (the scan's own and the added, measured), both at the app's working
+  resolution (voxels of at least 1.5 mm, as the app averages finer scans before N4, so that a
+  0.5 mm scan is not called noisy for its small voxels; the noise itself is added on the scan's
+  own grid). Grade 2 below
+  ``NOISE_SNR_LIMITS[1]`` (27.5), grade 1 below ``NOISE_SNR_LIMITS[0]`` (52), else 0. The
+  published clinical calibration is SNR ~74 clean, ~38-44 moderate, ~25-27 severe: a scan that
+  is already noisier than 52 is grade 1 whatever was added. An SNR is a ratio of intensities, so
+  the definition does not depend on a scanner's units.
+- **contrast**: by the relative drop of ND-WGM = (WM - GM) / (WM + GM) that the gamma causes,
+  measured on the native grid (tissue levels from the template priors pulled into the scan).
+  A power law ``I**gamma`` turns a WM/GM ratio r into r**gamma, so the drop is ~1 - gamma for
+  any scanner, field strength and intensity scaling; grade 2 from ``CONTRAST_DROP_LIMITS[1]``
+  (22 %), grade 1 from ``CONTRAST_DROP_LIMITS[0]`` (3 %). The gamma ranges are the published
+  ones (log gamma [-0.2, -0.05] / [-0.45, -0.3], drops ~5-18 % / ~26-36 %).
+- **motion**: by the published amplitudes (per axis, per movement: 2-4 deg / 2-4 mm moderate,
+  5-8 severe) in one of three timing patterns along one of the scan's own voxel axes (the
+  k-space segments of TorchIO's ``Motion``): ``jumps`` (TorchIO's evenly spaced sudden moves),
+  ``drift`` (8 small steps growing to the amplitude) and ``nodding`` (6 moves alternating between
+  the amplitude and a tenth of it).
+
+Site randomisation (no artefact, label unchanged): a smooth multiplicative bias field, the voxel
+size (0.8-1.5 mm, or thick slices of 3-5 mm along one axis), the field of view (neck and crown
+cropped), the intensity scale and the bit depth (8/12/16-bit quantisation).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import nibabel as nib
+import numpy as np
+import SimpleITK as sitk
+import torch
+import torchio as tio
+
+from bids_qc.images import from_sitk, load_template, to_sitk
+
+NOISE_SNR_LIMITS = (52.0, 27.5)  # below the first: grade 1; below the second: grade 2
+NOISE_SNR_TARGETS = {1: (33.0, 48.0), 2: (18.0, 27.0)}  # drawn uniformly (published 38-44 / 25-27)
+CONTRAST_DROP_LIMITS = (0.03, 0.22)
+CONTRAST_LOG_GAMMA = {1: (-0.2, -0.05), 2: (-0.45, -0.3)}
+MOTION_RANGES = {1: (2.0, 4.0), 2: (5.0, 8.0)}  # degrees and mm per axis per movement
+MOTION_PATTERNS = ("jumps", "drift", "nodding")
+RAYLEIGH_STD = np.sqrt(2 - np.pi / 2)  # std of pure Rician (Rayleigh) air noise / sigma
+
+
+@dataclass
+class NativeScan:
+    """A clean scan as stored (voxel order of the file) and what its grades are measured with."""
+
+    data: np.ndarray  # float32, the file's voxel order
+    affine: np.ndarray  # 4x4, the file's
+    template_to_subject: list  # 4x4 RAS matrix from the clean scan's registration
+    name: str = ""
+    site: str = ""
+
+
+# ----------------------------------------------------------------------------- measurements
+
+def tissue_masks(shape, affine, template_to_subject, level: float = 0.9):
+    """WM and GM masks (bool, ``shape``) of a scan: the template priors > ``level`` pulled onto
+    the scan's grid through the registration (template -> subject RAS)."""
+    from bids_qc.registration import ras_matrix_to_transform
+
+    inverse = ras_matrix_to_transform(template_to_subject).GetInverse()
+    ref = to_sitk(np.zeros(shape, np.float32), affine)
+    masks = []
+    for name in ("label-WM_probseg", "label-GM_probseg"):
+        prior, prior_affine = load_template(name)
+        moved = sitk.Resample(to_sitk(prior, prior_affine), ref, inverse, sitk.sitkLinear, 0.0,
+                              sitk.sitkFloat32)
+        masks.append(from_sitk(moved) > level)
+    return masks[0], masks[1]
+
+
+def air_sigma(data: np.ndarray, zooms) -> float:
+    """Rician sigma of the air (std of the voxels > 10 mm from the head / Rayleigh factor), with
+    :func:`bids_qc.metrics.snr_native`'s head and air masks; 0 when the air is zero-filled."""
+    from scipy import ndimage as ndi
+
+    from bids_qc.metrics import AIR_MARGIN_MM, AIR_SAMPLE_MAX_VOXELS, FOREGROUND_FRACTION
+    from bids_qc.metrics import _subgrid_reference as subgrid
+
+    sample, step, ref = subgrid(data, AIR_SAMPLE_MAX_VOXELS)
+    fg = sample > FOREGROUND_FRACTION * ref
+    head = ndi.binary_fill_holes(ndi.binary_closing(fg, iterations=2) | fg)
+    air = ndi.distance_transform_edt(~head, sampling=[z * step for z in zooms]) > AIR_MARGIN_MM
+    if np.count_nonzero(air) < 100:
+        return 0.0
+    return float(sample[air].std(ddof=1)) / RAYLEIGH_STD
+
+
+def nd_wgm_native(data: np.ndarray, wm: np.ndarray, gm: np.ndarray) -> float:
+    w, g = float(np.median(data[wm])), float(np.median(data[gm]))
+    return abs(w - g) / (w + g) if w + g > 0 else float("nan")
+
+
+def grade_from(value: float, limits, lower_is_worse: bool) -> int:
+    """0, 1 or 2 from a measured value and the two limits of :data:`NOISE_SNR_LIMITS` style."""
+    first, second = limits
+    if lower_is_worse:
+        return 2 if value < second else 1 if value < first else 0
+    return 2 if value >= second else 1 if value >= first else 0
+
+
+# ----------------------------------------------------------------------------- site randomisation
+
+def _zooms(affine) -> np.ndarray:
+    return np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(axis=0))
+
+
+def sample_site(rng: np.random.Generator, zooms) -> dict:
+    """Parameters of one site-like variation of a scan (JSON-serialisable). The acquisition grid
+    is drawn at 1.3-2 mm (CPU budget: motion at 1 mm costs ~9 s a scan), or with thick slices
+    (3-5 mm along one axis, 1.2-1.6 mm in plane) one time in four."""
+    zooms = np.asarray(zooms, float)
+    if rng.random() < 0.25:
+        spacing = np.full(3, rng.uniform(1.2, 1.6))
+        spacing[int(rng.integers(3))] = rng.uniform(3.0, 5.0)
+    else:
+        spacing = np.full(3, rng.uniform(1.3, 2.0))
+    spacing = np.maximum(spacing, zooms * 0.5)  # never invent more than 2x the detail
+    return {"spacing_mm": spacing.round(3).tolist(),
+            "crop_mm": rng.uniform(0, [35, 10, 10, 10, 10, 15]).round(1).tolist(),
+            "bias_coefficient": round(float(rng.uniform(0.0, 0.5)), 3),
+            "bias_seed": int(rng.integers(2**31 - 1)),
+            "scale": round(float(10 ** rng.uniform(-1.0, 2.0)), 4),
+            "bits": int(rng.choice([8, 12, 16]))}
+
+
+def resample_to(data, affine, spacing) -> tuple[np.ndarray, np.ndarray]:
+    """``data`` on a grid of ``spacing`` mm with the same axes and extent (linear, smoothed first
+    along axes that get coarser, as an acquisition at that resolution averages)."""
+    from bids_qc.images import smooth_axes
+
+    zooms = _zooms(affine)
+    spacing = np.asarray(spacing, float)
+    img = to_sitk(data, affine)
+    sigma = np.sqrt(np.maximum(spacing**2 - zooms**2, 0)) / 2.355
+    img = smooth_axes(img, sigma)
+    size = [max(2, int(round(n * z / s))) for n, z, s in zip(data.shape, zooms, spacing)]
+    direction = np.asarray(affine)[:3, :3] / zooms
+    new_affine = np.eye(4)
+    new_affine[:3, :3] = direction * spacing
+    # keep the corner of the field of view: voxel centres shift by half the voxel change
+    new_affine[:3, 3] = np.asarray(affine)[:3, 3] + direction @ ((spacing - zooms) / 2)
+    ref = to_sitk(np.zeros(size, np.float32), new_affine)
+    out = sitk.Resample(img, ref, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32)
+    return from_sitk(out), new_affine
+
+
+def crop_field_of_view(data, affine, crop_mm) -> tuple[np.ndarray, np.ndarray]:
+    """Remove ``crop_mm`` (inferior, superior, then the two ends of the two other world axes)
+    from the edges of the field of view, keeping at least 110 mm along every axis."""
+    zooms = _zooms(affine)
+    slices, offset = [], np.zeros(3)
+    axes_ras = np.abs(np.asarray(affine)[:3, :3]).argmax(axis=0)  # world axis of each voxel axis
+    order = {2: (0, 1), 0: (2, 3), 1: (4, 5)}  # world axis -> entries of crop_mm
+    for ax in range(3):
+        n = data.shape[ax]
+        lo_mm, hi_mm = (crop_mm[i] for i in order[int(axes_ras[ax])])
+        if np.asarray(affine)[int(axes_ras[ax]), ax] < 0:  # voxel axis runs against the world axis
+            lo_mm, hi_mm = hi_mm, lo_mm
+        keep_mm = n * zooms[ax]
+        budget = max(0.0, keep_mm - 110.0)
+        lo_mm, hi_mm = min(lo_mm, budget / 2), min(hi_mm, budget / 2)
+        lo, hi = int(lo_mm / zooms[ax]), int(hi_mm / zooms[ax])
+        slices.append(slice(lo, n - hi))
+        offset[ax] = lo
+    new_affine = np.array(affine, float)
+    new_affine[:3, 3] = np.asarray(affine)[:3, :3] @ offset + np.asarray(affine)[:3, 3]
+    return data[tuple(slices)], new_affine
+
+
+def apply_site(data, affine, params) -> tuple[np.ndarray, np.ndarray]:
+    """One site-like variation (:func:`sample_site`) of a clean scan: resolution, field of view,
+    bias field, intensity scale and bit depth (quantisation is :func:`quantise`, applied last,
+    after the artefacts, as the scanner stores the image)."""
+    data, affine = resample_to(data, affine, params["spacing_mm"])
+    data, affine = crop_field_of_view(data, affine, params["crop_mm"])
+    if params["bias_coefficient"] > 0:
+        data = data * bias_field(data.shape, params["bias_coefficient"], params["bias_seed"])
+    return (data * np.float32(params["scale"])).astype(np.float32), affine
+
+
+def bias_field(shape, coefficient: float, seed: int, coarse: int = 4) -> np.ndarray:
+    """TorchIO's ``RandomBiasField`` (order 3 polynomial, exp of it), computed on a grid
+    ``coarse`` times coarser and interpolated up: the field is smooth, so this only saves time."""
+    from scipy import ndimage as ndi
+
+    small = [max(2, n // coarse) for n in shape]
+    torch.manual_seed(seed)
+    bias = tio.RandomBiasField(coefficients=coefficient, order=3)
+    field = bias(tio.ScalarImage(tensor=torch.ones([1, *small]))).data[0].numpy()
+    return ndi.zoom(field, [n / m for n, m in zip(shape, small)], order=1).astype(np.float32)
+
+
+def quantise(data: np.ndarray, bits: int) -> np.ndarray:
+    top = float(np.percentile(data, 99.99))
+    if top <= 0:
+        return data
+    levels = 2**bits - 1
+    return (np.round(np.clip(data, 0, top) / top * levels) * (top / levels)).astype(np.float32)
+
+
+# ----------------------------------------------------------------------------- artefacts
+
+def sample_artefacts(grades: dict, rng: np.random.Generator) -> list[dict]:
+    """Parameters of the artefacts of ``grades`` ({artefact: 0|1|2}) in the scanner's space.
+    Noise records its target SNR and contrast its gamma; the grades they reach are measured."""
+    applied = []
+    if grades.get("motion"):
+        low, high = MOTION_RANGES[grades["motion"]]
+        pattern = MOTION_PATTERNS[int(rng.integers(len(MOTION_PATTERNS)))]
+        amp_deg = rng.uniform(low, high, 3) * rng.choice([-1.0, 1.0], 3)
+        amp_mm = rng.uniform(low, high, 3) * rng.choice([-1.0, 1.0], 3)
+        if pattern == "jumps":
+            n = 4
+            step = 1.0 / (n + 1)
+            times = np.arange(1, n + 1) * step + rng.uniform(-0.3 * step, 0.3 * step, n)
+            deg = rng.uniform(low, high, (n, 3)) * rng.choice([-1.0, 1.0], (n, 3))
+            mm = rng.uniform(low, high, (n, 3)) * rng.choice([-1.0, 1.0], (n, 3))
+        elif pattern == "drift":
+            n = 8
+            times = np.linspace(0.1, 0.9, n)
+            ramp = (np.arange(1, n + 1) / n)[:, None]
+            deg, mm = ramp * amp_deg, ramp * amp_mm
+        else:  # nodding
+            n = 6
+            times = np.linspace(0.15, 0.85, n)
+            swing = np.where(np.arange(n) % 2 == 0, 1.0, 0.1)[:, None]
+            deg, mm = swing * amp_deg, swing * amp_mm
+        applied.append({"artefact": "motion", "grade": int(grades["motion"]), "pattern": pattern,
+                        "axis": int(rng.integers(3)), "degrees": deg.round(3).tolist(),
+                        "translation_mm": mm.round(3).tolist(), "times": times.round(4).tolist()})
+    if grades.get("contrast"):
+        low, high = CONTRAST_LOG_GAMMA[grades["contrast"]]
+        applied.append({"artefact": "contrast", "log_gamma": round(float(rng.uniform(low, high)), 4)})
+    if grades.get("noise"):
+        low, high = NOISE_SNR_TARGETS[grades["noise"]]
+        applied.append({"artefact": "noise", "target_snr": round(float(rng.uniform(low, high)), 2),
+                        "seed": int(rng.integers(2**31 - 1))})
+    return applied
+
+
+def apply_motion(data, affine, params) -> np.ndarray:
+    """TorchIO ``Motion`` with k-space segments along voxel axis ``params["axis"]``."""
+    axis = params["axis"]
+    order = [a for a in range(3) if a != axis] + [axis]  # torchio segments the last axis
+    moved_affine = np.array(affine, float)
+    moved_affine[:, :3] = np.asarray(affine)[:, order]
+    image = tio.ScalarImage(tensor=torch.from_numpy(np.ascontiguousarray(data.transpose(order)))[None],
+                            affine=moved_affine)
+    motion = tio.Motion(degrees=np.asarray(params["degrees"]),
+                        translation=np.asarray(params["translation_mm"]),
+                        times=np.asarray(params["times"]), image_interpolation="linear")
+    out = np.abs(motion(image).data[0].numpy())
+    return out.transpose(np.argsort(order)).astype(np.float32)
+
+
+def working_sigma(data, affine) -> tuple[float, float]:
+    """``(air sigma at the app's working resolution, noise reduction factor)``: the scan as the
+    app sees it before N4 (voxels of at least 1.5 mm, :func:`bids_qc.images.bound_resolution`),
+    and by how much that averaging divides white noise of this grid (measured on a noise patch)."""
+    from bids_qc.images import bound_resolution
+
+    zooms = _zooms(affine)
+    working = from_sitk(bound_resolution(to_sitk(data, affine)))
+    working_affine = np.array(affine, float)
+    factor = np.asarray(working.shape) / np.asarray(data.shape)
+    working_affine[:3, :3] = np.asarray(affine)[:3, :3] / factor
+    sigma = air_sigma(working, _zooms(working_affine))
+    patch = np.random.default_rng(0).normal(0, 1, [min(n, 48) for n in data.shape]).astype(np.float32)
+    patch_affine = np.diag(list(zooms) + [1.0])
+    reduced = from_sitk(bound_resolution(to_sitk(patch, patch_affine)))
+    inner = tuple(slice(n // 4, n - n // 4) for n in reduced.shape)
+    return sigma, float(reduced[inner].std())
+
+
+def apply_artefacts(data, affine, applied: list[dict], wm, gm) -> tuple[np.ndarray, dict]:
+    """Apply ``applied`` (:func:`sample_artefacts`) in order motion, contrast, noise; returns the
+    image and the measured grades' evidence (SNR reached at the working resolution, ND-WGM drop).
+    Noise is added on this grid (Rician) with the sigma that brings the working-resolution SNR
+    to its target, given the scan's own noise (measured in the air of the clean input, so that
+    motion ghosts do not count as noise): SNR = WM level / hypot(own sigma, added sigma)."""
+    out = data.astype(np.float32, copy=True)
+    evidence = {}
+    # the scan's own noise, measured before motion ghosts reach the air
+    sigma0, reduction = working_sigma(out, affine)
+    for params in applied:
+        if params["artefact"] == "motion":
+            out = apply_motion(out, affine, params)
+        elif params["artefact"] == "contrast":
+            before = nd_wgm_native(out, wm, gm)
+            top = float(np.percentile(out, 99.9))
+            unit = np.clip(out, 0, None) / top
+            out = (unit ** np.exp(params["log_gamma"]) * top).astype(np.float32)
+            evidence["contrast_drop"] = 1.0 - nd_wgm_native(out, wm, gm) / before
+    wm_level = float(np.median(out[wm]))
+    sigma = sigma0
+    for params in (p for p in applied if p["artefact"] == "noise"):
+        target = wm_level / params["target_snr"]  # at the working resolution
+        add = float(np.sqrt(max(target**2 - sigma0**2, 0.0)))
+        rng = np.random.default_rng(params["seed"])
+        native_sigma = add / max(reduction, 1e-6)
+        real = out + rng.normal(0.0, native_sigma, out.shape).astype(np.float32)
+        imag = rng.normal(0.0, native_sigma, out.shape).astype(np.float32)
+        out = np.sqrt(real**2 + imag**2).astype(np.float32)
+        sigma = float(np.hypot(sigma0, add))
+    evidence["snr"] = wm_level / sigma if sigma > 0 else float("inf")
+    return out, evidence
+
+
+def measured_grades(applied: list[dict], evidence: dict) -> dict:
+    """The grades a reader would give: motion by its amplitude range, noise by the SNR reached,
+    contrast by the ND-WGM drop (module docstring)."""
+    motion = next((p["grade"] for p in applied if p["artefact"] == "motion"), 0)
+    noise = grade_from(evidence["snr"], NOISE_SNR_LIMITS, lower_is_worse=True)
+    drop = evidence.get("contrast_drop", 0.0)
+    contrast = grade_from(drop, CONTRAST_DROP_LIMITS, lower_is_worse=False)
+    return {"motion": int(motion), "noise": int(noise), "contrast": int(contrast)}
+
+
+def to_ras(data, affine) -> tuple[np.ndarray, np.ndarray, tuple]:
+    """File voxel order -> the RAS-reoriented array, affine and zooms the preprocessing takes."""
+    img = nib.as_closest_canonical(nib.Nifti1Image(data, affine))
+    return (np.asarray(img.dataobj, dtype=np.float32), img.affine,
+            tuple(float(z) for z in img.header.get_zooms()[:3]))

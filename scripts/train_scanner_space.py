@@ -1,0 +1,91 @@
+"""Fine-tune a detector bundle on scanner-space images (``scripts/scanner_space_images.py``).
+
+All six detectors start from ``--init-from`` (the box-simulator model) and are trained on the
+generated training images; the weight average (EMA) of the epoch with the lowest validation
+loss is kept per detector (the starting weights are epoch 0 and win if nothing beats them).
+Thresholds: the tier objective on the validation images. Writes a model folder.
+
+    python scripts/train_scanner_space.py /work/ss /work/ss/model --init-from models/conv5fc3-ixi-v1 \
+        --model-id conv5fc3-ss-v3.0 --epochs 6 --max-minutes 40
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from bids_qc import __version__
+from bids_qc.grading import LABEL_SCHEMES
+from bids_qc.models import load_bundle, save_bundle
+from bids_qc.record import DETECTORS
+from bids_qc.training.calibration import METHODS, calibrate_thresholds
+from bids_qc.training.loop import train_detectors
+from bids_qc.training.scanner_data import GeneratedSet
+
+LOGGER = logging.getLogger("train_scanner_space")
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("images", type=Path, help="folder with train/ and val/ (scanner_space_images.py)")
+    p.add_argument("model_dir", type=Path)
+    p.add_argument("--init-from", type=Path, required=True)
+    p.add_argument("--model-id", required=True)
+    p.add_argument("--epochs", type=int, default=6)
+    p.add_argument("--max-minutes", type=float, default=40)
+    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--batch-size", type=int, default=6)
+    p.add_argument("--ema-decay", type=float, default=0.995)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    torch.set_num_threads(args.threads)
+    command = "python scripts/train_scanner_space.py " + shlex.join(sys.argv[1:] if argv is None else argv)
+    t0 = time.perf_counter()
+    init = load_bundle(args.init_from)
+    grid = init.grid
+    train_set = GeneratedSet(sorted((args.images / "train").glob("img-*.npz")), grid)
+    val_set = GeneratedSet(sorted((args.images / "val").glob("img-*.npz")), grid)
+    LOGGER.info("%d training / %d validation images", len(train_set), len(val_set))
+    states = train_detectors(list(DETECTORS), train_set, val_set, input_shape=grid.shape,
+                             epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                             max_minutes=args.max_minutes, seed=args.seed, init=init.members[0],
+                             ema_decay=args.ema_decay, select_on="loss")
+    nets = {d: s.net for d, s in states.items()}
+    calibration = calibrate_thresholds([(nets, val_set)], LABEL_SCHEMES, objective="tiers")
+    detectors = {d: {**LABEL_SCHEMES[d], "threshold": calibration[d]["threshold"]} for d in DETECTORS}
+    split = json.loads((args.images / "split.json").read_text())
+    training = dict(init.manifest["training"])
+    training.update({
+        "data": "scanner-space images from ../shared/data (scripts/scanner_space_images.py; "
+                "bids_qc/scanner_space.py)",
+        "scanner_space": {"n_train_images": len(train_set), "n_val_images": len(val_set),
+                          "other_sites_trained": split["other_sites_trained"],
+                          "heldout_sites": split["heldout_sites"]},
+        "warm_start": str(args.init_from), "epochs_max": args.epochs,
+        "max_minutes_per_fold": args.max_minutes, "lr": args.lr, "batch_size": args.batch_size,
+        "ema_decay": args.ema_decay, "minutes_total": round((time.perf_counter() - t0) / 60, 2),
+        "folds": [{"fold": 0, "best_epoch": {d: s.best_epoch for d, s in states.items()},
+                   "val_at_best": {d: s.best for d, s in states.items()},
+                   "history": {d: s.history for d, s in states.items()}}],
+        "calibration": {"method": METHODS["tiers"], "objective": "tiers", "keep_youden": [],
+                        "detectors": calibration},
+    })
+    extra = {"bids_qc_version": __version__, "seed": args.seed, "command": command,
+             "training": training, "metrics": {}}
+    folder = save_bundle(args.model_dir, [nets], model_id=args.model_id, trained=True, grid=grid,
+                         detectors=detectors, extra=extra, dtype=torch.float16)
+    LOGGER.info("wrote %s in %.1f min", folder, (time.perf_counter() - t0) / 60)
+    print(json.dumps(calibration, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
