@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Held-out evaluation of a shipped model folder, reproducible in one command.
 
-    python benchmarks/bench_heldout.py [--model-dir models/conv5fc3-ixi-v1] [--data ../shared/data]
+    python benchmarks/bench_heldout.py [--model-dir DIR (default: the shipped model)] [--data ../shared/data]
 
 1. Simulated artefacts on the model's held-out IXI subjects (listed in its manifest, never trained
    on): every grade combination drawn as in training, re-simulated here from the raw scans with a
@@ -41,6 +41,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bids_qc.config import DEFAULT_MODEL_DIR  # noqa: E402
 from bids_qc.exceptions import ModelError  # noqa: E402
 from bids_qc.grading import binary_labels, grades_from_probabilities, tier_from_grades  # noqa: E402
 from bids_qc.masks import prior_masks, priors_on_grid  # noqa: E402
@@ -75,7 +76,7 @@ def predict(bundle, volume: np.ndarray) -> dict:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model-dir", type=Path, default=ROOT / "models" / "conv5fc3-ixi-v1")
+    ap.add_argument("--model-dir", type=Path, default=DEFAULT_MODEL_DIR)
     ap.add_argument("--data", type=Path, default=Path(os.environ.get("BIDS_QC_DATA", ROOT / "../shared/data")))
     ap.add_argument("--samples-per-subject", type=int, default=12)
     ap.add_argument("--seed", type=int, default=12345)

@@ -2,7 +2,7 @@
 """How far do the intensities alone go? An independent observer beside the shipped networks, on
 the very same held-out images.
 
-    python benchmarks/bench_intensity_observer.py --cache-dir CACHE [--model-dir models/conv5fc3-ixi-v1]
+    python benchmarks/bench_intensity_observer.py --cache-dir CACHE [--model-dir DIR (default: the shipped model)]
         [--data ../shared/data] [--seeds 12345,9,11,13] [--json out.json]
 
 A gamma (the contrast artefact) only changes how the intensities are distributed, so a classifier
@@ -37,6 +37,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import bench_heldout  # noqa: E402
 
+from bids_qc.config import DEFAULT_MODEL_DIR  # noqa: E402
 from bids_qc.grading import binary_labels  # noqa: E402
 from bids_qc.masks import priors_on_grid  # noqa: E402
 from bids_qc.models import load_bundle  # noqa: E402
@@ -169,7 +170,7 @@ def compare(detector, schemes, train, test, seeds) -> dict:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model-dir", type=Path, default=ROOT / "models" / "conv5fc3-ixi-v1")
+    ap.add_argument("--model-dir", type=Path, default=DEFAULT_MODEL_DIR)
     ap.add_argument("--data", type=Path, default=Path(os.environ.get("BIDS_QC_DATA", ROOT / "../shared/data")))
     ap.add_argument("--cache-dir", type=Path, required=True, help="the training cache (built when absent)")
     ap.add_argument("--seeds", default="12345,9,11,13", help="bench_heldout seeds of the held-out draws")

@@ -4,9 +4,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_MODEL_DIR = REPO_ROOT / "models" / "conv5fc3-ixi-v1"
-DEFAULT_SLAB_MODEL_DIR = REPO_ROOT / "models" / "slab-motion-ixi-v1"
+from bids_qc.resources import DEFAULT_MODEL, DEFAULT_SLAB_MODEL, model_dir
+
+# the shipped models, inside the installed package (bids_qc/data/models/<name>)
+DEFAULT_MODEL_DIR = model_dir(DEFAULT_MODEL)
+DEFAULT_SLAB_MODEL_DIR = model_dir(DEFAULT_SLAB_MODEL)
 
 
 @dataclass(frozen=True)
