@@ -83,7 +83,8 @@ def main(argv=None) -> int:
         a = det.split("_")[0]
         labels = binary_labels(det, [g[a] for g in grades])
         t = time.perf_counter()
-        res = cross_validated_finetune(bundle.members[0][det], x, labels, subj, k=5, epochs=args.epochs)
+        res = cross_validated_finetune(bundle.members[0][det], x, labels, subj, k=5, epochs=args.epochs,
+                                       threshold=bundle.thresholds[det])
         print(f"{det:<20}{res['n_scans']:>5}{100 * res['before']['balanced_accuracy']:>14.1f}"
               f"{100 * res['after']['balanced_accuracy']:>18.1f}{time.perf_counter() - t:>9.1f}")
     total = time.perf_counter() - t_all

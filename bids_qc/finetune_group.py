@@ -19,14 +19,14 @@ import torch
 
 from bids_qc.annotations import read_annotations
 from bids_qc.exceptions import AnnotationError
-from bids_qc.grading import binary_labels, grades_from_probabilities, tier_from_grades
+from bids_qc.grading import binary_labels, tier_from_grades
 from bids_qc.model_inputs import load_model_input, model_input_path
 from bids_qc.models import DetectorBundle, load_bundle, save_bundle
 from bids_qc.preprocessing import preprocess
 from bids_qc.record import ARTEFACTS, DETECTORS
-from bids_qc.review import review_flags
 from bids_qc.training.evaluate import tier_scores
 from bids_qc.training.finetune import cross_validated_finetune
+from bids_qc.verdict import assess_volume, verdict
 
 LOGGER = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ def run_group_finetuning(config, table: pd.DataFrame, k: int = 5, epochs: int = 
                            "n_positive": int((labels == 1).sum()), "n_negative": int((labels == 0).sum())}
             continue
         res = cross_validated_finetune(parent_net, volumes, labels, subjects, k=k, seed=seed,
-                                       epochs=epochs, lr=lr)
+                                       threshold=parent.thresholds[det], epochs=epochs, lr=lr)
         for f, net in enumerate(res["members"]):
             members[f][det] = net
         report[det] = {"status": "fine-tuned", "n_scans": res["n_scans"], "folds": res["folds"],
@@ -128,44 +128,26 @@ def _tier_before_after(rated, table, parent, oof) -> dict:
         grades = {a: int(getattr(row, a)) for a in ARTEFACTS}
         true.append(tier_from_grades(grades))
         pb = {d: float(parent_p.loc[row.bids_name, f"p_{d}"]) for d in DETECTORS}
-        before.append(tier_from_grades(grades_from_probabilities(pb, parent.thresholds)))
+        before.append(verdict(pb, parent.thresholds).tier)
         pa = {d: oof.get(d, {}).get(row.bids_name, pb[d]) for d in DETECTORS}
-        after.append(tier_from_grades(grades_from_probabilities(pa, parent.thresholds)))
+        after.append(verdict(pa, parent.thresholds).tier)
     true, before, after = map(np.array, (true, before, after))
     return {"n_scans": int(len(true)), "before": tier_scores(true, before),
             "after": tier_scores(true, after)}
 
 
-@torch.no_grad()
 def _rescore(table: pd.DataFrame, inputs: dict, bundle: DetectorBundle) -> None:
-    cols = {f"p_{d}_ft": [] for d in DETECTORS}
-    grades_ft = {a: [] for a in ARTEFACTS}
-    tiers, unc, review = [], [], []
-    for name in table["bids_name"]:
-        if name not in inputs:
-            for c in cols.values():
-                c.append(None)
-            for g in grades_ft.values():
-                g.append(None)
-            tiers.append(None)
-            unc.append(None)
-            review.append(None)
-            continue
-        mean, std = bundle.predict(torch.from_numpy(inputs[name])[None, None])
-        probs = {d: float(mean[d][0]) for d in DETECTORS}
-        for d in DETECTORS:
-            cols[f"p_{d}_ft"].append(probs[d])
-        grades = grades_from_probabilities(probs, bundle.thresholds)
-        for a in ARTEFACTS:
-            grades_ft[a].append(grades[a])
-        tiers.append(tier_from_grades(grades))
-        u, flag = review_flags(probs, {d: float(std[d][0]) for d in DETECTORS}, bundle.thresholds)
-        unc.append(u)
-        review.append(flag)
-    for c, values in cols.items():
-        table[c] = values
+    """Add the fine-tuned ensemble's verdict on every scan of ``inputs`` to ``table``."""
+    verdicts = {name: assess_volume(bundle, inputs[name]) for name in table["bids_name"]
+                if name in inputs}
+
+    def column(get):
+        return [get(verdicts[n]) if n in verdicts else None for n in table["bids_name"]]
+
+    for d in DETECTORS:
+        table[f"p_{d}_ft"] = column(lambda v, d=d: v.probabilities[d])
     for a in ARTEFACTS:
-        table[f"grade_{a}_ft"] = pd.array(grades_ft[a], dtype="Int64")
-    table["tier_ft"] = pd.array(tiers, dtype="Int64")
-    table["uncertainty"] = unc
-    table["needs_review"] = pd.array(review, dtype="boolean")
+        table[f"grade_{a}_ft"] = pd.array(column(lambda v, a=a: v.grades[a]), dtype="Int64")
+    table["tier_ft"] = pd.array(column(lambda v: v.tier), dtype="Int64")
+    table["uncertainty"] = column(lambda v: v.uncertainty)
+    table["needs_review"] = pd.array(column(lambda v: v.needs_review), dtype="boolean")
