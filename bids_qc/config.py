@@ -1,7 +1,7 @@
 """Run configuration: one frozen dataclass built once from the command line and passed down."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from bids_qc.resources import DEFAULT_MODEL, DEFAULT_SLAB_MODEL, model_dir
@@ -35,14 +35,3 @@ class Config:
     annotations: Path | None = None
     device: str = "cpu"
     verbosity: int = 0
-
-    def to_dict(self) -> dict:
-        """JSON-friendly view (paths as strings)."""
-        out = {}
-        for key, value in asdict(self).items():
-            if isinstance(value, Path):
-                value = str(value)
-            elif isinstance(value, tuple):
-                value = list(value)
-            out[key] = value
-        return out

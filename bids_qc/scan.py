@@ -32,15 +32,10 @@ class ScanAssessment:
 
 
 def _metrics(pre, record: dict) -> None:
-    try:
-        from bids_qc.metrics import compute_metrics
-    except ImportError:  # metrics module not installed in this build
-        record["metrics_notes"] = {m: "metrics module unavailable" for m in METRICS}
-        return
+    from bids_qc.metrics import compute_metrics, load_priors
+
     try:
         if pre.registered is not None:
-            from bids_qc.metrics import load_priors
-
             gm, wm = load_priors()
             registered = pre.registered
         else:  # partial coverage: only the native, reference-free metrics make sense

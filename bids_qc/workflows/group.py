@@ -39,11 +39,8 @@ def _select(records: list[dict], participant_label, session_id) -> list[dict]:
 
 
 def _write_group_report(table, output_dir: Path, finetune: dict | None) -> Path | None:
-    try:
-        from bids_qc.reports.group_report import write_group_report
-    except ImportError as exc:
-        LOGGER.warning("group HTML report unavailable (%s)", exc)
-        return None
+    from bids_qc.reports.group_report import write_group_report
+
     final = output_dir / GROUP_REPORT
     try:  # the renderer writes atomically itself (tmp file + os.replace)
         write_group_report(table, final, output_dir, finetune=finetune)
