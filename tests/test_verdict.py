@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 import torch
 
-from bids_qc.finetune_group import _rescore
+from bids_qc.finetune_group import rescore
 from bids_qc.models import load_bundle, make_untrained_bundle, save_bundle
 from bids_qc.preprocessing import ModelGrid
 from bids_qc.record import ARTEFACTS, DETECTORS
@@ -64,7 +64,9 @@ def test_assess_volume_is_what_rescoring_writes(tmp_path):
     assert ve.thresholds == thresholds and ve.probability_std is not None
     assert ve.positives == {d: ve.probabilities[d] >= thresholds[d] for d in DETECTORS}
     table = pd.DataFrame({"bids_name": ["a", "b"]})
-    _rescore(table, {"a": volume}, ensemble)
+    columns = rescore(table, {"a": volume}, ensemble)
+    assert list(table.columns) == ["bids_name"], "rescore returns columns, it does not write"
+    table = table.join(columns)
     row = table.iloc[0]
     assert [row[f"p_{d}_ft"] for d in DETECTORS] == [ve.probabilities[d] for d in DETECTORS]
     assert [row[f"grade_{a}_ft"] for a in ARTEFACTS] == [ve.grades[a] for a in ARTEFACTS]

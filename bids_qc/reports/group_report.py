@@ -98,7 +98,7 @@ TIER_DECISIONS = {"tier_12_vs_3": "reject (tier 3) vs keep", "tier_1_vs_2": "med
 def finetune_context(finetune: dict) -> dict:
     """Group fine-tuning results -> tables of CV balanced accuracy before/after.
 
-    Accepts the summary of :func:`bids_qc.finetune_group.run_group_finetuning` (``detectors``:
+    Accepts the fine-tuning summary of the group level (``bids_qc.workflows.group``; ``detectors``:
     {name: {status, n_scans, before: {balanced_accuracy, ...}, after: {...}}}, ``tiers``:
     {n_scans, before: {decision: scores}, after: ...}, plus scalars) and the simple form
     {detector: {"before": 0.7, "after": 0.8}, ...}.
