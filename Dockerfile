@@ -40,27 +40,25 @@ RUN if [ "${VERSION}" != "$(cat /tmp/stage/version)" ]; then \
 
 # torch's C++ headers and test binaries and the packages' tests/ folders are not needed to run
 # (about 330 MB). Dependencies from pyproject.toml get their own layer, so code changes do not
-# reinstall them. The editable install (console script `bids-qc`, import path -> /opt/bids_qc) is
-# made against a stub package here, so /opt/venv stays identical, and cached, when only code changes.
-COPY pyproject.toml version /opt/bids_qc/
-RUN python -c "import tomllib; d = tomllib.load(open('/opt/bids_qc/pyproject.toml', 'rb')); \
+# reinstall them.
+COPY pyproject.toml /tmp/pyproject.toml
+RUN python -c "import tomllib; d = tomllib.load(open('/tmp/pyproject.toml', 'rb')); \
 print('\n'.join(d['project']['dependencies']))" > /tmp/requirements.txt \
     && if [ -f /tmp/stage/ca-certificates.crt ]; then export PIP_CERT=/tmp/stage/ca-certificates.crt; fi \
     && pip install --no-cache-dir --find-links /tmp/stage -r /tmp/requirements.txt \
-    && mkdir /opt/bids_qc/bids_qc && touch /opt/bids_qc/bids_qc/__init__.py \
-    && pip install --no-cache-dir --no-deps -e /opt/bids_qc \
-    && rm -rf /opt/bids_qc/bids_qc /opt/bids_qc/bids_qc.egg-info \
-    && find /opt/venv/lib/python3.11/site-packages -depth -type d -name tests -exec rm -rf {} + \
-    && chmod -R a+rX /opt/venv
+    && find /opt/venv/lib/python3.11/site-packages -depth -type d -name tests -exec rm -rf {} +
 
-# The source tree lives in /opt/bids_qc (models/ and reports/templates/ next to the package, where
-# bids_qc.config and the report renderer look for them).
-COPY run.py /opt/bids_qc/
-COPY models /opt/bids_qc/models
-COPY reports/templates /opt/bids_qc/reports/templates
-COPY bids_qc /opt/bids_qc/bids_qc
-RUN python -m compileall -q /opt/bids_qc/bids_qc /opt/bids_qc/run.py \
-    && chmod -R a+rX /opt/bids_qc \
+# The app itself: a wheel built from the source, installed without dependencies (the layer above
+# has them). The shipped models, report templates and MNI template are package data inside it
+# (bids_qc/data), found through importlib.resources: no source tree in the image.
+COPY pyproject.toml version README.md /tmp/src/
+COPY bids_qc /tmp/src/bids_qc
+RUN if [ -f /tmp/stage/ca-certificates.crt ]; then export PIP_CERT=/tmp/stage/ca-certificates.crt; fi \
+    && pip wheel --no-cache-dir --no-deps --find-links /tmp/stage --wheel-dir /tmp/wheels /tmp/src \
+    && pip install --no-cache-dir --no-deps /tmp/wheels/bids_qc-*.whl \
+    && rm -rf /tmp/src /tmp/wheels \
+    && python -m compileall -q /opt/venv/lib/python3.11/site-packages/bids_qc \
+    && chmod -R a+rX /opt/venv \
     && bids-qc --version
 
 # ---------------------------------------------------------------------------- runtime
@@ -76,19 +74,16 @@ LABEL org.opencontainers.image.title="bids_qc" \
 RUN useradd --create-home --uid 1000 --user-group --shell /bin/sh bidsqc
 
 COPY --from=builder /opt/venv /opt/venv
-COPY --from=builder /opt/bids_qc /opt/bids_qc
 
-# NIPYPE_NO_ET: no update check (no network at run time). MPLCONFIGDIR: writable under any UID
-# and with a read-only home (Singularity, docker --read-only). PYTHONNOUSERSITE: a host
-# ~/.local mounted by Singularity must not shadow the image's packages.
+# NIPYPE_NO_ET: no update check (no network at run time). PYTHONNOUSERSITE: a host ~/.local
+# mounted by Singularity must not shadow the image's packages.
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONNOUSERSITE=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     NIPYPE_NO_ET=1 \
-    MPLCONFIGDIR=/tmp/bids_qc-matplotlib \
     BIDS_QC_CONTAINER=1
 
 USER 1000:1000
 WORKDIR /home/bidsqc
-ENTRYPOINT ["/opt/venv/bin/python", "/opt/bids_qc/run.py"]
+ENTRYPOINT ["/opt/venv/bin/bids-qc"]

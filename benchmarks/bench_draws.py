@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Held-out balanced accuracy over several simulation draws, per draw and on average.
 
-    python benchmarks/bench_draws.py [--model-dir models/conv5fc3-ixi-v1] [--seeds 12345 1 2]
+    python benchmarks/bench_draws.py [--model-dir DIR (default: the shipped model)] [--seeds 12345 1 2]
     python benchmarks/bench_draws.py --from-json a.json b.json c.json
 
 One draw of ``bench_heldout.py`` is 240 images of 20 subjects: a detector with 50-60 positive

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Fine-tuning cost and effect on N annotated scans (issue 8 target: 100 scans <= 5 min).
 
-    python benchmarks/bench_finetune.py [--n 100] [--model-dir models/conv5fc3-ixi-v1]
+    python benchmarks/bench_finetune.py [--n 100] [--model-dir DIR (default: the shipped model)]
                                         [--data ../shared/data] [--cache-dir DIR]
 
 Annotated scans are IXI scans with simulated artefacts (grades drawn as in training, so the
@@ -26,6 +26,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bids_qc.config import DEFAULT_MODEL_DIR  # noqa: E402
 from bids_qc.grading import binary_labels  # noqa: E402
 from bids_qc.models import load_bundle  # noqa: E402
 from bids_qc.preprocessing import PREPROCESSING_VERSION, preprocess  # noqa: E402
@@ -52,7 +53,7 @@ def clean_volumes(args, grid, n_subjects):
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=100, help="annotated scans")
-    ap.add_argument("--model-dir", type=Path, default=ROOT / "models" / "conv5fc3-ixi-v1")
+    ap.add_argument("--model-dir", type=Path, default=DEFAULT_MODEL_DIR)
     ap.add_argument("--data", type=Path, default=Path(os.environ.get("BIDS_QC_DATA", ROOT / "../shared/data")))
     ap.add_argument("--cache-dir", type=Path, default=None)
     ap.add_argument("--threads", type=int, default=2)
@@ -82,7 +83,8 @@ def main(argv=None) -> int:
         a = det.split("_")[0]
         labels = binary_labels(det, [g[a] for g in grades])
         t = time.perf_counter()
-        res = cross_validated_finetune(bundle.members[0][det], x, labels, subj, k=5, epochs=args.epochs)
+        res = cross_validated_finetune(bundle.members[0][det], x, labels, subj, k=5, epochs=args.epochs,
+                                       threshold=bundle.thresholds[det])
         print(f"{det:<20}{res['n_scans']:>5}{100 * res['before']['balanced_accuracy']:>14.1f}"
               f"{100 * res['after']['balanced_accuracy']:>18.1f}{time.perf_counter() - t:>9.1f}")
     total = time.perf_counter() - t_all

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Held-out evaluation of a shipped model folder, reproducible in one command.
 
-    python benchmarks/bench_heldout.py [--model-dir models/conv5fc3-ixi-v1] [--data ../shared/data]
+    python benchmarks/bench_heldout.py [--model-dir DIR (default: the shipped model)] [--data ../shared/data]
 
 1. Simulated artefacts on the model's held-out IXI subjects (listed in its manifest, never trained
    on): every grade combination drawn as in training, re-simulated here from the raw scans with a
@@ -41,8 +41,9 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bids_qc.config import DEFAULT_MODEL_DIR  # noqa: E402
 from bids_qc.exceptions import ModelError  # noqa: E402
-from bids_qc.grading import binary_labels, grades_from_probabilities, tier_from_grades  # noqa: E402
+from bids_qc.grading import binary_labels, tier_from_grades  # noqa: E402
 from bids_qc.masks import prior_masks, priors_on_grid  # noqa: E402
 from bids_qc.metrics import nd_wgm, tenengrad  # noqa: E402
 from bids_qc.models import load_bundle  # noqa: E402
@@ -57,6 +58,7 @@ from bids_qc.training.data import GRADE_PROBS, simulated_draws  # noqa: E402
 from bids_qc.training.evaluate import tier_scores  # noqa: E402
 from bids_qc.training.metrics import auc, binary_scores, subject_bootstrap_ci  # noqa: E402
 from bids_qc.training.model_card import PUBLISHED  # noqa: E402
+from bids_qc.verdict import positive, verdict  # noqa: E402
 
 
 def _ci(scores: dict) -> str:
@@ -75,7 +77,7 @@ def predict(bundle, volume: np.ndarray) -> dict:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model-dir", type=Path, default=ROOT / "models" / "conv5fc3-ixi-v1")
+    ap.add_argument("--model-dir", type=Path, default=DEFAULT_MODEL_DIR)
     ap.add_argument("--data", type=Path, default=Path(os.environ.get("BIDS_QC_DATA", ROOT / "../shared/data")))
     ap.add_argument("--samples-per-subject", type=int, default=12)
     ap.add_argument("--seed", type=int, default=12345)
@@ -131,7 +133,7 @@ def main(argv=None) -> int:
         labels = binary_labels(det, [g[col] for g, _ in rows], schemes)
         keep = labels >= 0
         y, p = labels[keep], np.array([q[det] for _, q in rows])[keep]
-        called = p >= schemes[det].get("threshold", 0.5)
+        called = positive(p, bundle.thresholds[det])
         s = binary_scores(y, called)
         s["balanced_accuracy_ci95"] = subject_bootstrap_ci(
             lambda r, y=y, called=called: binary_scores(y[r], called[r])["balanced_accuracy"], subjects[keep])
@@ -146,7 +148,7 @@ def main(argv=None) -> int:
     print_threshold_bound(out["detectors"])
     print_error_concentration(out["detectors"], args.data / "ixi" / "participants.tsv")
     true = np.array([tier_from_grades(g) for g, _ in rows])
-    pred = np.array([tier_from_grades(grades_from_probabilities(p, bundle.thresholds)) for _, p in rows])
+    pred = np.array([verdict(p, bundle.thresholds).tier for _, p in rows])
     out["tiers"] = tier_scores(true, pred)
     for name, s in out["tiers"].items():
         s["balanced_accuracy_ci95"] = subject_bootstrap_ci(
@@ -218,10 +220,10 @@ def invariance(rows: list, thresholds: dict, factors, title: str) -> dict:
     out = {"factors": list(factors), "n_scans": n, "detectors": {}}
     for det in DETECTORS:
         p = np.array([[row[det] for row in subject] for subject in rows])  # (n, factors)
-        positive = (p >= thresholds[det]).sum(0).tolist()
+        fired = positive(p, thresholds[det]).sum(0).tolist()
         shift = float(np.abs(p[:, 0] - p[:, -1]).mean())
-        out["detectors"][det] = {"positive": positive, "mean_abs_shift": shift}
-        print(f"{det:<20}" + "".join(f"{f'{k}/{n}':>16}" for k in positive) + f"{shift:>11.3f}")
+        out["detectors"][det] = {"positive": fired, "mean_abs_shift": shift}
+        print(f"{det:<20}" + "".join(f"{f'{k}/{n}':>16}" for k in fired) + f"{shift:>11.3f}")
     return out
 
 

@@ -2,7 +2,7 @@
 """How far do the intensities alone go? An independent observer beside the shipped networks, on
 the very same held-out images.
 
-    python benchmarks/bench_intensity_observer.py --cache-dir CACHE [--model-dir models/conv5fc3-ixi-v1]
+    python benchmarks/bench_intensity_observer.py --cache-dir CACHE [--model-dir DIR (default: the shipped model)]
         [--data ../shared/data] [--seeds 12345,9,11,13] [--json out.json]
 
 A gamma (the contrast artefact) only changes how the intensities are distributed, so a classifier
@@ -37,6 +37,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import bench_heldout  # noqa: E402
 
+from bids_qc.config import DEFAULT_MODEL_DIR  # noqa: E402
 from bids_qc.grading import binary_labels  # noqa: E402
 from bids_qc.masks import priors_on_grid  # noqa: E402
 from bids_qc.models import load_bundle  # noqa: E402
@@ -46,6 +47,7 @@ from bids_qc.training.cache import build_cache, cache_settings  # noqa: E402
 from bids_qc.training.calibration import youden_threshold  # noqa: E402
 from bids_qc.training.data import SimulatedSet, simulated_draws  # noqa: E402
 from bids_qc.training.metrics import auc, binary_scores  # noqa: E402
+from bids_qc.verdict import positive  # noqa: E402
 
 BRAIN_PERCENTILES = (1, 2, 5, 10, 15, 20, 25, 30, 40, 50, 60, 70, 75, 80, 85, 90, 95, 98, 99)
 BOX_PERCENTILES = (5, 10, 25, 50, 75, 90, 95)
@@ -144,8 +146,9 @@ def _labels(detector: str, grades: np.ndarray, schemes: dict) -> np.ndarray:
     return binary_labels(detector, grades[:, ARTEFACTS.index(detector.split("_")[0])], schemes)
 
 
-def compare(detector, schemes, train, test, seeds) -> dict:
-    """The observer fitted on the training rows beside the network on the held-out rows."""
+def compare(detector, schemes, train, test, seeds, threshold: float) -> dict:
+    """The observer fitted on the training rows beside the network on the held-out rows; the
+    network calls a scan positive at ``threshold`` (its calibrated one)."""
     y_train = _labels(detector, train[1], schemes)
     keep = y_train >= 0
     model = fit_observer(train[0][keep], y_train[keep])
@@ -157,7 +160,7 @@ def compare(detector, schemes, train, test, seeds) -> dict:
     draw = test["seed"][k]
     by_seed = {int(s): {"network": auc(y[k][draw == s], net[draw == s]),
                         "observer": auc(y[k][draw == s], obs[draw == s])} for s in seeds}
-    net_called = net >= schemes[detector].get("threshold", 0.5)
+    net_called = positive(net, threshold)  # the network at its calibrated threshold
     return {"n": int(k.sum()), "network_auc": auc(y[k], net), "observer_auc": auc(y[k], obs),
             "mean_auc": auc(y[k], (net + obs) / 2), "by_seed": by_seed,
             "network_balanced_accuracy": binary_scores(y[k], net_called)["balanced_accuracy"],
@@ -169,7 +172,7 @@ def compare(detector, schemes, train, test, seeds) -> dict:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model-dir", type=Path, default=ROOT / "models" / "conv5fc3-ixi-v1")
+    ap.add_argument("--model-dir", type=Path, default=DEFAULT_MODEL_DIR)
     ap.add_argument("--data", type=Path, default=Path(os.environ.get("BIDS_QC_DATA", ROOT / "../shared/data")))
     ap.add_argument("--cache-dir", type=Path, required=True, help="the training cache (built when absent)")
     ap.add_argument("--seeds", default="12345,9,11,13", help="bench_heldout seeds of the held-out draws")
@@ -205,7 +208,7 @@ def main(argv=None) -> int:
     print(f"{'detector':<20}{'network':>9}{'observer':>10}{'mean':>7}{'net b.acc':>11}{'obs b.acc':>11}"
           f"   AUC by draw (network/observer)")
     for det in DETECTORS:
-        r = out["detectors"][det] = compare(det, schemes, train, test, seeds)
+        r = out["detectors"][det] = compare(det, schemes, train, test, seeds, bundle.thresholds[det])
         draws = " ".join(f"{v['network']:.3f}/{v['observer']:.3f}" for v in r["by_seed"].values())
         print(f"{det:<20}{r['network_auc']:>9.3f}{r['observer_auc']:>10.3f}{r['mean_auc']:>7.3f}"
               f"{100 * r['network_balanced_accuracy']:>11.1f}{100 * r['observer_balanced_accuracy']:>11.1f}"

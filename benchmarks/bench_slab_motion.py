@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Held-out and real-motion evaluation of the shipped slab motion detector, in one command.
 
-    python benchmarks/bench_slab_motion.py [--model-dir models/slab-motion-ixi-v1] [--data ../shared/data]
+    python benchmarks/bench_slab_motion.py [--model-dir DIR (default: the shipped slab model)] [--data ../shared/data]
 
 1. Simulated motion on the model's held-out IXI subjects (listed in its manifest, never trained
    on), re-simulated here from the raw scans with a seed the training never used: AUC still vs
@@ -24,6 +24,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bids_qc.config import DEFAULT_SLAB_MODEL_DIR  # noqa: E402
 from bids_qc.slab_motion import evaluation  # noqa: E402
 from bids_qc.slab_motion.cache import build_cache  # noqa: E402
 from bids_qc.slab_motion.detector import load_detector  # noqa: E402
@@ -33,7 +34,7 @@ from bids_qc.training.cache import find_t1w  # noqa: E402
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model-dir", type=Path, default=ROOT / "models" / "slab-motion-ixi-v1")
+    ap.add_argument("--model-dir", type=Path, default=DEFAULT_SLAB_MODEL_DIR)
     ap.add_argument("--data", type=Path, default=ROOT / ".." / "shared" / "data")
     ap.add_argument("--variants", type=int, default=8, help="simulated motions per held-out subject")
     ap.add_argument("--seed", type=int, default=1234, help="simulation seed (training used 0)")

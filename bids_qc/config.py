@@ -1,12 +1,14 @@
 """Run configuration: one frozen dataclass built once from the command line and passed down."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_MODEL_DIR = REPO_ROOT / "models" / "conv5fc3-ixi-v1"
-DEFAULT_SLAB_MODEL_DIR = REPO_ROOT / "models" / "slab-motion-ixi-v1"
+from bids_qc.resources import DEFAULT_MODEL, DEFAULT_SLAB_MODEL, model_dir
+
+# the shipped models, inside the installed package (bids_qc/data/models/<name>)
+DEFAULT_MODEL_DIR = model_dir(DEFAULT_MODEL)
+DEFAULT_SLAB_MODEL_DIR = model_dir(DEFAULT_SLAB_MODEL)
 
 
 @dataclass(frozen=True)
@@ -33,14 +35,3 @@ class Config:
     annotations: Path | None = None
     device: str = "cpu"
     verbosity: int = 0
-
-    def to_dict(self) -> dict:
-        """JSON-friendly view (paths as strings)."""
-        out = {}
-        for key, value in asdict(self).items():
-            if isinstance(value, Path):
-                value = str(value)
-            elif isinstance(value, tuple):
-                value = list(value)
-            out[key] = value
-        return out

@@ -1,76 +1,66 @@
 """Group level with annotations: fine-tune on a site's ratings, re-score, flag scans for a human.
 
-``run_group_finetuning(config, table)``: validates the ratings, fine-tunes the last three fully
-connected layers of each detector with K-fold CV by subject (K = 5 or fewer when there are fewer
-subjects), writes ``out_dir/models/<parent>-finetuned-<date>/`` (members = fold heads), re-scores
-every scan with the fold ensemble and adds to ``table`` (and rewrites ``group_T1w.tsv``):
-``p_<detector>_ft``, ``grade_<artefact>_ft``, ``tier_ft``, ``uncertainty`` and ``needs_review``.
+Pure: :func:`finetune_on_ratings` takes the group table, the ratings, the model-grid input of each
+scan and the parent bundle, and returns the fine-tuned members (with the manifest fields that
+describe them), the new table columns and a summary. It reads and writes no file; the group
+workflow (:mod:`bids_qc.workflows.group`) gathers the inputs, saves the model folder
+``out_dir/models/<parent>-finetuned-<date>/`` and rewrites ``group_T1w.tsv``.
+
+The last three fully connected layers of each detector are fine-tuned with K-fold CV by subject
+(K = 5 or fewer when there are fewer subjects; members = fold heads), every scan is re-scored
+with the fold ensemble through :mod:`bids_qc.verdict`: columns ``p_<detector>_ft``,
+``grade_<artefact>_ft``, ``tier_ft``, ``uncertainty`` and ``needs_review``.
 """
 from __future__ import annotations
 
-import datetime as _dt
 import logging
-import time
-from pathlib import Path
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 import torch
 
-from bids_qc.annotations import read_annotations
-from bids_qc.exceptions import AnnotationError
-from bids_qc.grading import binary_labels, grades_from_probabilities, tier_from_grades
-from bids_qc.model_inputs import load_model_input, model_input_path
-from bids_qc.models import DetectorBundle, load_bundle, save_bundle
-from bids_qc.preprocessing import preprocess
+from bids_qc.grading import binary_labels, tier_from_grades
+from bids_qc.models import DetectorBundle, as_saved
+from bids_qc.networks import Conv5FC3
 from bids_qc.record import ARTEFACTS, DETECTORS
-from bids_qc.review import review_flags
 from bids_qc.training.evaluate import tier_scores
 from bids_qc.training.finetune import cross_validated_finetune
+from bids_qc.verdict import assess_volume, verdict
 
 LOGGER = logging.getLogger(__name__)
+MIN_RATED = 4
 
 
-def model_inputs(config, table: pd.DataFrame, bundle: DetectorBundle) -> dict[str, np.ndarray]:
-    """Model-grid input of every ``ok`` scan in ``table``: the participant level's stored
-    volume when present, else preprocessed again from the source file."""
-    out = {}
-    rows = table[table["status"] == "ok"]
-    for i, row in enumerate(rows.itertuples(), start=1):
-        qc_json = Path(config.output_dir) / str(row.qc_json) if isinstance(row.qc_json, str) else None
-        if qc_json is not None:
-            stored = load_model_input(model_input_path(qc_json.parent, row.bids_name), bundle.grid)
-            if stored is not None:
-                out[row.bids_name] = stored
-                continue
-        source = Path(row.source_file)
-        path = source if source.is_absolute() else Path(config.bids_dir) / source
-        pre = preprocess(path, grid=bundle.grid, threads=config.omp_nthreads, with_registered=False)
-        if pre.model_input is not None:
-            out[row.bids_name] = pre.model_input
-        LOGGER.info("[%d/%d] preprocessed %s for fine-tuning/re-scoring", i, len(rows), row.bids_name)
-    return out
+@dataclass
+class FinetuneResult:
+    """What :func:`finetune_on_ratings` returns; the caller saves and writes."""
+
+    members: list[dict[str, Conv5FC3]]  # one {detector: net} per fold, as a saved folder holds them
+    manifest: dict        # manifest fields for save_bundle(extra=...): parent, finetuning, metrics
+    columns: pd.DataFrame  # new columns, index aligned with the table given
+    summary: dict         # n_rated, k_folds, detectors, tiers, n_needs_review
 
 
-def run_group_finetuning(config, table: pd.DataFrame, k: int = 5, epochs: int = 60,
-                         lr: float = 1e-4, seed: int = 0, ratings: pd.DataFrame | None = None) -> dict:
-    """``ratings``: :func:`read_annotations` of ``config.annotations`` if already read."""
-    t0 = time.perf_counter()
-    if ratings is None:
-        ratings = read_annotations(config.annotations, table)
-    parent = load_bundle(config.model_dir)
-    inputs = model_inputs(config, table, parent)
+def finetune_on_ratings(table: pd.DataFrame, ratings: pd.DataFrame, inputs: dict[str, np.ndarray],
+                        parent: DetectorBundle, *, annotations: str = "", k: int = 5,
+                        epochs: int = 60, lr: float = 1e-4, seed: int = 0) -> FinetuneResult:
+    """Fine-tune ``parent`` on the rated scans of ``inputs`` (``{bids_name: (D, H, W) model
+    input}``) and re-score every scan of ``table`` that has an input.
+
+    ``ratings``: :func:`bids_qc.annotations.read_annotations` of the file named ``annotations``
+    (kept for the record). Raises ``ValueError`` when fewer than 4 rated scans have an input.
+    """
     rated = ratings[ratings["bids_name"].isin(inputs)].reset_index(drop=True)
-    if len(rated) < 4:
-        raise AnnotationError(config.annotations, f"only {len(rated)} rated scans could be "
-                              "preprocessed; fine-tuning needs at least 4")
+    if len(rated) < MIN_RATED:
+        raise ValueError(f"only {len(rated)} rated scans could be preprocessed; fine-tuning needs "
+                         f"at least {MIN_RATED}")
     subject_of = dict(zip(table["bids_name"], table["subject"].astype(str)))
     subjects = [subject_of[n] for n in rated["bids_name"]]
     k = max(2, min(k, len(set(subjects))))
     volumes = torch.from_numpy(np.stack([inputs[n] for n in rated["bids_name"]]))[:, None]
     members = [dict() for _ in range(k)]
     report, oof = {}, {}
-    before_probs = {}
     for det in DETECTORS:
         artefact = det.split("_")[0]
         labels = binary_labels(det, rated[artefact].tolist())
@@ -83,38 +73,30 @@ def run_group_finetuning(config, table: pd.DataFrame, k: int = 5, epochs: int = 
                            "n_positive": int((labels == 1).sum()), "n_negative": int((labels == 0).sum())}
             continue
         res = cross_validated_finetune(parent_net, volumes, labels, subjects, k=k, seed=seed,
-                                       epochs=epochs, lr=lr)
+                                       threshold=parent.thresholds[det], epochs=epochs, lr=lr)
         for f, net in enumerate(res["members"]):
             members[f][det] = net
         report[det] = {"status": "fine-tuned", "n_scans": res["n_scans"], "folds": res["folds"],
                        "before": res["before"], "after": res["after"]}
         idx = res["indices"]
         oof[det] = dict(zip(rated["bids_name"].iloc[idx], res["oof_probabilities"]))
-        before_probs[det] = dict(zip(rated["bids_name"].iloc[idx], res["before_probabilities"]))
         LOGGER.info("%s: CV balanced accuracy %.3f -> %.3f", det, res["before"]["balanced_accuracy"],
                     res["after"]["balanced_accuracy"])
     tiers = _tier_before_after(rated, table, parent, oof)
-    date = _dt.date.today().isoformat()
-    folder = Path(config.output_dir) / "models" / f"{parent.model_id}-finetuned-{date}"
-    save_bundle(folder, members, model_id=folder.name, trained=True, grid=parent.grid,
-                detectors=parent.manifest.get("detectors", {}),
-                extra={"parent_model": parent.model_id, "parent_folder": str(parent.folder),
-                       "finetuning": {"annotations": str(config.annotations), "n_rated": len(rated),
-                                      "n_subjects": len(set(subjects)), "k_folds": k, "epochs": epochs,
-                                      "lr": lr, "trained_layers": "last three fully connected",
-                                      "batchnorm": "frozen (eval mode)"},
-                       "metrics": {"cross_validated": report, "tiers": tiers}})
-    tuned = load_bundle(folder)
-    _rescore(table, inputs, tuned)
-    from bids_qc.outputs import write_table
-
-    write_table(Path(config.output_dir) / "group_T1w.tsv", table)
-    summary = {"model_dir": str(folder), "model_id": tuned.model_id, "parent_model": parent.model_id,
-               "n_rated": len(rated), "k_folds": k, "detectors": report, "tiers": tiers,
-               "n_needs_review": int(table["needs_review"].fillna(False).sum()),
-               "seconds": round(time.perf_counter() - t0, 1)}
-    LOGGER.info("fine-tuned model -> %s (%.0f s)", folder, summary["seconds"])
-    return summary
+    manifest = {"parent_model": parent.model_id, "parent_folder": str(parent.folder),
+                "finetuning": {"annotations": str(annotations), "n_rated": len(rated),
+                               "n_subjects": len(set(subjects)), "k_folds": k, "epochs": epochs,
+                               "lr": lr, "trained_layers": "last three fully connected",
+                               "batchnorm": "frozen (eval mode)"},
+                "metrics": {"cross_validated": report, "tiers": tiers}}
+    # re-score with the weights as the saved folder will hold them (float16), as before
+    members = as_saved(members, parent.grid)
+    tuned = DetectorBundle(folder=parent.folder, manifest={**parent.manifest, **manifest},
+                           members=members)
+    columns = rescore(table, inputs, tuned)
+    summary = {"n_rated": len(rated), "k_folds": k, "detectors": report, "tiers": tiers,
+               "n_needs_review": int(columns["needs_review"].fillna(False).sum())}
+    return FinetuneResult(members=members, manifest=manifest, columns=columns, summary=summary)
 
 
 def _tier_before_after(rated, table, parent, oof) -> dict:
@@ -128,44 +110,29 @@ def _tier_before_after(rated, table, parent, oof) -> dict:
         grades = {a: int(getattr(row, a)) for a in ARTEFACTS}
         true.append(tier_from_grades(grades))
         pb = {d: float(parent_p.loc[row.bids_name, f"p_{d}"]) for d in DETECTORS}
-        before.append(tier_from_grades(grades_from_probabilities(pb, parent.thresholds)))
+        before.append(verdict(pb, parent.thresholds).tier)
         pa = {d: oof.get(d, {}).get(row.bids_name, pb[d]) for d in DETECTORS}
-        after.append(tier_from_grades(grades_from_probabilities(pa, parent.thresholds)))
+        after.append(verdict(pa, parent.thresholds).tier)
     true, before, after = map(np.array, (true, before, after))
     return {"n_scans": int(len(true)), "before": tier_scores(true, before),
             "after": tier_scores(true, after)}
 
 
-@torch.no_grad()
-def _rescore(table: pd.DataFrame, inputs: dict, bundle: DetectorBundle) -> None:
-    cols = {f"p_{d}_ft": [] for d in DETECTORS}
-    grades_ft = {a: [] for a in ARTEFACTS}
-    tiers, unc, review = [], [], []
-    for name in table["bids_name"]:
-        if name not in inputs:
-            for c in cols.values():
-                c.append(None)
-            for g in grades_ft.values():
-                g.append(None)
-            tiers.append(None)
-            unc.append(None)
-            review.append(None)
-            continue
-        mean, std = bundle.predict(torch.from_numpy(inputs[name])[None, None])
-        probs = {d: float(mean[d][0]) for d in DETECTORS}
-        for d in DETECTORS:
-            cols[f"p_{d}_ft"].append(probs[d])
-        grades = grades_from_probabilities(probs, bundle.thresholds)
-        for a in ARTEFACTS:
-            grades_ft[a].append(grades[a])
-        tiers.append(tier_from_grades(grades))
-        u, flag = review_flags(probs, {d: float(std[d][0]) for d in DETECTORS}, bundle.thresholds)
-        unc.append(u)
-        review.append(flag)
-    for c, values in cols.items():
-        table[c] = values
+def rescore(table: pd.DataFrame, inputs: dict, bundle: DetectorBundle) -> pd.DataFrame:
+    """The verdict of ``bundle`` on every scan of ``table`` with an input, as new columns
+    (index aligned with ``table``; missing where a scan has no input)."""
+    verdicts = {name: assess_volume(bundle, inputs[name]) for name in table["bids_name"]
+                if name in inputs}
+
+    def column(get):
+        return [get(verdicts[n]) if n in verdicts else None for n in table["bids_name"]]
+
+    out = pd.DataFrame(index=table.index)
+    for d in DETECTORS:
+        out[f"p_{d}_ft"] = column(lambda v, d=d: v.probabilities[d])
     for a in ARTEFACTS:
-        table[f"grade_{a}_ft"] = pd.array(grades_ft[a], dtype="Int64")
-    table["tier_ft"] = pd.array(tiers, dtype="Int64")
-    table["uncertainty"] = unc
-    table["needs_review"] = pd.array(review, dtype="boolean")
+        out[f"grade_{a}_ft"] = pd.array(column(lambda v, a=a: v.grades[a]), dtype="Int64")
+    out["tier_ft"] = pd.array(column(lambda v: v.tier), dtype="Int64")
+    out["uncertainty"] = column(lambda v: v.uncertainty)
+    out["needs_review"] = pd.array(column(lambda v: v.needs_review), dtype="boolean")
+    return out

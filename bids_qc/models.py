@@ -81,6 +81,13 @@ def tensors_to_nets(tensors: dict[str, torch.Tensor], grid: ModelGrid, folder) -
     return nets
 
 
+def as_saved(members: list[dict[str, Conv5FC3]], grid: ModelGrid,
+             dtype=torch.float16) -> list[dict[str, Conv5FC3]]:
+    """The members as :func:`save_bundle` then :func:`load_bundle` give them back (weights
+    stored as ``dtype``), without touching the disk."""
+    return [tensors_to_nets(state_to_tensors(nets, dtype), grid, "<in memory>") for nets in members]
+
+
 @dataclass
 class DetectorBundle:
     """The six detectors (one dict per ensemble member) and the manifest describing them."""

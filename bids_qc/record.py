@@ -12,8 +12,12 @@ Keys (all present in every record; values ``None`` where not computed):
 - ``metrics``: ``{"snr", "nd_wgm", "aes", "tenengrad", "snr_native"}`` floats (NaN -> ``None`` in JSON),
   ``metrics_notes``: ``{metric: reason}`` for every metric that could not be computed,
 - ``preprocessing``: parameters and the registration transform,
-- ``timings``: seconds per stage, ``model``: ``{"id", "trained", "dir"}``,
+- ``timings``: seconds per stage, ``model``: ``{"id", "trained", "dir", "thresholds"}``
+  (``thresholds``: ``{detector: threshold}`` the verdict used, from the model's manifest),
   ``software``: ``{"name", "version"}``.
+
+Set by the verdict (:mod:`bids_qc.verdict`) when the detectors ran: ``uncertainty`` (float),
+``needs_review`` (bool) and, for an ensemble model, ``probability_std`` (``{detector: std}``).
 
 The BIDS layer adds ``bids_name`` and ``entities`` (subject, session, run, acquisition, ...).
 """

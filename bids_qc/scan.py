@@ -13,11 +13,10 @@ import numpy as np
 import torch
 
 from bids_qc.exceptions import ScanError
-from bids_qc.grading import grades_from_probabilities, tier_from_grades
 from bids_qc.models import DetectorBundle
 from bids_qc.preprocessing import ModelGrid, preprocess
 from bids_qc.record import DETECTORS, METRICS, new_record, set_error
-from bids_qc.review import review_flags
+from bids_qc.verdict import Verdict, assess_volume
 
 LOGGER = logging.getLogger(__name__)
 
@@ -33,15 +32,10 @@ class ScanAssessment:
 
 
 def _metrics(pre, record: dict) -> None:
-    try:
-        from bids_qc.metrics import compute_metrics
-    except ImportError:  # metrics module not installed in this build
-        record["metrics_notes"] = {m: "metrics module unavailable" for m in METRICS}
-        return
+    from bids_qc.metrics import compute_metrics, load_priors
+
     try:
         if pre.registered is not None:
-            from bids_qc.metrics import load_priors
-
             gm, wm = load_priors()
             registered = pre.registered
         else:  # partial coverage: only the native, reference-free metrics make sense
@@ -55,14 +49,13 @@ def _metrics(pre, record: dict) -> None:
         record["metrics_notes"] = {m: f"metrics failed: {exc}" for m in METRICS}
 
 
-def _saliency(bundle: DetectorBundle, x: torch.Tensor, probs: dict) -> dict:
-    try:
-        from bids_qc.saliency import grad_cam
-    except ImportError:
-        return {}
+def _saliency(bundle: DetectorBundle, x: torch.Tensor, verdict: Verdict) -> dict:
+    """Grad-CAM of every detector that fired."""
+    from bids_qc.saliency import grad_cam
+
     maps = {}
     for det in DETECTORS:
-        if probs[det] >= bundle.thresholds[det]:
+        if verdict.positives[det]:
             try:
                 maps[det] = grad_cam(bundle.members[0][det], x, target=1)
             except Exception as exc:  # a missing saliency map is not a failed scan
@@ -87,7 +80,8 @@ def assess_scan(path, bundle: DetectorBundle, *, omp_nthreads: int = 1,
     torch.set_num_threads(max(1, int(omp_nthreads)))
     t_start = time.perf_counter()
     record = new_record(path)
-    record["model"] = {"id": bundle.model_id, "trained": bundle.trained, "dir": str(bundle.folder)}
+    record["model"] = {"id": bundle.model_id, "trained": bundle.trained, "dir": str(bundle.folder),
+                       "thresholds": bundle.thresholds}
     if not bundle.trained:
         record["warnings"].append(
             "the model is NOT trained (random weights): probabilities, grades and tier are meaningless")
@@ -106,20 +100,13 @@ def assess_scan(path, bundle: DetectorBundle, *, omp_nthreads: int = 1,
         if pre.model_input is not None:
             stage = "inference"
             t = time.perf_counter()
-            x = torch.from_numpy(pre.model_input)[None, None]
-            mean, std = bundle.predict(x)
-            probs = {d: float(mean[d][0]) for d in DETECTORS}
-            record["probabilities"] = probs
-            stds = {d: float(std[d][0]) for d in DETECTORS} if len(bundle.members) > 1 else None
-            if stds:
-                record["probability_std"] = stds
-            record["uncertainty"], record["needs_review"] = review_flags(probs, stds, bundle.thresholds)
-            record["grades"] = grades_from_probabilities(probs, bundle.thresholds)
-            record["tier"] = tier_from_grades(record["grades"])
+            verdict = assess_volume(bundle, pre.model_input)
+            record.update(verdict.record_fields())
             record["timings"]["inference"] = round(time.perf_counter() - t, 4)
             if want_images:
                 t = time.perf_counter()
-                out.saliency = _saliency(bundle, x, probs)
+                x = torch.from_numpy(pre.model_input)[None, None]
+                out.saliency = _saliency(bundle, x, verdict)
                 record["timings"]["saliency"] = round(time.perf_counter() - t, 4)
         if slab is not None:
             stage = "slab motion"

@@ -180,7 +180,7 @@ uid=$("${RUN[@]}" --entrypoint id "$IMAGE" -u)
 log "runs as uid $uid"
 # Singularity/Apptainer and `docker run -u` use the caller's UID, with no home in the image.
 "${RUN[@]}" -u 54321:54321 --entrypoint python "$IMAGE" -c \
-    "import bids, matplotlib.pyplot, nipype, torchio; import bids_qc.cli.run" \
+    "import bids, nipype, torchio; import bids_qc.cli.run" \
     || die "the image does not work under an arbitrary UID"
 log "imports work under an arbitrary UID (54321) with a read-only root filesystem"
 "${RUN[@]}" --entrypoint python "$IMAGE" -c "
@@ -189,6 +189,7 @@ assert torch.version.cuda is None, 'CUDA torch in the image'
 m = pathlib.Path(c.DEFAULT_MODEL_DIR)
 assert (m / 'manifest.json').is_file() and (m / 'weights.safetensors').is_file(), m
 t = pathlib.Path(c.__file__).parent / 'data' / 'tpl-MNI152NLin2009aSym_res-2_T1w.nii.gz'
+assert '/site-packages/bids_qc/' in str(m), f'not the installed package: {m}'
 assert t.is_file(), t
 print('torch', torch.__version__, '| model', m, '| template ok')
 " >&2

@@ -70,7 +70,8 @@ def test_compare_scores_the_observer_beside_the_network_on_the_same_images():
     probs[:, DETECTORS.index("contrast_moderate")] = 1.0 - contrast / 2  # ranks grade 1 below grade 0
     test = {"features": f_test, "grades": g_test, "probs": probs, "seed": np.repeat([1, 2], 100),
             "subject": np.repeat([f"T{i}" for i in range(20)], 10)}
-    r = observer.compare("contrast_moderate", LABEL_SCHEMES, (f_train, g_train, subjects), test, [1, 2])
+    r = observer.compare("contrast_moderate", LABEL_SCHEMES, (f_train, g_train, subjects), test, [1, 2],
+                         0.5)
     assert r["n"] == int((contrast < 2).sum())
     assert r["observer_auc"] > 0.9 and r["network_auc"] == pytest.approx(0.0)
     assert set(r["by_seed"]) == {1, 2}

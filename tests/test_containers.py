@@ -114,16 +114,20 @@ def test_dockerfile_builds_a_cpu_bids_app_image():
     users = [a for k, a in runtime if k == "USER"]
     assert users and users[-1].split(":")[0] not in ("0", "root"), "runtime must not be root"
     entry = json.loads(next(a for k, a in runtime if k == "ENTRYPOINT"))
-    assert entry[-1] == "/opt/bids_qc/run.py" and entry[0].endswith("python"), entry
+    assert entry == ["/opt/venv/bin/bids-qc"], entry  # the installed console script
     labels = " ".join(a for k, a in runtime if k == "LABEL")
     assert 'org.opencontainers.image.version="${VERSION}"' in labels
     env = " ".join(a for k, a in runtime if k == "ENV")
     assert "NIPYPE_NO_ET=1" in env, "nipype's update check would reach the network"
-    # what the app reads at run time is copied into the image
+    # the package is built into a wheel and installed (not -e): what it needs is inside the wheel
     copied = " ".join(a for k, a in builder if k == "COPY")
-    for needed in ("run.py", "version", "models", "reports/templates", "bids_qc"):
+    for needed in ("pyproject.toml", "version", "README.md", "bids_qc"):
         assert re.search(rf"(^|\s){re.escape(needed)}(\s|$)", copied), f"{needed} not copied"
-    assert all(not a.startswith("/opt/") for k, a in runtime if k == "COPY" and "--from" not in a)
+    builder_run = " ".join(a for k, a in builder if k == "RUN")
+    assert re.search(r"pip wheel .*--no-deps", builder_run), "the builder must build the wheel"
+    assert re.search(r"pip install [^&]*bids_qc-\*\.whl", builder_run), "and install the wheel"
+    assert " -e " not in builder_run, "no editable install in the image"
+    assert [a for k, a in runtime if k == "COPY"] == ["--from=builder /opt/venv /opt/venv"]
 
 
 def test_dockerfile_copies_paths_that_exist_and_the_version_check_matches():
@@ -139,11 +143,14 @@ def test_dockerfile_copies_paths_that_exist_and_the_version_check_matches():
                 f"COPY {source}: no such path in this checkout, so `docker build` fails"
                 + (" and the image would ship no model (commit models/)" if source == "models"
                    else ""))
-    # the app finds its templates and models where the image puts them
-    assert (ROOT / "reports" / "templates" / "participant.html.j2").is_file()
-    from bids_qc.config import DEFAULT_MODEL_DIR
+    # the templates and models the app reads are package data, so the wheel carries them
+    from bids_qc.config import DEFAULT_MODEL_DIR, DEFAULT_SLAB_MODEL_DIR
+    from bids_qc.reports.templating import DEFAULT_TEMPLATES
 
-    assert DEFAULT_MODEL_DIR.parent == ROOT / "models"
+    package = ROOT / "bids_qc"
+    for folder in (DEFAULT_MODEL_DIR, DEFAULT_SLAB_MODEL_DIR, DEFAULT_TEMPLATES):
+        assert folder.resolve().is_relative_to(package.resolve()), folder
+    assert (DEFAULT_TEMPLATES / "participant.html.j2").is_file()
 
 
 @pytest.mark.skipif(shutil.which("hadolint") is None,
@@ -155,13 +162,13 @@ def test_dockerfile_is_hadolint_clean():
 
 def test_dockerignore_sends_what_the_build_copies_and_nothing_else():
     patterns = read_dockerignore()
-    for needed in ("pyproject.toml", "version", "run.py", "bids_qc/__init__.py",
+    for needed in ("pyproject.toml", "version", "README.md", "bids_qc/__init__.py",
                    "bids_qc/data/tpl-MNI152NLin2009aSym_res-2_T1w.nii.gz",
-                   "models/conv5fc3-ixi-v1/weights.safetensors",
-                   "models/slab-motion-ixi-v1/weights.safetensors",
-                   "reports/templates/participant.html.j2", "build/stage/torch.whl"):
+                   "bids_qc/data/models/conv5fc3-ixi-v1/weights.safetensors",
+                   "bids_qc/data/models/slab-motion-ixi-v1/weights.safetensors",
+                   "bids_qc/data/templates/participant.html.j2", "build/stage/torch.whl"):
         assert not dockerignore_excludes(patterns, needed), f"{needed} would be left out"
-    for unwanted in (".git/config", "tests/test_app.py", "examples/ixi_mini/README",
+    for unwanted in (".git/config", "tests/test_app.py", "examples/ixi_mini/README", "run.py",
                      "bids_qc/__pycache__/config.cpython-311.pyc", "build/lib/x.py", ".venv/bin/python",
                      "work/x", "reports/other.txt"):
         assert dockerignore_excludes(patterns, unwanted), f"{unwanted} would be sent"
@@ -185,7 +192,7 @@ def test_singularity_recipe_parses_and_matches_the_docker_image():
     assert header["Bootstrap"] in ("docker-daemon", "docker-archive", "docker"), header
     recipe = SingularityParser(str(SINGULARITY)).recipe["spython-base"]
     assert recipe.fromHeader.split(":")[0].endswith("bids_qc"), recipe.fromHeader
-    assert "/opt/bids_qc/run.py" in recipe.cmd and '"$@"' in recipe.cmd, recipe.cmd
+    assert "/opt/venv/bin/bids-qc" in recipe.cmd and '"$@"' in recipe.cmd, recipe.cmd
     for section in ("%help", "%labels", "%runscript", "%test"):
         assert re.search(rf"^{section}\b", text, re.M), f"{section} missing"
     # the same run-time environment as the Docker image

@@ -1,10 +1,10 @@
 """The model card: the held-out benchmark's invariance tables, and how motion was simulated."""
 import json
-from pathlib import Path
 
+from bids_qc.config import DEFAULT_MODEL_DIR
 from bids_qc.training.model_card import render_model_card
 
-SHIPPED = Path(__file__).resolve().parent.parent / "models" / "conv5fc3-ixi-v1"
+SHIPPED = DEFAULT_MODEL_DIR
 
 
 def test_bright_tail_table_is_rendered_from_the_benchmark_json():

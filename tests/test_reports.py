@@ -78,6 +78,23 @@ def section(text: str, ident: str) -> str:
 
 
 # --------------------------------------------------------------------------- participant
+def test_participant_report_marks_detectors_at_their_own_thresholds():
+    thresholds = {d: 0.5 for d in DETECTORS} | {"motion_severe": 0.7, "contrast_moderate": 0.2,
+                                                 "noise_moderate": 0.6}
+    case = assessment(positives=[])
+    case.record["model"]["thresholds"] = thresholds
+    fired = {s["name"]: s["positive"] for d in participant_context(case)["detectors"]
+             for s in d["severities"]}
+    # P 0.61 < 0.7 does not fire, 0.55 >= 0.2 does; nothing is judged at 0.5 when thresholds are known
+    assert fired == {d: PROBS[d] >= thresholds[d] for d in DETECTORS}
+    assert fired["motion_severe"] is False and fired["contrast_moderate"] is True
+    # a record without thresholds (older run) shows the detectors that have a saliency map
+    old = assessment(positives=["noise_severe"])
+    fired = {s["name"]: s["positive"] for d in participant_context(old)["detectors"]
+             for s in d["severities"]}
+    assert [d for d, f in fired.items() if f] == ["noise_severe"]
+
+
 def test_participant_report_shows_everything():
     text = render_participant_report(assessment())
     assert "<title>sub-01_ses-1_run-1_T1w" in text
@@ -307,10 +324,19 @@ def test_group_without_optional_columns(tmp_path):
                           "p_noise_moderate": [0.1, 0.02]})
     ctx = group_context(table, tmp_path / "g.html", tmp_path)
     assert not ctx["has_review"] and not ctx["has_uncertainty"] and ctx["group_cols"] == []
-    # proxy uncertainty: the coin-flip scan (p = 0.5) comes first
-    assert [r["bids_name"] for r in ctx["queue"]] == ["sub-01_T1w", "sub-02_T1w"]
-    assert ctx["queue"][0]["uncertainty"] == pytest.approx(1.0)
-    text = write_group_report(table, tmp_path / "g.html", tmp_path).read_text()
+    # no thresholds, no uncertainty: none is guessed at 0.5
+    assert [r["uncertainty"] for r in ctx["queue"]] == [None, None]
+    # with the model's thresholds, the verdict's definition: 0.15 - |p - threshold|, at least 0
+    thresholds = {d: 0.9 for d in DETECTORS}
+    ctx = group_context(table, tmp_path / "g.html", tmp_path, thresholds=thresholds)
+    assert [r["bids_name"] for r in ctx["queue"]] == ["sub-02_T1w", "sub-01_T1w"]
+    assert ctx["queue"][0]["uncertainty"] == pytest.approx(0.1)  # p 0.95 vs threshold 0.9
+    assert ctx["queue"][1]["uncertainty"] == pytest.approx(0.0)
+    from bids_qc.verdict import review
+
+    probs = {"motion_moderate": 0.95, "noise_moderate": 0.02}
+    assert ctx["queue"][0]["uncertainty"] == review(probs, thresholds)[0]
+    text = write_group_report(table, tmp_path / "g.html", tmp_path, thresholds=thresholds).read_text()
     assert "uncertainty*" in text and 'id="errors"' not in text and 'id="finetune"' not in text
 
 

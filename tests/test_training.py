@@ -164,7 +164,8 @@ def test_finetuning_leaves_frozen_parameters_and_bn_statistics_byte_identical():
     volumes = torch.rand(12, 1, *TINY.shape)
     labels = np.array([0, 1] * 6)
     subjects = [f"s{i // 2}" for i in range(12)]
-    result = cross_validated_finetune(net, volumes, labels, subjects, k=3, epochs=3, lr=1e-3)
+    result = cross_validated_finetune(net, volumes, labels, subjects, k=3, epochs=3, lr=1e-3,
+                                      threshold=0.5)
     fc_keys = {k for k in before if k.startswith("classifier")}
     for tuned in result["members"]:
         after = tuned.state_dict()
@@ -222,7 +223,8 @@ def test_finetuning_repairs_a_miscalibrated_detector():
     net.eval()
     with torch.no_grad():  # mis-calibrate: the last layer always prefers class 1
         net.fc_layers()[-1].bias.copy_(torch.tensor([-1.5, 1.5]))
-    result = cross_validated_finetune(net, volumes, np.array(labels), subjects, k=3, epochs=40, lr=1e-3)
+    result = cross_validated_finetune(net, volumes, np.array(labels), subjects, k=3, epochs=40, lr=1e-3,
+                                      threshold=0.5)
     assert result["before"]["balanced_accuracy"] == pytest.approx(0.5)
     assert result["after"]["balanced_accuracy"] >= 0.8
 

@@ -427,8 +427,6 @@ def run_group(config) -> int:
         raise _Exit(EX_NOMATCH, str(exc)) from None
     except AnnotationError as exc:
         raise _Exit(EX_DATAERR, f"annotations: {exc}") from None
-    except ImportError as exc:
-        raise _Exit(EX_SOFTWARE, f"fine-tuning is unavailable in this build: {exc}") from None
     except OSError as exc:
         raise _Exit(EX_IOERR, f"cannot write group outputs: {exc}") from None
     LOGGER.info("tiers: %s", ", ".join(f"{k}: {v}" for k, v in summary["tiers"].items()))

@@ -37,7 +37,6 @@ LOGGER = logging.getLogger(__name__)
 
 _BUNDLES: dict = {}
 _SLAB_DETECTORS: dict = {}
-_REPORT_IMPORT_FAILED: list = []
 
 
 def get_bundle(model_dir):
@@ -140,14 +139,8 @@ def _write_report(assessment, html_path: Path) -> str | None:
     failure of the run, not a problem of the report.
     """
     from bids_qc.exceptions import BidsQcError
+    from bids_qc.reports.participant_report import write_participant_report
 
-    try:
-        from bids_qc.reports.participant_report import write_participant_report
-    except ImportError as exc:
-        if not _REPORT_IMPORT_FAILED:
-            LOGGER.warning("HTML reports unavailable (%s); writing JSON only", exc)
-            _REPORT_IMPORT_FAILED.append(str(exc))
-        return None
     try:  # the renderer writes atomically itself (tmp file + os.replace)
         write_participant_report(assessment, html_path)
     except OSError as exc:

@@ -36,6 +36,7 @@ from bids_qc.reports.formatting import (
 )
 from bids_qc.reports.site_scanner import add_site_scanner
 from bids_qc.reports.templating import render_template, write_text
+from bids_qc.verdict import review
 
 _ENTITY_COLUMNS = ("session", "run", "acquisition", "task", "reconstruction", "ceagent", "part",
                    "chunk", "echo", "inversion")
@@ -69,10 +70,14 @@ def _bool(value):
     return bool(value)
 
 
-def _proxy_uncertainty(probs: list) -> float | None:
-    """Closeness of the least certain detector to 0.5: max over detectors of 1 - |2p - 1|."""
-    vals = [1.0 - abs(2.0 * p - 1.0) for p in probs if p is not None]
-    return max(vals) if vals else None
+def _uncertainty(probs: dict, thresholds: dict | None) -> float | None:
+    """The verdict's uncertainty (:func:`bids_qc.verdict.review`, no ensemble spread) from the
+    probabilities present, for a table without an ``uncertainty`` column; None without
+    ``thresholds`` (no threshold is assumed) or probabilities."""
+    present = {d: p for d, p in probs.items() if p is not None}
+    if not thresholds or not present:
+        return None
+    return review(present, thresholds)[0]
 
 
 def _score(value, key: str = "balanced_accuracy"):
@@ -93,7 +98,7 @@ TIER_DECISIONS = {"tier_12_vs_3": "reject (tier 3) vs keep", "tier_1_vs_2": "med
 def finetune_context(finetune: dict) -> dict:
     """Group fine-tuning results -> tables of CV balanced accuracy before/after.
 
-    Accepts the summary of :func:`bids_qc.finetune_group.run_group_finetuning` (``detectors``:
+    Accepts the fine-tuning summary of the group level (``bids_qc.workflows.group``; ``detectors``:
     {name: {status, n_scans, before: {balanced_accuracy, ...}, after: {...}}}, ``tiers``:
     {n_scans, before: {decision: scores}, after: ...}, plus scalars) and the simple form
     {detector: {"before": 0.7, "after": 0.8}, ...}.
@@ -127,7 +132,8 @@ def finetune_context(finetune: dict) -> dict:
     return {"scalars": scalars, "detectors": rows, "tiers": tiers, "tiers_n": tiers_n}
 
 
-def group_context(table, html_path: Path, out_dir: Path, *, finetune: dict | None = None) -> dict:
+def group_context(table, html_path: Path, out_dir: Path, *, finetune: dict | None = None,
+                  thresholds: dict | None = None) -> dict:
     """Everything the group template shows; ``table`` is the per-scan DataFrame."""
     import pandas as pd
 
@@ -155,7 +161,7 @@ def group_context(table, html_path: Path, out_dir: Path, *, finetune: dict | Non
         link = quote(Path(os.path.relpath(target, html_path.parent)).as_posix(), safe="/")
         status = "error" if str(rec.get("status", "ok")).lower() == "error" else "ok"
         probs = {d: _num(rec.get(f"p_{d}")) for d in DETECTORS}
-        unc = _num(rec.get("uncertainty")) if has_unc else _proxy_uncertainty(list(probs.values()))
+        unc = _num(rec.get("uncertainty")) if has_unc else _uncertainty(probs, thresholds)
         grades = {a: int_or_none(rec.get(f"grade_{a}")) for a in ARTEFACTS}
         rows.append({
             "bids_name": name, "link": link, "ids": keys, "status": status,
@@ -238,18 +244,24 @@ def group_context(table, html_path: Path, out_dir: Path, *, finetune: dict | Non
     }
 
 
-def render_group_report(table, html_path, out_dir, *, finetune: dict | None = None) -> str:
+def render_group_report(table, html_path, out_dir, *, finetune: dict | None = None,
+                        thresholds: dict | None = None) -> str:
     """HTML text of the group report (see :func:`write_group_report`)."""
     return render_template("group.html.j2", group_context(table, Path(html_path), Path(out_dir),
-                                                  finetune=finetune))
+                                                          finetune=finetune, thresholds=thresholds))
 
 
-def write_group_report(table, html_path, out_dir, *, finetune: dict | None = None) -> Path:
+def write_group_report(table, html_path, out_dir, *, finetune: dict | None = None,
+                       thresholds: dict | None = None) -> Path:
     """Write the group report for ``table`` (one row per scan) to ``html_path``.
 
     ``out_dir`` is the derivatives folder holding ``sub-X/[ses-Y/]anat/<bids_name>_qc.html``;
     links are relative to ``html_path``. ``finetune`` (optional) holds group fine-tuning
     results, e.g. ``{"motion_moderate": {"before": 0.71, "after": 0.83}, "n_rated": 40}``.
+    The uncertainty shown is the table's (the verdict's, written at participant level or by
+    fine-tuning); a table without that column gets it computed here by the same definition
+    from the probabilities at ``thresholds`` (``{detector: threshold}``), else none is shown.
     """
     html_path = Path(html_path)
-    return write_text(html_path, render_group_report(table, html_path, out_dir, finetune=finetune))
+    return write_text(html_path, render_group_report(table, html_path, out_dir, finetune=finetune,
+                                                     thresholds=thresholds))

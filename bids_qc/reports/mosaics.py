@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 from functools import lru_cache
-from pathlib import Path
 
 import numpy as np
 
@@ -305,16 +304,9 @@ def saliency_strips(base: np.ndarray, maps: dict, zooms=(2.5, 2.5, 2.5), *, n: i
 def template_brain_mask() -> np.ndarray | None:
     """Boolean brain mask on the 2 mm template grid (GM + WM prior > 0.5), or None."""
     try:
-        try:  # shares the pipeline's cached copy when the app has loaded it
-            from bids_qc.preprocessing import load_template
+        from bids_qc.preprocessing import load_template  # the pipeline's cached copy
 
-            probs = [load_template(f"label-{t}_probseg")[0] for t in ("GM", "WM")]
-        except ImportError:
-            import nibabel as nib
-
-            data = Path(__file__).resolve().parent.parent / "data"
-            probs = [np.asarray(nib.load(data / f"tpl-MNI152NLin2009aSym_res-2_label-{t}_probseg.nii.gz")
-                                .dataobj, dtype=np.float32) for t in ("GM", "WM")]
+        probs = [load_template(f"label-{t}_probseg")[0] for t in ("GM", "WM")]
         total = probs[0] + probs[1]
         if total.max() > 1.5:  # stored as 0..255 without scaling
             total = total / 255.0

@@ -27,6 +27,7 @@ from bids_qc.reports.formatting import (
     tier_info,
 )
 from bids_qc.reports.templating import render_template, write_text
+from bids_qc.verdict import positive
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +47,15 @@ def _flatten(value, prefix: str = "", depth: int = 0) -> list[tuple[str, str]]:
     return [(prefix, fmt(value, 4))]
 
 
+def _fired(det: str, p, thresholds: dict, saliency: dict) -> bool:
+    """Whether ``det`` fired: at the threshold the verdict used (the record's
+    ``model.thresholds``); a record without them (older runs) shows the detectors that have a
+    saliency map, i.e. those that fired when it was made."""
+    if p is not None and thresholds.get(det) is not None:
+        return bool(positive(p, thresholds[det]))
+    return det in saliency
+
+
 def participant_context(assessment) -> dict:
     """Everything the participant template shows, as plain values and data URIs."""
     record = plain(getattr(assessment, "record", None) or {})
@@ -62,6 +72,7 @@ def participant_context(assessment) -> dict:
     if status != "error" and model.get("trained") is False and not any(("untrained" in w.lower() or "not trained" in w.lower()) for w in warnings):
         warnings.append("The model is untrained: probabilities, grades and tier are placeholders.")
 
+    thresholds = model.get("thresholds") or {}
     detectors = []
     for art in ARTEFACTS:
         grade = int_or_none(grades.get(art))
@@ -71,7 +82,8 @@ def participant_context(assessment) -> dict:
             p = probs.get(det)
             sev.append({"name": det, "severity": s, "p": p, "p_text": fmt(p),
                         "pct": 0 if p is None else max(0.0, min(100.0, 100 * float(p))),
-                        "positive": det in saliency or (p is not None and p >= 0.5)})
+                        "threshold": thresholds.get(det),
+                        "positive": _fired(det, p, thresholds, saliency)})
         detectors.append({"artefact": art, "grade": grade, "grade_label": GRADE_LABELS.get(grade, "n/a"),
                           "colour": GRADE_COLOURS[grade] if grade in (0, 1, 2) else "#8a8f98",
                           "severities": sev})

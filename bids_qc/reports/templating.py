@@ -1,6 +1,6 @@
 """The Jinja2 templates of the reports: where they are, how they are rendered and written.
 
-Templates live in ``reports/templates`` at the repository root (autoescape on). Every figure
+Templates ship inside the package, ``bids_qc/data/templates`` (autoescape on). Every figure
 is embedded as a base64 PNG or inline SVG and all scripts are inline, so a report is one file
 that opens offline.
 """
@@ -10,26 +10,27 @@ import os
 from functools import lru_cache
 from pathlib import Path
 
-import bids_qc
 from bids_qc.exceptions import BidsQcError
 from bids_qc.reports.formatting import fmt
+from bids_qc.resources import templates_dir as _shipped_templates
 
 TEMPLATES_ENV = "BIDS_QC_TEMPLATES"
-DEFAULT_TEMPLATES = Path(bids_qc.__file__).resolve().parent.parent / "reports" / "templates"
+DEFAULT_TEMPLATES = _shipped_templates()
 
 
 class ReportTemplateError(BidsQcError, FileNotFoundError):
-    """The report templates folder is missing (e.g. a non-editable install without it)."""
+    """The report templates folder is missing (a broken install, or a wrong $BIDS_QC_TEMPLATES)."""
 
 
 def templates_dir() -> Path:
-    """Folder of the ``*.html.j2`` templates: ``$BIDS_QC_TEMPLATES`` or <repo>/reports/templates."""
+    """Folder of the ``*.html.j2`` templates: ``$BIDS_QC_TEMPLATES`` or the package's own
+    ``bids_qc/data/templates``."""
     folder = Path(os.environ.get(TEMPLATES_ENV) or DEFAULT_TEMPLATES)
     if not (folder / "participant.html.j2").is_file() or not (folder / "group.html.j2").is_file():
         raise ReportTemplateError(
             f"report templates not found in {folder} (expected participant.html.j2 and "
-            f"group.html.j2). Run bids_qc from a source checkout, or set {TEMPLATES_ENV} to the "
-            "folder reports/templates of the bids_qc repository.")
+            f"group.html.j2). Reinstall bids_qc (the package ships them in bids_qc/data/templates), "
+            f"or set {TEMPLATES_ENV} to a folder holding them.")
     return folder
 
 

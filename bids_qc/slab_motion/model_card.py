@@ -1,6 +1,6 @@
 """MODEL_CARD.md of a slab motion model folder, written from its manifest and benchmark figures.
 
-    python -m bids_qc.slab_motion.model_card models/slab-motion-ixi-v1
+    python -m bids_qc.slab_motion.model_card bids_qc/data/models/slab-motion-ixi-v1
 """
 from __future__ import annotations
 

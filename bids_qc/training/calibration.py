@@ -21,6 +21,7 @@ whose own accuracy the tier objective would trade away, e.g. severe noise).
 from __future__ import annotations
 
 import numpy as np
+from sklearn.metrics import roc_curve
 from torch.utils.data import DataLoader
 
 from bids_qc.grading import LABEL_SCHEMES, binary_labels, grades_of, tiers_of
@@ -44,13 +45,19 @@ def youden_threshold(labels, probabilities, bounds=BOUNDS) -> float:
     absent), within ``bounds``; among equal ones, the closest to 0.5."""
     labels = np.asarray(labels, int)
     p = np.asarray(probabilities, float)
-    pos, neg = p[labels == 1], p[labels == 0]
-    if not len(pos) or not len(neg):
+    if not (labels == 1).any() or not (labels == 0).any():
         return 0.5
+    # candidates: midpoints between all distinct probabilities (also of unlabelled scans)
     values = np.unique(p)
+    # scikit-learn's ROC of the labelled ones: one point per distinct probability t (positive
+    # means p >= t), decreasing t, tpr = sensitivity and 1 - fpr = specificity at each
+    keep = (labels == 0) | (labels == 1)
+    fpr, tpr, roc_t = roc_curve(labels[keep], p[keep], drop_intermediate=False)
     candidates = np.concatenate([[0.5], (values[:-1] + values[1:]) / 2])
     candidates = np.clip(candidates, *bounds)
-    j = (pos[None, :] >= candidates[:, None]).mean(1) + (neg[None, :] < candidates[:, None]).mean(1)
+    # a candidate c calls positive the same scans as the lowest ROC threshold >= c
+    point = np.searchsorted(-roc_t, -candidates, side="right") - 1
+    j = tpr[point] + (1.0 - fpr[point])
     best = np.flatnonzero(j >= j.max() - 1e-12)
     return float(candidates[best[np.argmin(np.abs(candidates[best] - 0.5))]])
 

@@ -20,6 +20,7 @@ from bids_qc.networks import Conv5FC3
 from bids_qc.training.loop import class_weights
 from bids_qc.training.metrics import binary_scores
 from bids_qc.training.splits import kfold_by_subject
+from bids_qc.verdict import positive
 
 LOGGER = logging.getLogger(__name__)
 
@@ -94,12 +95,14 @@ def head_probabilities(net: Conv5FC3, features: torch.Tensor) -> np.ndarray:
 
 
 def cross_validated_finetune(net: Conv5FC3, volumes: torch.Tensor, labels: np.ndarray,
-                             subjects: list[str], *, k: int = 5, seed: int = 0, **kwargs) -> dict:
+                             subjects: list[str], *, threshold: float, k: int = 5, seed: int = 0,
+                             **kwargs) -> dict:
     """Fine-tune ``net`` with K-fold CV by subject on scans with a valid label (0/1).
 
     Returns ``{"members": [net per fold], "before": scores, "after": scores (out-of-fold),
-    "oof_probabilities", "folds": [...]}``. ``labels`` may hold -1 for scans this detector
-    does not see; they are ignored.
+    "oof_probabilities", "folds": [...]}``; before/after scores call the detector positive at
+    ``threshold`` (the detector's calibrated one, as the app does). ``labels`` may hold -1 for
+    scans this detector does not see; they are ignored.
     """
     labels = np.asarray(labels)
     valid = np.flatnonzero(labels >= 0)
@@ -121,5 +124,6 @@ def cross_validated_finetune(net: Conv5FC3, volumes: torch.Tensor, labels: np.nd
         folds.append({"fold": f, "n_train": int(tr.sum()), "n_val": int(va.sum()), **log})
     y_np = y.numpy()
     return {"members": members, "folds": folds, "n_scans": int(len(valid)),
-            "before": binary_scores(y_np, before >= 0.5), "after": binary_scores(y_np, oof >= 0.5),
+            "before": binary_scores(y_np, positive(before, threshold)),
+            "after": binary_scores(y_np, positive(oof, threshold)),
             "before_probabilities": before, "oof_probabilities": oof, "indices": valid}

@@ -1,1 +1,2 @@
-"""nipype workflow factories: ``init_participant_wf`` and ``init_group_wf`` (graphs only)."""
+"""The two analysis levels: ``participant.init_participant_wf`` (a nipype graph, one node per scan)
+and ``group.run_group_level`` (a plain function: table, summary, report, fine-tuning)."""

@@ -39,11 +39,8 @@ def _select(records: list[dict], participant_label, session_id) -> list[dict]:
 
 
 def _write_group_report(table, output_dir: Path, finetune: dict | None) -> Path | None:
-    try:
-        from bids_qc.reports.group_report import write_group_report
-    except ImportError as exc:
-        LOGGER.warning("group HTML report unavailable (%s)", exc)
-        return None
+    from bids_qc.reports.group_report import write_group_report
+
     final = output_dir / GROUP_REPORT
     try:  # the renderer writes atomically itself (tmp file + os.replace)
         write_group_report(table, final, output_dir, finetune=finetune)
@@ -73,12 +70,61 @@ def _slab_site_threshold(table, ratings) -> dict | None:
     return result
 
 
+def _model_inputs(config, table: pd.DataFrame, grid) -> dict:
+    """Model-grid input of every ``ok`` scan in ``table``: the participant level's stored
+    volume when present, else preprocessed again from the source file."""
+    from bids_qc.model_inputs import load_model_input, model_input_path
+    from bids_qc.preprocessing import preprocess
+
+    out = {}
+    rows = table[table["status"] == "ok"]
+    for i, row in enumerate(rows.itertuples(), start=1):
+        qc_json = Path(config.output_dir) / str(row.qc_json) if isinstance(row.qc_json, str) else None
+        if qc_json is not None:
+            stored = load_model_input(model_input_path(qc_json.parent, row.bids_name), grid)
+            if stored is not None:
+                out[row.bids_name] = stored
+                continue
+        source = Path(row.source_file)
+        path = source if source.is_absolute() else Path(config.bids_dir) / source
+        pre = preprocess(path, grid=grid, threads=config.omp_nthreads, with_registered=False)
+        if pre.model_input is not None:
+            out[row.bids_name] = pre.model_input
+        LOGGER.info("[%d/%d] preprocessed %s for fine-tuning/re-scoring", i, len(rows), row.bids_name)
+    return out
+
+
+def _finetune(config, table: pd.DataFrame, ratings: pd.DataFrame, output_dir: Path) -> dict:
+    """The I/O around :func:`bids_qc.finetune_group.finetune_on_ratings`: load the parent model
+    and the scans' model inputs, save ``models/<parent>-finetuned-<date>/``, add the new
+    columns to ``table`` and rewrite ``group_T1w.tsv``. Returns the fine-tuning summary."""
+    import datetime as _dt
+    import time
+
+    from bids_qc.finetune_group import finetune_on_ratings
+    from bids_qc.models import load_bundle, save_bundle
+
+    t0 = time.perf_counter()
+    parent = load_bundle(config.model_dir)
+    inputs = _model_inputs(config, table, parent.grid)
+    result = finetune_on_ratings(table, ratings, inputs, parent, annotations=str(config.annotations))
+    folder = output_dir / "models" / f"{parent.model_id}-finetuned-{_dt.date.today().isoformat()}"
+    save_bundle(folder, result.members, model_id=folder.name, trained=True, grid=parent.grid,
+                detectors=parent.manifest.get("detectors", {}), extra=result.manifest)
+    for column in result.columns:
+        table[column] = result.columns[column]
+    write_table(output_dir / GROUP_TSV, table)
+    summary = {"model_dir": str(folder), "model_id": folder.name, "parent_model": parent.model_id,
+               **result.summary, "seconds": round(time.perf_counter() - t0, 1)}
+    LOGGER.info("fine-tuned model -> %s (%.0f s)", folder, summary["seconds"])
+    return summary
+
+
 def _use_ratings(config, table, summary: dict, output_dir: Path) -> None:
     """``--annotations``: the slab motion threshold of this site, then (if any scan has a tier:
     slabs alone give the registered detectors nothing to learn from) fine-tuning."""
     from bids_qc.annotations import read_annotations
     from bids_qc.exceptions import AnnotationError
-    from bids_qc.finetune_group import run_group_finetuning
 
     ratings = read_annotations(config.annotations, table)
     summary["slab_motion_site"] = _slab_site_threshold(table, ratings)
@@ -90,7 +136,7 @@ def _use_ratings(config, table, summary: dict, output_dir: Path) -> None:
         return
     LOGGER.info("fine-tuning the detectors on the ratings in %s", config.annotations)
     try:
-        summary["finetuning"] = run_group_finetuning(config, table, ratings=ratings)
+        summary["finetuning"] = _finetune(config, table, ratings, output_dir)
     except AnnotationError:
         raise
     except ValueError as exc:  # e.g. too few usable ratings: a problem with the data given

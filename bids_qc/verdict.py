@@ -1,0 +1,96 @@
+"""The verdict on one scan: detector probabilities -> positives -> grades -> tier -> review flag.
+
+The one place where the app turns the six detectors' outputs into a decision. Scan assessment
+(:mod:`bids_qc.scan`), group fine-tuning and re-scoring (:mod:`bids_qc.finetune_group`), the
+reports and the benchmarks all call it, each detector at its own threshold: the calibrated one
+in the model's manifest (:attr:`bids_qc.models.DetectorBundle.thresholds`), never a default 0.5.
+
+- A detector *fires* when its probability is >= its threshold (:func:`positive`).
+- Grade = 2 if the severe detector fires, else 1 if the moderate one does, else 0
+  (:mod:`bids_qc.grading`); tier = 1 if every grade is 0, 3 if any is 2, else 2.
+- Uncertainty = max over detectors of max(ensemble std, MARGIN - |p - threshold|), at least 0:
+  0 when every detector is far from its threshold and the members agree.
+  ``needs_review`` when a detector is within MARGIN of its threshold or its members' std
+  exceeds SPREAD. Without an ensemble (one member) the std term is absent.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from bids_qc.grading import grades_from_probabilities, tier_from_grades
+from bids_qc.record import DETECTORS
+
+MARGIN = 0.15  # |p - threshold| below this is "near the threshold"
+SPREAD = 0.15  # ensemble standard deviation above this is "the folds disagree"
+
+
+def positive(probability, threshold: float):
+    """Whether a detector fires: ``probability >= threshold`` (scalars or arrays)."""
+    return np.asarray(probability) >= threshold
+
+
+def review(probs: dict, thresholds: dict, stds: dict | None = None) -> tuple[float, bool]:
+    """``(uncertainty, needs_review)`` of one scan (definitions in the module docstring).
+    ``probs``/``stds``: ``{detector: float}``; a ``None`` probability is skipped."""
+    stds = stds or {}
+    scores, flag = [], False
+    for det, p in probs.items():
+        if p is None:
+            continue
+        margin = abs(float(p) - float(thresholds[det]))
+        spread = float(stds.get(det, 0.0) or 0.0)
+        scores.append(max(spread, MARGIN - margin, 0.0))
+        flag = flag or margin < MARGIN or spread > SPREAD
+    return (round(max(scores), 4) if scores else 0.0), flag
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What the detectors say about one scan, at the thresholds in ``thresholds``."""
+
+    probabilities: dict[str, float]      # {detector: P(positive)}
+    probability_std: dict[str, float] | None  # {detector: std over members}; None: one member
+    thresholds: dict[str, float]         # {detector: threshold used}
+    positives: dict[str, bool]           # {detector: fired}
+    grades: dict[str, int]               # {artefact: 0|1|2}
+    tier: int                            # 1 good, 2 medium, 3 reject
+    uncertainty: float
+    needs_review: bool
+
+    def record_fields(self) -> dict:
+        """The record keys this verdict sets (``probability_std`` only for an ensemble)."""
+        out = {"probabilities": dict(self.probabilities)}
+        if self.probability_std is not None:
+            out["probability_std"] = dict(self.probability_std)
+        out.update(uncertainty=self.uncertainty, needs_review=self.needs_review,
+                   grades=dict(self.grades), tier=self.tier)
+        return out
+
+
+def verdict(probs: dict, thresholds: dict, stds: dict | None = None) -> Verdict:
+    """The verdict from ``{detector: probability}`` (all six), per-detector ``thresholds`` and,
+    for an ensemble, the members' ``{detector: std}``."""
+    probs = {d: float(probs[d]) for d in DETECTORS}
+    thresholds = {d: float(thresholds[d]) for d in DETECTORS}
+    stds = None if stds is None else {d: float(stds[d]) for d in DETECTORS}
+    grades = grades_from_probabilities(probs, thresholds)
+    uncertainty, needs_review = review(probs, thresholds, stds)
+    return Verdict(probabilities=probs, probability_std=stds, thresholds=thresholds,
+                   positives={d: bool(positive(probs[d], thresholds[d])) for d in DETECTORS},
+                   grades=grades, tier=tier_from_grades(grades), uncertainty=uncertainty,
+                   needs_review=needs_review)
+
+
+def assess_volume(bundle, volume) -> Verdict:
+    """Run ``bundle`` (a :class:`~bids_qc.models.DetectorBundle`) on one model-grid volume
+    (``(D, H, W)`` float32 array or tensor, as :func:`bids_qc.preprocessing.preprocess` makes it)
+    and return the verdict at the bundle's thresholds; the std term only for an ensemble."""
+    import torch
+
+    x = torch.as_tensor(np.asarray(volume))[None, None]
+    mean, std = bundle.predict(x)
+    probs = {d: float(mean[d][0]) for d in DETECTORS}
+    stds = {d: float(std[d][0]) for d in DETECTORS} if len(bundle.members) > 1 else None
+    return verdict(probs, bundle.thresholds, stds)

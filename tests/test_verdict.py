@@ -1,0 +1,75 @@
+"""The one inference path: probabilities -> positives -> grades -> tier -> review flag."""
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from bids_qc.finetune_group import rescore
+from bids_qc.models import load_bundle, make_untrained_bundle, save_bundle
+from bids_qc.preprocessing import ModelGrid
+from bids_qc.record import ARTEFACTS, DETECTORS
+from bids_qc.verdict import MARGIN, assess_volume, positive, verdict
+
+SMALL = ModelGrid(shape=(16, 20, 16))
+
+
+def test_grades_and_tier_use_each_detectors_own_threshold():
+    probs = {d: 0.01 for d in DETECTORS} | {"motion_moderate": 0.6, "noise_severe": 0.55}
+    thresholds = {d: 0.5 for d in DETECTORS} | {"motion_moderate": 0.7, "noise_severe": 0.5}
+    v = verdict(probs, thresholds)
+    assert v.positives["motion_moderate"] is False and v.positives["noise_severe"] is True
+    assert v.grades == {"motion": 0, "noise": 2, "contrast": 0} and v.tier == 3
+    # the same probabilities at 0.5 everywhere would grade motion 1: the thresholds matter
+    assert verdict(probs, {d: 0.5 for d in DETECTORS}).grades["motion"] == 1
+    # the threshold itself fires (>=)
+    assert positive(0.7, 0.7) and not positive(0.6999, 0.7)
+    assert verdict(probs | {"motion_moderate": 0.7}, thresholds).grades["motion"] == 1
+
+
+def test_tiers_and_review():
+    low = {d: 0.0 for d in DETECTORS}
+    thresholds = {d: 0.8 for d in DETECTORS}
+    assert verdict(low, thresholds).tier == 1
+    moderate = verdict(low | {"contrast_moderate": 0.9}, thresholds)
+    assert moderate.tier == 2 and moderate.grades["contrast"] == 1
+    assert moderate.uncertainty == pytest.approx(MARGIN - 0.1) and moderate.needs_review
+    calm = verdict(low | {"contrast_moderate": 0.99}, thresholds)
+    assert calm.uncertainty == 0.0 and not calm.needs_review
+    spread = verdict(low, thresholds, stds={d: 0.2 for d in DETECTORS})
+    assert spread.needs_review and spread.uncertainty == pytest.approx(0.2)
+
+
+def test_record_fields():
+    probs = {d: 0.1 for d in DETECTORS}
+    single = verdict(probs, {d: 0.5 for d in DETECTORS}).record_fields()
+    assert list(single) == ["probabilities", "uncertainty", "needs_review", "grades", "tier"]
+    ensemble = verdict(probs, {d: 0.5 for d in DETECTORS}, stds={d: 0.0 for d in DETECTORS})
+    assert "probability_std" in ensemble.record_fields()
+
+
+def test_assess_volume_is_what_rescoring_writes(tmp_path):
+    """The group fine-tuning's re-scoring and assess_volume give the same verdict (one path),
+    at the bundle's thresholds from its manifest, and an ensemble reports its spread."""
+    single = load_bundle(make_untrained_bundle(tmp_path / "m", grid=SMALL, seed=3))
+    volume = np.random.default_rng(0).random(SMALL.shape, dtype=np.float32)
+    v = assess_volume(single, volume)
+    assert v.probability_std is None
+    thresholds = {d: round(0.2 + 0.1 * i, 2) for i, d in enumerate(DETECTORS)}
+    detectors = {d: {"threshold": thresholds[d]} for d in DETECTORS}
+    folder = save_bundle(tmp_path / "ens", [single.members[0], single.members[0]], model_id="ens",
+                         trained=False, grid=SMALL, detectors=detectors)
+    ensemble = load_bundle(folder)
+    assert ensemble.thresholds == thresholds
+    ve = assess_volume(ensemble, torch.from_numpy(volume))
+    assert ve.thresholds == thresholds and ve.probability_std is not None
+    assert ve.positives == {d: ve.probabilities[d] >= thresholds[d] for d in DETECTORS}
+    table = pd.DataFrame({"bids_name": ["a", "b"]})
+    columns = rescore(table, {"a": volume}, ensemble)
+    assert list(table.columns) == ["bids_name"], "rescore returns columns, it does not write"
+    table = table.join(columns)
+    row = table.iloc[0]
+    assert [row[f"p_{d}_ft"] for d in DETECTORS] == [ve.probabilities[d] for d in DETECTORS]
+    assert [row[f"grade_{a}_ft"] for a in ARTEFACTS] == [ve.grades[a] for a in ARTEFACTS]
+    assert (row["tier_ft"], row["uncertainty"], row["needs_review"]) == (ve.tier, ve.uncertainty,
+                                                                         ve.needs_review)
+    assert pd.isna(table.iloc[1]["tier_ft"]) and pd.isna(table.iloc[1]["needs_review"])
