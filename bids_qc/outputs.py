@@ -184,6 +184,7 @@ def record_to_row(record: dict) -> dict:
         error=_one_line(error.get("message")),
         error_stage=error.get("stage"),
         tier=record.get("tier"),
+        cannot_judge=_one_line(record.get("cannot_judge")),
     )
     for artefact in ARTEFACTS:
         row[f"grade_{artefact}"] = grades.get(artefact)
@@ -208,7 +209,8 @@ def record_to_row(record: dict) -> dict:
 
 def records_to_table(records: list[dict]):
     """One row per scan: ``bids_name, source_file``, entity columns (:data:`CORE_ENTITIES`
-    then any other), ``status, error, error_stage, tier, grade_<artefact>`` x3,
+    then any other), ``status, error, error_stage, tier, cannot_judge`` (why an ok scan got no
+    verdict, see :mod:`bids_qc.judgeable`), ``grade_<artefact>`` x3,
     ``p_<detector>`` x6, ``slab_motion_score, slab_motion, slab_motion_threshold`` (the slab
     motion detector's probability, verdict and threshold), the metrics, ``n_warnings, model_id, model_trained, qc_json``.
 
@@ -231,7 +233,8 @@ def records_to_table(records: list[dict]):
 
 
 def summarise(table) -> dict:
-    """Counts for ``group_summary.json``: scans, ok/error, per tier, per artefact grade."""
+    """Counts for ``group_summary.json``: scans, ok/error, ok but cannot judge, per tier, per
+    artefact grade."""
     import pandas as pd
 
     ok = table[table["status"] == "ok"]
@@ -246,6 +249,7 @@ def summarise(table) -> dict:
         "n_subjects": int(table["subject"].nunique()),
         "n_ok": int(len(ok)),
         "n_error": int((table["status"] == "error").sum()),
+        "n_cannot_judge": int(ok["cannot_judge"].notna().sum()),
         "tiers": _counts(ok["tier"], (1, 2, 3)),
         "grades": {a: _counts(ok[f"grade_{a}"], (0, 1, 2)) for a in ARTEFACTS},
         "errors_by_stage": {

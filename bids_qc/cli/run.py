@@ -309,6 +309,8 @@ class Progress:
             LOGGER.error("%s: cannot write outputs: %s", prefix, out.io_error)
         elif out.status != "ok":
             LOGGER.warning("%s: ERROR: %s (%.1f s)", prefix, out.error, seconds)
+        elif getattr(out, "cannot_judge", ""):
+            LOGGER.warning("%s: CANNOT JUDGE: %s (%.1f s)", prefix, out.cannot_judge, seconds)
         elif out.tier is None:
             LOGGER.info("%s: no tier (partial coverage or not registered; see the JSON)%s in %.1f s",
                         prefix, _slab_text(out.slab_motion), seconds)
@@ -383,7 +385,7 @@ def _summarise_run(config, scans, done, progress, json_of) -> int:
     from bids_qc.outputs import read_record
 
     tiers = {1: 0, 2: 0, 3: 0}
-    n_ok = n_failed = 0
+    n_ok = n_failed = n_unjudged = 0
     io_errors = progress.io_errors if progress else []
     for scan in scans:
         record = read_record(json_of[scan.bids_name])
@@ -394,13 +396,16 @@ def _summarise_run(config, scans, done, progress, json_of) -> int:
             n_ok += 1
             if record.get("tier") in tiers:
                 tiers[record["tier"]] += 1
+            n_unjudged += bool(record.get("cannot_judge"))
         else:
             n_failed += 1
     crashed = progress.crashed if progress else []
     LOGGER.info(
-        "finished: %d scan(s): %d ok, %d failed%s; tiers: 1 good %d, 2 medium %d, 3 reject %d",
+        "finished: %d scan(s): %d ok, %d failed%s; tiers: 1 good %d, 2 medium %d, 3 reject %d%s",
         len(scans), n_ok, n_failed, f" ({len(done)} were already done)" if done else "",
         tiers[1], tiers[2], tiers[3],
+        f"; {n_unjudged} ok but cannot be judged (see cannot_judge in their JSON)"
+        if n_unjudged else "",
     )
     if io_errors:
         LOGGER.error("could not write the outputs of %d scan(s), first: %s", len(io_errors),

@@ -180,7 +180,7 @@ def qc_scan(
     ``problem``: if not empty, the scan is not assessed and gets an error record (stage
     ``bids``) with this reason (e.g. an invalid BIDS file name).
 
-    Returns a summary ``{"out_json", "status", "tier", "grades", "error", "slab_motion",
+    Returns a summary ``{"out_json", "status", "tier", "grades", "error", "cannot_judge", "slab_motion",
     "io_error", "seconds"}``. A bad scan gives status ``error`` (never an exception); an ``OSError``
     while writing is returned in ``io_error`` (the scan's JSON may then be missing).
     """
@@ -224,6 +224,7 @@ def qc_scan(
         "tier": record.get("tier"),
         "grades": dict(record.get("grades") or {}),
         "error": (record.get("error") or {}).get("message") or "",
+        "cannot_judge": record.get("cannot_judge") or "",
         "slab_motion": {k: (record.get("slab_motion") or {}).get(k) for k in ("score", "motion")},
         "io_error": "",
     }
@@ -270,6 +271,7 @@ class _AssessOutputSpec(TraitedSpec):
     tier = traits.Any(desc="1, 2, 3 or None")
     grades = traits.Dict(desc="artefact -> grade")
     error = traits.Str(desc="error message ('' if ok)")
+    cannot_judge = traits.Str(desc="why an ok scan got no verdict ('' if it got one)")
     io_error = traits.Str(desc="error writing outputs ('' if none)")
     slab_motion = traits.Dict(desc="slab motion detector: {'score', 'motion'} (None if not run)")
     seconds = traits.Float(desc="wall time of this node (s)")

@@ -161,6 +161,8 @@ def group_context(table, html_path: Path, out_dir: Path, *, finetune: dict | Non
             "bids_name": name, "link": link, "ids": keys, "status": status,
 
             "error": _error_text(rec.get("error")) if status == "error" else "",
+            "cannot_judge": ("" if status == "error" or is_missing(rec.get("cannot_judge"))
+                             else str(rec.get("cannot_judge"))),
             "entities": {c: entity_label(rec.get(c)) for c in entity_cols},
             "groups": {c: ("n/a" if is_missing(rec.get(c)) else str(rec.get(c))) for c in group_cols},
             "tier": tier_info(rec.get("tier")), "grades": grades, "probs": probs,
@@ -177,6 +179,7 @@ def group_context(table, html_path: Path, out_dir: Path, *, finetune: dict | Non
     tier_cards = [{**tier_info(t), "count": tiers[t],
                    "share": f"{100 * tiers[t] / n_tiered:.0f} %" if n_tiered else "n/a"} for t in (1, 2, 3)]
     errors = [r for r in rows if r["status"] == "error"]
+    unjudged = [r for r in ok if r["cannot_judge"]]
 
     plots = {}
     if rows:
@@ -229,6 +232,7 @@ def group_context(table, html_path: Path, out_dir: Path, *, finetune: dict | Non
     return {
         "title": "bids_qc group report", "rows": rows, "n": len(rows), "n_ok": len(ok),
         "n_error": len(errors), "errors": errors, "tier_cards": tier_cards, "plots": plots,
+        "unjudged": unjudged,
         "entity_cols": entity_cols, "group_cols": group_cols, "breakdowns": breakdowns,
         "has_review": has_review, "has_uncertainty": has_unc, "queue": queue,
         "finetune": ft, "models": models, "detectors": DETECTORS, "artefacts": ARTEFACTS,
