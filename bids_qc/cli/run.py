@@ -200,12 +200,13 @@ def run_participant(config) -> int:
     from bids_qc.outputs import is_done, scan_output_paths
 
     _limit_threads(config.omp_nthreads)
-    scans = _select_scans(config)
+    without_subject: list[str] = []
+    scans = _select_scans(config, without_subject)
     _make_output_dir(config)
 
-    json_of = {s.bids_name: scan_output_paths(config.output_dir, s.subdir, s.bids_name)["json"]
+    json_of = {s.source_file: scan_output_paths(config.output_dir, s.subdir, s.bids_name)["json"]
                for s in scans}
-    done = [] if config.force else [s for s in scans if is_done(json_of[s.bids_name])]
+    done = [] if config.force else [s for s in scans if is_done(json_of[s.source_file])]
     todo = [s for s in scans if s not in done]
     LOGGER.info("bids_qc %s: %d scan(s) to process%s, output in %s", __version__, len(todo),
                 f" ({len(done)} already done, skipped; --force redoes them)" if done else "",
@@ -227,18 +228,21 @@ def run_participant(config) -> int:
             LOGGER.warning("model %s is NOT trained: grades and tiers are meaningless",
                            bundle.model_id)
         progress = _run_workflow(config, todo)
-    return _summarise_run(config, scans, done, progress, json_of)
+    return _summarise_run(config, scans, done, progress, json_of, without_subject)
 
 
-def _select_scans(config):
+def _select_scans(config, without_subject: list | None = None):
     """The scans to assess: pybids' selection, plus T1w-looking files whose names pybids
-    rejected (they get an error record saying so rather than silently missing)."""
+    rejected (they get an error record saying so rather than silently missing). No two scans
+    share outputs (:func:`~bids_qc.bids_io.refuse_shared_outputs`). T1w files without a
+    subject are logged and appended to ``without_subject``."""
     from bids_qc.bids_io import (
         BidsValidationFailure,
         NoScansFound,
         build_layout,
         find_t1w,
         invalid_name_scans,
+        refuse_shared_outputs,
     )
     from bids_qc.exceptions import BidsInputError
 
@@ -257,17 +261,20 @@ def _select_scans(config):
         invalid = []
     try:
         scans = find_t1w(layout, participant_label=config.participant_label,
-                         session_id=config.session_id, filters=config.bids_filters)
+                         session_id=config.session_id, filters=config.bids_filters,
+                         without_subject=without_subject)
     except NoScansFound as exc:
         if not invalid:
-            raise _Exit(EX_NOMATCH, str(exc)) from None
+            extra = (f"; {len(without_subject)} T1w file(s) without a subject were not "
+                     f"assessed, e.g. {without_subject[0]}" if without_subject else "")
+            raise _Exit(EX_NOMATCH, f"{exc}{extra}") from None
         scans = []
     except BidsInputError as exc:
         raise _Exit(EX_USAGE, str(exc)) from None
     for scan in invalid:
         LOGGER.warning("%s: not a valid BIDS file name; it gets an error record (use "
                        "--skip-bids-validation to assess it anyway)", scan.source_file)
-    return sorted(scans + invalid, key=lambda s: s.source_file)
+    return refuse_shared_outputs(sorted(scans + invalid, key=lambda s: s.source_file))
 
 
 class Progress:
@@ -381,14 +388,14 @@ def _stop_workers() -> None:
         child.join(timeout=10)
 
 
-def _summarise_run(config, scans, done, progress, json_of) -> int:
+def _summarise_run(config, scans, done, progress, json_of, without_subject=()) -> int:
     from bids_qc.outputs import read_record
 
     tiers = {1: 0, 2: 0, 3: 0}
     n_ok = n_failed = n_unjudged = 0
     io_errors = progress.io_errors if progress else []
     for scan in scans:
-        record = read_record(json_of[scan.bids_name])
+        record = read_record(json_of[scan.source_file])
         if record is None:
             n_failed += 1
             continue
@@ -415,7 +422,10 @@ def _summarise_run(config, scans, done, progress, json_of) -> int:
         LOGGER.error("%d node(s) crashed without a record (a bug): %s", len(crashed),
                      ", ".join(crashed[:5]))
         return EX_SOFTWARE
-    return EX_DATAERR if n_failed else EX_OK
+    if without_subject:
+        LOGGER.error("%d T1w file(s) without a subject were not assessed (no outputs): %s",
+                     len(without_subject), ", ".join(without_subject[:5]))
+    return EX_DATAERR if n_failed or without_subject else EX_OK
 
 
 def run_group(config) -> int:
