@@ -71,8 +71,9 @@ def _parse(argv) -> argparse.Namespace:
     except argparse.ArgumentError as exc:
         parser.print_usage(sys.stderr)
         print(f"{parser.prog}: error: {exc}", file=sys.stderr)
+        # already printed: an empty message is not logged again
         raise _Exit(EX_LEVEL if exc.argument_name == "analysis_level" else EX_USAGE,
-                    str(exc)) from None
+                    "") from None
     except SystemExit as exc:  # -h / --version (0) or errors argparse still reports itself
         raise _Exit(EX_OK if exc.code in (0, None) else EX_USAGE, "") from None
 
