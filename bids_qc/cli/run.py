@@ -25,6 +25,7 @@ leaves a half-written ``_qc.json``; SIGTERM is handled like Ctrl-C (temporary fi
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import logging
 import os
@@ -228,8 +229,27 @@ def run_participant(config) -> int:
         if not bundle.trained:
             LOGGER.warning("model %s is NOT trained: grades and tiers are meaningless",
                            bundle.model_id)
-        progress = _run_workflow(config, todo)
+        marker = _start_marker(config, todo, json_of)
+        try:
+            progress = _run_workflow(config, todo)
+        finally:
+            if marker is not None:
+                with contextlib.suppress(OSError):
+                    marker.unlink()
     return _summarise_run(config, scans, done, progress, json_of, without_subject)
+
+
+def _start_marker(config, todo, json_of):
+    """The run marker that lets a concurrent group run name the scans not written yet (None if
+    it cannot be written: the scans' own writes will then report the problem)."""
+    from bids_qc.outputs import start_run_marker
+
+    try:
+        return start_run_marker(config.output_dir,
+                                [(s.source_file, json_of[s.source_file]) for s in todo])
+    except OSError as exc:
+        LOGGER.warning("cannot write the run marker in %s: %s", config.output_dir, exc)
+        return None
 
 
 def _select_scans(config, without_subject: list | None = None):

@@ -127,7 +127,8 @@ def finetune_context(finetune: dict) -> dict:
     return {"scalars": scalars, "detectors": rows, "tiers": tiers, "tiers_n": tiers_n}
 
 
-def group_context(table, html_path: Path, out_dir: Path, *, finetune: dict | None = None) -> dict:
+def group_context(table, html_path: Path, out_dir: Path, *, finetune: dict | None = None,
+                  incomplete: list | None = None) -> dict:
     """Everything the group template shows; ``table`` is the per-scan DataFrame."""
     import pandas as pd
 
@@ -232,7 +233,7 @@ def group_context(table, html_path: Path, out_dir: Path, *, finetune: dict | Non
     return {
         "title": "bids_qc group report", "rows": rows, "n": len(rows), "n_ok": len(ok),
         "n_error": len(errors), "errors": errors, "tier_cards": tier_cards, "plots": plots,
-        "unjudged": unjudged,
+        "unjudged": unjudged, "incomplete": plain(incomplete or []),
         "entity_cols": entity_cols, "group_cols": group_cols, "breakdowns": breakdowns,
         "has_review": has_review, "has_uncertainty": has_unc, "queue": queue,
         "finetune": ft, "models": models, "detectors": DETECTORS, "artefacts": ARTEFACTS,
@@ -242,18 +243,23 @@ def group_context(table, html_path: Path, out_dir: Path, *, finetune: dict | Non
     }
 
 
-def render_group_report(table, html_path, out_dir, *, finetune: dict | None = None) -> str:
+def render_group_report(table, html_path, out_dir, *, finetune: dict | None = None,
+                        incomplete: list | None = None) -> str:
     """HTML text of the group report (see :func:`write_group_report`)."""
     return render_template("group.html.j2", group_context(table, Path(html_path), Path(out_dir),
-                                                  finetune=finetune))
+                                                          finetune=finetune, incomplete=incomplete))
 
 
-def write_group_report(table, html_path, out_dir, *, finetune: dict | None = None) -> Path:
+def write_group_report(table, html_path, out_dir, *, finetune: dict | None = None,
+                       incomplete: list | None = None) -> Path:
     """Write the group report for ``table`` (one row per scan) to ``html_path``.
 
     ``out_dir`` is the derivatives folder holding ``sub-X/[ses-Y/]anat/<bids_name>_qc.html``;
     links are relative to ``html_path``. ``finetune`` (optional) holds group fine-tuning
     results, e.g. ``{"motion_moderate": {"before": 0.71, "after": 0.83}, "n_rated": 40}``.
+    ``incomplete``: scans a participant run has not written yet
+    (:func:`bids_qc.outputs.incomplete_scans`), shown in a warning at the top.
     """
     html_path = Path(html_path)
-    return write_text(html_path, render_group_report(table, html_path, out_dir, finetune=finetune))
+    return write_text(html_path, render_group_report(table, html_path, out_dir, finetune=finetune,
+                                                     incomplete=incomplete))
