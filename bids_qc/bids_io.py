@@ -71,7 +71,11 @@ class ScanSpec:
 
     @property
     def subdir(self) -> Path:
-        """``sub-X[/ses-Y]/anat``: where this scan's derivatives go."""
+        """``sub-X[/ses-Y]/anat``: where this scan's derivatives go, the scan's own folder
+        (so that two input files never share outputs, even with labels pybids cuts short)."""
+        folder = Path(self.source_file).parent
+        if folder.parts and folder.parts[0].startswith("sub-") and folder.name == "anat":
+            return folder
         parts = [f"sub-{self.entities['subject']}"]
         if self.entities.get("session"):
             parts.append(f"ses-{self.entities['session']}")
@@ -162,6 +166,34 @@ def _entities_of(bids_file) -> dict:
     return ordered
 
 
+def _folder_labels(rel: Path) -> dict:
+    """``{"subject": ..., ["session": ...]}`` as written in the folders of ``rel``
+    (``sub-X/[ses-Y/]anat/name``), or ``{}`` for a file outside ``sub-*/``."""
+    if len(rel.parts) < 3 or not rel.parts[0].startswith("sub-"):
+        return {}
+    labels = {"subject": display_name(rel.parts[0][len("sub-"):])}
+    if len(rel.parts) == 4 and rel.parts[1].startswith("ses-"):
+        labels["session"] = display_name(rel.parts[1][len("ses-"):])
+    return labels
+
+
+def _use_folder_labels(entities: dict, rel: Path) -> dict:
+    """``entities`` with subject and session as the folders name them (logged when pybids read
+    them otherwise: a label with a space or an accent, e.g. ``sub-IXI 02`` or ``sub-IXIé01``, is
+    cut to ``IXI`` by pybids, and two scans would then share a subject and an output folder)."""
+    labels = _folder_labels(rel)
+    changed = {k: (entities.get(k), v) for k, v in labels.items() if entities.get(k) != v}
+    if changed:
+        LOGGER.warning("%s: %s not a valid BIDS label (letters and digits only); pybids read %s, "
+                       "the outputs use the folder name", display_name(rel.as_posix()),
+                       ", ".join(f"{k} label {new!r}" for k, (_, new) in changed.items())
+                       + (" is" if len(changed) == 1 else " are"),
+                       ", ".join(f"{old!r}" for old, _ in changed.values()))
+        entities = {**entities, **labels}
+        return {k: entities.pop(k) for k in ENTITY_ORDER if k in entities} | entities
+    return entities
+
+
 def _drop_duplicate_names(scans: list[ScanSpec]) -> list[ScanSpec]:
     """Keep one of ``x_T1w.nii`` / ``x_T1w.nii.gz`` (same outputs); prefer ``.nii.gz``."""
     chosen: dict[tuple, ScanSpec] = {}
@@ -183,12 +215,17 @@ def find_t1w(
     participant_label=(),
     session_id=(),
     filters: dict | None = None,
+    without_subject: list | None = None,
 ) -> list[ScanSpec]:
     """All T1w scans of ``layout`` matching the selection, sorted by path.
 
     ``participant_label`` / ``session_id``: labels without prefix (empty = all).
     ``filters``: pybids entities that update :data:`T1W_QUERY` (``None`` = entity absent,
     ``"*"`` = any value). Raises :class:`NoScansFound` when nothing matches.
+    Subject and session labels are those of the scan's folders (see :func:`_use_folder_labels`).
+    ``without_subject``: if a list, the ``source_file`` of every T1w file that has no subject
+    (outside any ``sub-*`` folder: it cannot be assessed) is appended to it; they are logged
+    as errors either way.
     """
     query = dict(T1W_QUERY)
     for key, value in (filters or {}).items():
@@ -209,9 +246,14 @@ def find_t1w(
     scans = []
     for bids_file in files:
         path = Path(bids_file.path)
-        entities = _entities_of(bids_file)
+        rel = path.relative_to(root)
+        entities = _use_folder_labels(_entities_of(bids_file), rel)
         if "subject" not in entities:
-            LOGGER.warning("skipping %s: no subject entity", path)
+            LOGGER.error("%s: a T1w file without a subject (not in a sub-<label>/ folder): it "
+                         "cannot be assessed and gets no outputs; move it to "
+                         "sub-<label>/anat/", display_name(rel.as_posix()))
+            if without_subject is not None:
+                without_subject.append(display_name(rel.as_posix()))
             continue
         scans.append(
             ScanSpec(
@@ -223,6 +265,8 @@ def find_t1w(
         )
     scans.sort(key=lambda s: s.source_file)
     scans = _drop_duplicate_names(scans)
+    if participant_label:  # the folder labels decide (pybids may have read a shorter one)
+        scans = [s for s in scans if s.entities["subject"] in participant_label]
     if not scans:
         selection = {k: v for k, v in query.items() if k not in T1W_QUERY or k == "extension"}
         raise NoScansFound(
@@ -233,6 +277,35 @@ def find_t1w(
     n_subjects = len({s.entities["subject"] for s in scans})
     LOGGER.info("found %d T1w scan(s) from %d subject(s) in %s", len(scans), n_subjects, root)
     return scans
+
+
+def refuse_shared_outputs(scans: list[ScanSpec]) -> list[ScanSpec]:
+    """No two scans may write the same outputs: a scan whose output folder and name equal an
+    earlier one's (which folder labels and the ``.nii``/``.nii.gz`` rule normally prevent, but
+    e.g. a name holding the text ``\\xe9`` and one holding the byte 0xe9 are shown alike) is not
+    assessed; it gets an error record naming both files, under a distinct name
+    (``<bids_name>_dup<n>``). Order is kept."""
+    from dataclasses import replace
+
+    taken: dict[tuple, ScanSpec] = {}
+    out = []
+    for scan in scans:
+        key = (scan.subdir.as_posix(), scan.bids_name)
+        first = taken.get(key)
+        if first is not None:
+            n = 2
+            while (key[0], f"{scan.bids_name}_dup{n}") in taken:
+                n += 1
+            name = f"{scan.bids_name}_dup{n}"
+            reason = (f"would write the same outputs as {first.source_file} "
+                      f"({key[0]}/{first.bids_name}_qc.json), so it was not assessed; its record "
+                      f"is {name}_qc.json; rename one of the two files")
+            LOGGER.error("%s: %s", scan.source_file, reason)
+            scan = replace(scan, bids_name=name, problem=reason)
+            key = (key[0], name)
+        taken[key] = scan
+        out.append(scan)
+    return out
 
 
 def unindexed_t1w(layout) -> list[str]:
@@ -250,9 +323,10 @@ def _unindexed_paths(layout) -> list[Path]:
     root = Path(layout.root)
     indexed = {Path(f).resolve() for f in layout.get(return_type="filename", **T1W_QUERY)}
     found = []
-    for pattern in ("sub-*/anat/*_T1w.nii*", "sub-*/ses-*/anat/*_T1w.nii*"):
+    for pattern in ("sub-*/anat/*T1w.nii*", "sub-*/ses-*/anat/*T1w.nii*"):
         for path in root.glob(pattern):
-            if path.name.endswith((".nii", ".nii.gz")) and path.resolve() not in indexed:
+            if (path.name.endswith((".nii", ".nii.gz")) and path.resolve() not in indexed
+                    and (path.name.startswith("T1w.") or "_T1w." in path.name)):
                 found.append(path)
     return sorted(found)
 

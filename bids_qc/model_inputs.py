@@ -8,7 +8,6 @@ scale factor (quantisation step 3e-5, far below any simulated artefact).
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import nibabel as nib
@@ -26,7 +25,7 @@ def model_input_path(folder, bids_name: str) -> Path:
 
 
 def save_model_input(volume: np.ndarray, grid: ModelGrid, path) -> Path:
-    """Write atomically (temporary name, then rename)."""
+    """Write atomically (:func:`bids_qc.outputs.atomic_path`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     # integers and slope given explicitly: a float array with a slope set by hand is saved by
@@ -37,9 +36,10 @@ def save_model_input(volume: np.ndarray, grid: ModelGrid, path) -> Path:
     img.header.set_qform(grid.affine, 1)
     img.header.set_sform(grid.affine, 1)
     img.header["descrip"] = grid.normalisation.encode()
-    tmp = path.with_name(f".{path.name}.tmp.nii.gz")
-    nib.save(img, str(tmp))
-    os.replace(tmp, path)
+    from bids_qc.outputs import atomic_path
+
+    with atomic_path(path) as tmp:  # a name unique to this process; removed if the save fails
+        nib.save(img, str(tmp))
     return path
 
 

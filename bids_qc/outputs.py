@@ -3,6 +3,11 @@
 Every file is written to a temporary name in its final folder and moved into place with
 ``os.replace``, so an interrupted run never leaves a half-written output: a ``_qc.json``
 either exists complete or not at all (which is what resuming relies on).
+
+Temporary names are unique per process and write (``.<name>.<host>-<pid>-<random>.tmp<ext>``),
+so two runs on the same scan never write, move or delete each other's temporaries: cleanup
+(:func:`remove_stale_temporaries`) deletes only those of this process or of a process that no
+longer runs on this host (a killed run).
 """
 from __future__ import annotations
 
@@ -11,7 +16,9 @@ import json
 import logging
 import os
 import re
-import tempfile
+import secrets
+import socket
+import time
 from pathlib import Path
 
 from bids_qc import __version__
@@ -29,19 +36,84 @@ CORE_ENTITIES = (
 
 
 # --------------------------------------------------------------------------- atomic writes
+#: Temporaries older than this (s) are stale even when written by another host (whose
+#: processes cannot be checked from here); every write takes seconds at most.
+FOREIGN_TEMPORARY_AGE_S = 3600.0
+_TEMPORARY = re.compile(r"\.(?P<host>[A-Za-z0-9-]*)-(?P<pid>\d+)-[0-9a-f]{8}\.tmp(\.[A-Za-z.]+)?$")
+
+
+def _host() -> str:
+    return re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:40]
+
+
+def _extension(path: Path) -> str:
+    return ".nii.gz" if path.name.endswith(".nii.gz") else path.suffix
+
+
+def temporary_path(path: Path) -> Path:
+    """A new, unique hidden name beside ``path``: ``.<name>.<host>-<pid>-<random>.tmp<ext>``
+    (``ext`` = ``.json``, ``.html``, ``.nii.gz``: writers that check the extension work)."""
+    path = Path(path)
+    token = f"{_host()}-{os.getpid()}-{secrets.token_hex(4)}"
+    return path.with_name(f".{path.name}.{token}.tmp{_extension(path)}")
+
+
+def _pid_running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # e.g. EPERM: it exists, owned by someone else
+        return True
+    return True
+
+
+def is_stale_temporary(entry: Path) -> bool:
+    """True for a temporary (:func:`temporary_path`) that no running writer owns: one of this
+    process, of a process of this host that has ended, or older than
+    :data:`FOREIGN_TEMPORARY_AGE_S` from another host; and for the older formats (random
+    names without a process id)."""
+    match = _TEMPORARY.search(entry.name)
+    if match is None:
+        return True
+    pid = int(match["pid"])
+    if match["host"] == _host():
+        return pid == os.getpid() or not _pid_running(pid)
+    try:
+        return time.time() - entry.stat().st_mtime > FOREIGN_TEMPORARY_AGE_S
+    except OSError:
+        return False
+
+
+def remove_stale_temporaries(paths) -> list[Path]:
+    """Delete the hidden temporaries of the outputs ``paths`` (any iterable of paths) that a
+    killed run left, never those another running process is writing (:func:`is_stale_temporary`).
+    Returns the paths deleted."""
+    removed = []
+    for path in map(Path, paths):
+        prefixes = (f".{path.name}.", f".{path.stem}.")
+        with contextlib.suppress(OSError):
+            for entry in os.scandir(path.parent):
+                if (entry.name.startswith(prefixes) and ".tmp" in entry.name
+                        and is_stale_temporary(Path(entry.path))):
+                    with contextlib.suppress(OSError):
+                        os.unlink(entry.path)
+                        removed.append(Path(entry.path))
+    return removed
+
+
 @contextlib.contextmanager
 def atomic_path(path: Path):
     """Yield a temporary path beside ``path``; move it onto ``path`` if the block succeeds.
 
-    The temporary name keeps the suffix (``.json``, ``.html``) so writers that check it
-    work; it starts with a dot so partial files are hidden. On error it is removed.
+    The temporary name (:func:`temporary_path`) is unique to this process and write, keeps the
+    extension (``.json``, ``.html``, ``.nii.gz``) so writers that check it work, and starts with
+    a dot so partial files are hidden. On any error (a full disk too) it is removed.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}",
-                               dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp)
+    tmp = temporary_path(path)
+    os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
     try:
         yield tmp
         os.chmod(tmp, 0o644)
@@ -137,6 +209,68 @@ def write_dataset_description(output_dir: Path, bids_dir: Path) -> Path:
     return atomic_write_json(Path(output_dir) / "dataset_description.json", description)
 
 
+# --------------------------------------------------------------------------- runs in progress
+#: A participant run lists the scans it is writing in ``<output_dir>/<prefix><host>-<pid>-<random>.json``
+#: while it runs, so that a group run at the same time can say which scans are incomplete.
+RUN_MARKER_PREFIX = ".bids_qc_participant_run."
+
+
+def start_run_marker(output_dir: Path, scans) -> Path:
+    """Write the marker of a participant run about to write ``scans`` (``(source_file, json
+    path)`` pairs); remove it with ``Path.unlink`` when the run ends. Markers of ended runs of
+    this host (killed) are deleted first."""
+    output_dir = Path(output_dir)
+    for path in _run_markers(output_dir):
+        marker = read_record(path)
+        if marker is not None and _run_state(marker) == "interrupted":
+            with contextlib.suppress(OSError):
+                path.unlink()
+    started = time.time()
+    marker = {"host": _host(), "pid": os.getpid(), "started": started,
+              "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+              "scans": [{"source_file": source, "qc_json": Path(json_path).relative_to(
+                  output_dir).as_posix()} for source, json_path in scans]}
+    path = output_dir / f"{RUN_MARKER_PREFIX}{_host()}-{os.getpid()}-{secrets.token_hex(4)}.json"
+    return atomic_write_json(path, marker)
+
+
+def _run_markers(output_dir: Path) -> list[Path]:
+    return sorted(p for p in Path(output_dir).glob(f"{RUN_MARKER_PREFIX}*.json")
+                  if ".tmp" not in p.name)
+
+
+def _run_state(marker: dict) -> str:
+    if marker.get("host") != _host():
+        return f"on host {marker.get('host')}"
+    return "running" if _pid_running(int(marker.get("pid") or 0)) else "interrupted"
+
+
+def incomplete_scans(output_dir: Path) -> list[dict]:
+    """Scans that a participant run (running, or killed before it ended) was to write and whose
+    ``_qc.json`` is missing or older than that run: ``{"source_file", "qc_json", "run": state,
+    "pid", "started_utc", "reason"}``, sorted by ``qc_json``."""
+    output_dir = Path(output_dir)
+    found = {}
+    for path in _run_markers(output_dir):
+        marker = read_record(path)
+        if marker is None:
+            continue
+        state = _run_state(marker)
+        for scan in marker.get("scans") or []:
+            json_path = output_dir / str(scan.get("qc_json"))
+            try:
+                older = json_path.stat().st_mtime < float(marker.get("started") or 0)
+                reason = "its record predates this run (being redone)" if older else ""
+            except OSError:
+                reason = "no record yet"
+            if reason:
+                found[scan.get("qc_json")] = {
+                    "source_file": scan.get("source_file"), "qc_json": scan.get("qc_json"),
+                    "run": state, "pid": marker.get("pid"),
+                    "started_utc": marker.get("started_utc"), "reason": reason}
+    return [found[k] for k in sorted(found)]
+
+
 # --------------------------------------------------------------------------- group level
 def collect_records(output_dir: Path) -> list[dict]:
     """Every ``*_qc.json`` under ``output_dir/sub-*/[ses-*/]anat/``, sorted by file name.
@@ -184,6 +318,7 @@ def record_to_row(record: dict) -> dict:
         error=_one_line(error.get("message")),
         error_stage=error.get("stage"),
         tier=record.get("tier"),
+        cannot_judge=_one_line(record.get("cannot_judge")),
     )
     for artefact in ARTEFACTS:
         row[f"grade_{artefact}"] = grades.get(artefact)
@@ -208,7 +343,8 @@ def record_to_row(record: dict) -> dict:
 
 def records_to_table(records: list[dict]):
     """One row per scan: ``bids_name, source_file``, entity columns (:data:`CORE_ENTITIES`
-    then any other), ``status, error, error_stage, tier, grade_<artefact>`` x3,
+    then any other), ``status, error, error_stage, tier, cannot_judge`` (why an ok scan got no
+    verdict, see :mod:`bids_qc.judgeable`), ``grade_<artefact>`` x3,
     ``p_<detector>`` x6, ``slab_motion_score, slab_motion, slab_motion_threshold`` (the slab
     motion detector's probability, verdict and threshold), the metrics, ``n_warnings, model_id, model_trained, qc_json``.
 
@@ -231,7 +367,8 @@ def records_to_table(records: list[dict]):
 
 
 def summarise(table) -> dict:
-    """Counts for ``group_summary.json``: scans, ok/error, per tier, per artefact grade."""
+    """Counts for ``group_summary.json``: scans, ok/error, ok but cannot judge, per tier, per
+    artefact grade."""
     import pandas as pd
 
     ok = table[table["status"] == "ok"]
@@ -246,6 +383,7 @@ def summarise(table) -> dict:
         "n_subjects": int(table["subject"].nunique()),
         "n_ok": int(len(ok)),
         "n_error": int((table["status"] == "error").sum()),
+        "n_cannot_judge": int(ok["cannot_judge"].notna().sum()),
         "tiers": _counts(ok["tier"], (1, 2, 3)),
         "grades": {a: _counts(ok[f"grade_{a}"], (0, 1, 2)) for a in ARTEFACTS},
         "errors_by_stage": {

@@ -9,6 +9,9 @@ Keys (all present in every record; values ``None`` where not computed):
 - ``slab_motion``: ``None`` or ``{"model_id", "score", "threshold", "motion", "n_triplets", "note"}``
   from the slab motion detector (sagittal slice triplets; scores partial-coverage slabs too),
 - ``grades``: ``{"motion"|"noise"|"contrast": 0|1|2}``; ``tier``: 1 good, 2 medium, 3 reject,
+- ``cannot_judge``: ``None``, or why a scan read without error got no verdict at all (neither a
+  tier nor a slab motion score; or intensities the detectors cannot judge), see
+  :mod:`bids_qc.judgeable`,
 - ``metrics``: ``{"snr", "nd_wgm", "aes", "tenengrad", "snr_native"}`` floats (NaN -> ``None`` in JSON),
   ``metrics_notes``: ``{metric: reason}`` for every metric that could not be computed,
 - ``preprocessing``: parameters and the registration transform,
@@ -62,6 +65,7 @@ def new_record(source_file) -> dict:
         "probabilities": {d: None for d in DETECTORS},
         "grades": {a: None for a in ARTEFACTS},
         "tier": None,
+        "cannot_judge": None,
         "slab_motion": None,
         "metrics": {m: None for m in METRICS},
         "metrics_notes": {},

@@ -6,6 +6,7 @@ image; the result is the transform mapping template points to subject points, as
 """
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 
 import numpy as np
@@ -121,8 +122,19 @@ def register_affine(moving: sitk.Image, threads: int = 1, seed: int = 1) -> tupl
                          "chosen_pitch_deg": pitch, "brain_correlation": round(cc_sim, 4)},
               "stage2": {"transform": "affine", "iterations": reg.GetOptimizerIteration()},
               "final_metric": reg.GetMetricValue(), "brain_correlation": round(cc, 4), "correlation_at_mm": FINE_MM,
-              "stop": reg.GetOptimizerStopConditionDescription()}
+              "stop": stop_note(reg.GetOptimizerStopConditionDescription())}
     return affine, params
+
+
+def stop_note(description: str) -> str:
+    """The optimiser's stop condition worded as the information it is: ITK says "Maximum number
+    of iterations (40) exceeded." when the fixed iteration budget of a stage is used up, which
+    is how every registration here ends (the result is checked by ``brain_correlation``)."""
+    match = re.search(r"Maximum number of iterations \((\d+)\) exceeded", description or "")
+    if match is None:
+        return description
+    return (f"used its budget of {match[1]} iterations (as planned: a fixed budget, not a "
+            "convergence test, ends this stage; brain_correlation checks the result)")
 
 
 def transform_to_ras_matrix(transform: sitk.Transform) -> list[list[float]]:

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from bids_qc.exceptions import ScanError
+from bids_qc.judgeable import negative_background, set_cannot_judge
 from bids_qc.models import DetectorBundle
 from bids_qc.preprocessing import ModelGrid, preprocess
 from bids_qc.record import DETECTORS, METRICS, new_record, set_error
@@ -87,6 +88,7 @@ def assess_scan(path, bundle: DetectorBundle, *, omp_nthreads: int = 1,
             "the model is NOT trained (random weights): probabilities, grades and tier are meaningless")
     out = ScanAssessment(record=record)
     stage = "preprocessing"
+    refusal = None  # why the detectors must not be run on a scan read without error
     try:
         grid: ModelGrid = bundle.grid
         pre = preprocess(path, grid=grid, threads=omp_nthreads)
@@ -97,7 +99,11 @@ def assess_scan(path, bundle: DetectorBundle, *, omp_nthreads: int = 1,
         if want_images:
             out.native, out.native_zooms = pre.native, pre.native_zooms
             out.registered = pre.registered
-        if pre.model_input is not None:
+        refusal = negative_background(pre.native)
+        if refusal:
+            LOGGER.warning("%s: cannot judge: %s", path, refusal)
+            out.model_input = None  # nothing the group level may re-score either
+        if pre.model_input is not None and not refusal:
             stage = "inference"
             t = time.perf_counter()
             verdict = assess_volume(bundle, pre.model_input)
@@ -108,7 +114,7 @@ def assess_scan(path, bundle: DetectorBundle, *, omp_nthreads: int = 1,
                 x = torch.from_numpy(pre.model_input)[None, None]
                 out.saliency = _saliency(bundle, x, verdict)
                 record["timings"]["saliency"] = round(time.perf_counter() - t, 4)
-        if slab is not None:
+        if slab is not None and not refusal:
             stage = "slab motion"
             t = time.perf_counter()
             _slab_motion(slab, pre, record)
@@ -123,5 +129,6 @@ def assess_scan(path, bundle: DetectorBundle, *, omp_nthreads: int = 1,
         LOGGER.exception("%s: unexpected failure during %s", path, stage)
         set_error(record, exc, stage)
         record["error"]["message"] = f"{path}: unexpected {exc.__class__.__name__} during {stage}: {exc}"
+    set_cannot_judge(record, refusal)
     record["timings"]["total"] = round(time.perf_counter() - t_start, 4)
     return out

@@ -9,6 +9,8 @@ with each kind (:class:`Kind`). The expectations are the table of ``docs/bad_inp
 - ``ok``: assessed normally (status ``ok``, a tier), possibly with a warning (``reason``).
 - ``no_tier``: status ``ok``, no tier, a "partial coverage" warning (the detectors cannot
   judge a slab).
+- ``cannot_judge``: status ``ok``, no tier, no slab motion score, and ``cannot_judge`` in the
+  record (and the TSV and both reports) matching ``reason``.
 
 Images are tiny head-like ellipsoids (40x48x40 voxels at 4 mm, as ``conftest.synthetic_head``)
 so a dataset of all kinds runs in seconds with a tiny model. Usage::
@@ -40,7 +42,8 @@ SCRIPT_ACQ = "acq-<script>alert(1)<script><img src=x onerror=alert(2)>"
 class Kind:
     """One kind of input: how it is made and what the app must do with it.
 
-    ``outcome``: ``error`` | ``ok`` | ``no_tier``. ``stage``: expected error stage.
+    ``outcome``: ``error`` | ``ok`` | ``no_tier`` | ``cannot_judge``. ``stage``: expected
+    error stage.
     ``reason``: regex the error message (``error``) or one warning (``ok``/``no_tier``)
     must match; ``None`` = no particular warning expected. ``files``: the
     ``source_file`` paths (relative to the dataset root, :func:`printable`) that must get a
@@ -223,6 +226,16 @@ def _make(kind: str, root: Path, sub: str) -> tuple[list[Path], list[Path]]:
         _raw_header_file(path, (30000, 30000, 30000), data_bytes=np.zeros(64, np.int16).tobytes())
     elif kind == "tiny_fov":
         _save(slab(seed), path)
+    elif kind == "int8_negative":  # signed int8 with the offset -128: air is -128, not 0
+        values = np.round(data.astype(np.float32) / data.max() * 255 - 128)
+        _save(nib.Nifti1Image(values.astype(np.int8), affine, dtype=np.int8), path)
+    elif kind == "tiny_cube":  # 8 x 8 x 8 voxels of 2 mm from the middle of the head
+        centre = [n // 2 - 4 for n in SHAPE]
+        cube = data[centre[0]:centre[0] + 8, centre[1]:centre[1] + 8, centre[2]:centre[2] + 8]
+        _save(nib.Nifti1Image(cube, np.diag([2.0, 2.0, 2.0, 1.0])), path)
+    elif kind == "four_slices":  # 4 axial slices of 4 mm through the middle of the head
+        middle = SHAPE[2] // 2
+        _save(nib.Nifti1Image(data[:, :, middle - 2:middle + 2], affine), path)
     elif kind == "unreadable":
         _save(image(seed), path)
         path.chmod(0)
@@ -300,6 +313,12 @@ KINDS: dict[str, tuple[str, str | None, str | None, str, str]] = {
     "huge_dims": ("error", "preprocessing", r"too large",
                   "header declares 30000^3 voxels (file holds 128 bytes)", "-"),
     "tiny_fov": ("no_tier", None, r"partial coverage", "a 20-slice slab (40 mm)", "slab"),
+    "int8_negative": ("cannot_judge", None, r"background is negative",
+                      "signed int8 with air at -128 (offset storage)", "head"),
+    "tiny_cube": ("cannot_judge", None, r"field of view too small .*8x8x8 voxels.*slab motion "
+                  r"detector could not score it", "8 x 8 x 8 voxels of 2 mm", "-"),
+    "four_slices": ("cannot_judge", None, r"field of view too small .*axial slab",
+                    "4 axial slices of 4 mm", "-"),
     "unreadable": ("error", "preprocessing", r"Permission denied",
                    "file mode 000 (not readable)", "slab"),
     "dangling_symlink": ("error", "preprocessing", r"dangling symbolic link",

@@ -107,6 +107,10 @@ def test_group_summary(corpus_run):
         stages[kind.stage] = stages.get(kind.stage, 0) + 1
     assert summary["errors_by_stage"] == stages
     assert summary["untrained_model"] is True
+    read = [k for k in corpus_run["kinds"].values() if k.outcome != "error"
+            or (k.needs_permissions and not corpus_run["permissions"])]
+    unjudged = [k for k in read if k.outcome == "cannot_judge" or k.image == "slab"]
+    assert summary["n_cannot_judge"] == sum(len(k.files) for k in unjudged)
 
 
 # --------------------------------------------------------------------------- per kind
@@ -121,12 +125,20 @@ def _check_record(kind, record, permissions):
         assert re.search(kind.reason, error["message"]), error["message"]
         return
     assert record["status"] == "ok", f"{kind.name}: {record['error']}"
+    if kind.outcome == "cannot_judge":  # read without error, but no verdict: it says why
+        assert record["tier"] is None and set(record["grades"].values()) == {None}
+        assert (record["slab_motion"] or {}).get("score") is None, record["slab_motion"]
+        assert re.search(kind.reason, record["cannot_judge"] or ""), record["cannot_judge"]
+        return
     if kind.outcome == "ok" and kind.image == "head":
         assert record["tier"] in (1, 2, 3)
         assert all(record["grades"][a] in (0, 1, 2) for a in ARTEFACTS)
+        assert record["cannot_judge"] is None
     else:  # a slab: assessed, the registered detectors cannot judge it, the slab detector can
         assert record["tier"] is None
         assert any(PARTIAL in w for w in warnings), warnings
+        # ... except an axial slab: then nothing judges it, and the record says so
+        assert re.search(r"field of view too small .* axial slab", record["cannot_judge"])
     slab = record["slab_motion"]
     if kind.image == "head":
         assert 0.0 <= slab["score"] <= 1.0, slab
@@ -165,6 +177,8 @@ def test_kind(corpus_run, name):
             assert row["error_stage"] == kind.stage
         else:
             assert row["error"] == "n/a"
+        unjudged = record.get("cannot_judge")
+        assert row["cannot_judge"] == (" ".join(unjudged.split()) if unjudged else "n/a")
 
         html = path.with_suffix(".html").read_text(encoding="utf-8")
         assert str(escape(bids_name)) in html
@@ -173,6 +187,10 @@ def test_kind(corpus_run, name):
             message = str(escape(record["error"]["message"]))
             assert message in html, f"{kind.name}: error missing from its report"
             assert message in group_html, f"{kind.name}: error missing from the group report"
+        if unjudged:
+            reason = str(escape(unjudged))
+            assert "Cannot judge this scan" in html and reason in html, kind.name
+            assert reason in group_html, f"{kind.name}: reason missing from the group report"
 
 
 # --------------------------------------------------------------------------- names

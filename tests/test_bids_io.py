@@ -213,3 +213,63 @@ def test_group_table_columns():
         assert column in columns
     assert [c for c in columns if c.startswith("p_")] == [f"p_{d}" for d in DETECTORS]
     assert table.loc[0, "tier"] == 2 and table.loc[1, "error"] == "bad file"
+
+
+# --------------------------------------------------------------------------- odd names (issue 28)
+ODD = ["sub-IXI 02/anat/sub-IXI 02_T1w.nii.gz", "sub-IXIé01/anat/sub-IXIé01_T1w.nii.gz",
+       "sub-IXI03/anat/sub-IXI03_T1w.nii.gz"]
+
+
+def test_odd_subject_labels_never_share_outputs(tmp_path, caplog):
+    """pybids reads both ``sub-IXI 02`` and ``sub-IXIé01`` as subject "IXI": with
+    --skip-bids-validation they must still get their own subject and output folder."""
+    root = make_minimal(tmp_path / "ds", ODD)
+    scans = find_t1w(build_layout(root, validate=False))
+    assert [(s.entities["subject"], s.subdir.as_posix()) for s in scans] == [
+        ("IXI 02", "sub-IXI 02/anat"), ("IXI03", "sub-IXI03/anat"), ("IXIé01", "sub-IXIé01/anat")]
+    assert "pybids read 'IXI'" in caplog.text
+    outputs = {scan_output_paths(Path("/o"), s.subdir, s.bids_name)["json"] for s in scans}
+    assert len(outputs) == len(scans)
+    # a participant label selects by the folder's label, not pybids' shortened one
+    assert find_t1w(build_layout(root, validate=False), participant_label=["IXI03"])[0].entities[
+        "subject"] == "IXI03"
+    with pytest.raises(NoScansFound):
+        find_t1w(build_layout(root, validate=False), participant_label=["IXI"])
+
+
+def test_t1w_without_subject_is_reported(tmp_path, caplog):
+    root = make_minimal(tmp_path / "ds", ["sub-01/anat/sub-01_T1w.nii.gz", "anat/T1w.nii.gz"])
+    missing: list[str] = []
+    scans = find_t1w(build_layout(root, validate=False), without_subject=missing)
+    assert [s.source_file for s in scans] == ["sub-01/anat/sub-01_T1w.nii.gz"]
+    assert missing == ["anat/T1w.nii.gz"]
+    assert "anat/T1w.nii.gz: a T1w file without a subject" in caplog.text
+
+
+def test_bare_t1w_name_in_a_subject_folder_is_reported_as_invalid(tmp_path):
+    from bids_qc.bids_io import invalid_name_scans
+
+    root = make_minimal(tmp_path / "ds", ["sub-01/anat/sub-01_T1w.nii.gz", "sub-01/anat/T1w.nii.gz"])
+    assert [s.source_file for s in invalid_name_scans(build_layout(root))] == [
+        "sub-01/anat/T1w.nii.gz"]
+
+
+def test_scans_that_would_share_outputs_get_distinct_error_records(tmp_path):
+    """A name holding the byte 0xe9 and one holding the text ``\\xe9`` are displayed alike:
+    the second is not assessed, and its error record (own name) names both files."""
+    import os
+
+    from bids_qc.bids_io import invalid_name_scans, refuse_shared_outputs
+
+    root = make_minimal(tmp_path / "ds", ["sub-01/anat/sub-01_T1w.nii.gz",
+                                          "sub-01/anat/sub-01_acq-caf\\xe9_T1w.nii.gz"])
+    raw = os.fsencode(root / "sub-01" / "anat") + b"/sub-01_acq-caf\xe9_T1w.nii.gz"
+    with open(raw, "wb") as handle:
+        handle.write(b"")
+    scans = invalid_name_scans(build_layout(root))
+    assert len({(s.subdir, s.bids_name) for s in scans}) == 1 and len(scans) == 2
+    kept, refused = refuse_shared_outputs(scans)
+    assert kept.bids_name == "sub-01_acq-caf\\xe9_T1w"
+    assert refused.bids_name == "sub-01_acq-caf\\xe9_T1w_dup2"
+    assert kept.source_file in refused.problem and "not assessed" in refused.problem
+    assert refuse_shared_outputs([kept]) == [kept]

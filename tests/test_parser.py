@@ -78,3 +78,13 @@ def test_unknown_level_exits_17(tmp_path, capsys):
 def test_usage_errors_exit_64(argv, capsys):
     assert main(argv) == 64
     assert "usage" in capsys.readouterr().err
+
+
+def test_usage_error_is_printed_once_and_help_names_the_command(tmp_path, capsys):
+    assert main([str(tmp_path), str(tmp_path / "out"), "subject"]) == 17
+    err = capsys.readouterr().err
+    assert err.count("invalid choice: 'subject'") == 1, err
+    assert err.startswith("usage: bids-qc ") and "bids-qc: error:" in err
+    assert main(["-h"]) == 0
+    out = capsys.readouterr().out
+    assert "  bids-qc /data/ds /out participant" in out and "bids_qc /data" not in out

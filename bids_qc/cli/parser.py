@@ -66,7 +66,7 @@ def _json_object(value: str) -> dict:
 def build_parser() -> argparse.ArgumentParser:
     """Build the argument parser (pure: reads nothing, writes nothing)."""
     parser = argparse.ArgumentParser(
-        prog="bids_qc",
+        prog="bids-qc",  # the console script (run.py and the containers run the same)
         description=(
             "bids_qc: quality control of brain T1-weighted MRI in a BIDS dataset. Six 3D CNN "
             "detectors grade motion, noise and contrast artefacts (0 none, 1 moderate, 2 severe) "

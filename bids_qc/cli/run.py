@@ -25,6 +25,7 @@ leaves a half-written ``_qc.json``; SIGTERM is handled like Ctrl-C (temporary fi
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import logging
 import os
@@ -71,8 +72,9 @@ def _parse(argv) -> argparse.Namespace:
     except argparse.ArgumentError as exc:
         parser.print_usage(sys.stderr)
         print(f"{parser.prog}: error: {exc}", file=sys.stderr)
+        # already printed: an empty message is not logged again
         raise _Exit(EX_LEVEL if exc.argument_name == "analysis_level" else EX_USAGE,
-                    str(exc)) from None
+                    "") from None
     except SystemExit as exc:  # -h / --version (0) or errors argparse still reports itself
         raise _Exit(EX_OK if exc.code in (0, None) else EX_USAGE, "") from None
 
@@ -200,12 +202,13 @@ def run_participant(config) -> int:
     from bids_qc.outputs import is_done, scan_output_paths
 
     _limit_threads(config.omp_nthreads)
-    scans = _select_scans(config)
+    without_subject: list[str] = []
+    scans = _select_scans(config, without_subject)
     _make_output_dir(config)
 
-    json_of = {s.bids_name: scan_output_paths(config.output_dir, s.subdir, s.bids_name)["json"]
+    json_of = {s.source_file: scan_output_paths(config.output_dir, s.subdir, s.bids_name)["json"]
                for s in scans}
-    done = [] if config.force else [s for s in scans if is_done(json_of[s.bids_name])]
+    done = [] if config.force else [s for s in scans if is_done(json_of[s.source_file])]
     todo = [s for s in scans if s not in done]
     LOGGER.info("bids_qc %s: %d scan(s) to process%s, output in %s", __version__, len(todo),
                 f" ({len(done)} already done, skipped; --force redoes them)" if done else "",
@@ -226,19 +229,41 @@ def run_participant(config) -> int:
         if not bundle.trained:
             LOGGER.warning("model %s is NOT trained: grades and tiers are meaningless",
                            bundle.model_id)
-        progress = _run_workflow(config, todo)
-    return _summarise_run(config, scans, done, progress, json_of)
+        marker = _start_marker(config, todo, json_of)
+        try:
+            progress = _run_workflow(config, todo)
+        finally:
+            if marker is not None:
+                with contextlib.suppress(OSError):
+                    marker.unlink()
+    return _summarise_run(config, scans, done, progress, json_of, without_subject)
 
 
-def _select_scans(config):
+def _start_marker(config, todo, json_of):
+    """The run marker that lets a concurrent group run name the scans not written yet (None if
+    it cannot be written: the scans' own writes will then report the problem)."""
+    from bids_qc.outputs import start_run_marker
+
+    try:
+        return start_run_marker(config.output_dir,
+                                [(s.source_file, json_of[s.source_file]) for s in todo])
+    except OSError as exc:
+        LOGGER.warning("cannot write the run marker in %s: %s", config.output_dir, exc)
+        return None
+
+
+def _select_scans(config, without_subject: list | None = None):
     """The scans to assess: pybids' selection, plus T1w-looking files whose names pybids
-    rejected (they get an error record saying so rather than silently missing)."""
+    rejected (they get an error record saying so rather than silently missing). No two scans
+    share outputs (:func:`~bids_qc.bids_io.refuse_shared_outputs`). T1w files without a
+    subject are logged and appended to ``without_subject``."""
     from bids_qc.bids_io import (
         BidsValidationFailure,
         NoScansFound,
         build_layout,
         find_t1w,
         invalid_name_scans,
+        refuse_shared_outputs,
     )
     from bids_qc.exceptions import BidsInputError
 
@@ -257,17 +282,20 @@ def _select_scans(config):
         invalid = []
     try:
         scans = find_t1w(layout, participant_label=config.participant_label,
-                         session_id=config.session_id, filters=config.bids_filters)
+                         session_id=config.session_id, filters=config.bids_filters,
+                         without_subject=without_subject)
     except NoScansFound as exc:
         if not invalid:
-            raise _Exit(EX_NOMATCH, str(exc)) from None
+            extra = (f"; {len(without_subject)} T1w file(s) without a subject were not "
+                     f"assessed, e.g. {without_subject[0]}" if without_subject else "")
+            raise _Exit(EX_NOMATCH, f"{exc}{extra}") from None
         scans = []
     except BidsInputError as exc:
         raise _Exit(EX_USAGE, str(exc)) from None
     for scan in invalid:
         LOGGER.warning("%s: not a valid BIDS file name; it gets an error record (use "
                        "--skip-bids-validation to assess it anyway)", scan.source_file)
-    return sorted(scans + invalid, key=lambda s: s.source_file)
+    return refuse_shared_outputs(sorted(scans + invalid, key=lambda s: s.source_file))
 
 
 class Progress:
@@ -309,6 +337,8 @@ class Progress:
             LOGGER.error("%s: cannot write outputs: %s", prefix, out.io_error)
         elif out.status != "ok":
             LOGGER.warning("%s: ERROR: %s (%.1f s)", prefix, out.error, seconds)
+        elif getattr(out, "cannot_judge", ""):
+            LOGGER.warning("%s: CANNOT JUDGE: %s (%.1f s)", prefix, out.cannot_judge, seconds)
         elif out.tier is None:
             LOGGER.info("%s: no tier (partial coverage or not registered; see the JSON)%s in %.1f s",
                         prefix, _slab_text(out.slab_motion), seconds)
@@ -379,14 +409,14 @@ def _stop_workers() -> None:
         child.join(timeout=10)
 
 
-def _summarise_run(config, scans, done, progress, json_of) -> int:
+def _summarise_run(config, scans, done, progress, json_of, without_subject=()) -> int:
     from bids_qc.outputs import read_record
 
     tiers = {1: 0, 2: 0, 3: 0}
-    n_ok = n_failed = 0
+    n_ok = n_failed = n_unjudged = 0
     io_errors = progress.io_errors if progress else []
     for scan in scans:
-        record = read_record(json_of[scan.bids_name])
+        record = read_record(json_of[scan.source_file])
         if record is None:
             n_failed += 1
             continue
@@ -394,13 +424,16 @@ def _summarise_run(config, scans, done, progress, json_of) -> int:
             n_ok += 1
             if record.get("tier") in tiers:
                 tiers[record["tier"]] += 1
+            n_unjudged += bool(record.get("cannot_judge"))
         else:
             n_failed += 1
     crashed = progress.crashed if progress else []
     LOGGER.info(
-        "finished: %d scan(s): %d ok, %d failed%s; tiers: 1 good %d, 2 medium %d, 3 reject %d",
+        "finished: %d scan(s): %d ok, %d failed%s; tiers: 1 good %d, 2 medium %d, 3 reject %d%s",
         len(scans), n_ok, n_failed, f" ({len(done)} were already done)" if done else "",
         tiers[1], tiers[2], tiers[3],
+        f"; {n_unjudged} ok but cannot be judged (see cannot_judge in their JSON)"
+        if n_unjudged else "",
     )
     if io_errors:
         LOGGER.error("could not write the outputs of %d scan(s), first: %s", len(io_errors),
@@ -410,7 +443,10 @@ def _summarise_run(config, scans, done, progress, json_of) -> int:
         LOGGER.error("%d node(s) crashed without a record (a bug): %s", len(crashed),
                      ", ".join(crashed[:5]))
         return EX_SOFTWARE
-    return EX_DATAERR if n_failed else EX_OK
+    if without_subject:
+        LOGGER.error("%d T1w file(s) without a subject were not assessed (no outputs): %s",
+                     len(without_subject), ", ".join(without_subject[:5]))
+    return EX_DATAERR if n_failed or without_subject else EX_OK
 
 
 def run_group(config) -> int:

@@ -31,7 +31,11 @@ from nipype.interfaces.base import (  # noqa: E402
     traits,
 )
 
-from bids_qc.outputs import atomic_write_json, scan_output_paths  # noqa: E402
+from bids_qc.outputs import (  # noqa: E402
+    atomic_write_json,
+    remove_stale_temporaries,
+    scan_output_paths,
+)
 
 LOGGER = logging.getLogger(__name__)
 
@@ -110,19 +114,6 @@ def printable(value):
     return value
 
 
-def remove_stale_temporaries(paths: dict) -> None:
-    """Delete the hidden temporary files a killed run (SIGKILL, power loss) left for these
-    outputs: ``.<stem>.*.tmp<suffix>`` (:func:`bids_qc.outputs.atomic_path`) and
-    ``.<name>.<pid>.tmp`` (the report renderer)."""
-    for path in map(Path, paths.values()):
-        prefixes = (f".{path.stem}.", f".{path.name}.")
-        with contextlib.suppress(OSError):
-            for entry in os.scandir(path.parent):
-                if entry.name.startswith(prefixes) and ".tmp" in entry.name:
-                    with contextlib.suppress(OSError):
-                        os.unlink(entry.path)
-
-
 def _model_info(model_dir) -> dict:
     """``{"id", "trained", "dir"}`` of the model (``None`` values if it cannot be loaded)."""
     try:
@@ -173,7 +164,7 @@ def qc_scan(
     ``problem``: if not empty, the scan is not assessed and gets an error record (stage
     ``bids``) with this reason (e.g. an invalid BIDS file name).
 
-    Returns a summary ``{"out_json", "status", "tier", "grades", "error", "slab_motion",
+    Returns a summary ``{"out_json", "status", "tier", "grades", "error", "cannot_judge", "slab_motion",
     "io_error", "seconds"}``. A bad scan gives status ``error`` (never an exception); an ``OSError``
     while writing is returned in ``io_error`` (the scan's JSON may then be missing).
     """
@@ -217,29 +208,45 @@ def qc_scan(
         "tier": record.get("tier"),
         "grades": dict(record.get("grades") or {}),
         "error": (record.get("error") or {}).get("message") or "",
+        "cannot_judge": record.get("cannot_judge") or "",
         "slab_motion": {k: (record.get("slab_motion") or {}).get(k) for k in ("score", "motion")},
         "io_error": "",
     }
+    from bids_qc.model_inputs import model_input_path, save_model_input
+
+    preproc = model_input_path(paths["json"].parent, bids_name)
+    outputs = [paths["json"], paths["html"], preproc]
+    written: list[tuple[Path, int]] = []  # (path, inode) put in place by this call
     try:
-        remove_stale_temporaries(paths)
+        remove_stale_temporaries(outputs)  # of killed runs only: never a running one's
         if reports and assessment is not None:
             written_at = time.perf_counter()
             warning = _write_report(assessment, paths["html"])
             if warning:
                 record.setdefault("warnings", []).append(warning)
+            elif paths["html"].exists():
+                written.append((paths["html"], paths["html"].stat().st_ino))
             record.setdefault("timings", {})["report"] = round(time.perf_counter() - written_at, 4)
         if assessment is not None and assessment.model_input is not None:
-            from bids_qc.model_inputs import model_input_path, save_model_input
-
-            save_model_input(assessment.model_input, get_bundle(model_dir).grid,
-                             model_input_path(paths["json"].parent, bids_name))
+            save_model_input(assessment.model_input, get_bundle(model_dir).grid, preproc)
+            written.append((preproc, preproc.stat().st_ino))
         atomic_write_json(paths["json"], record)
     except OSError as exc:
         LOGGER.error("%s: cannot write outputs: %s", bids_name, exc)
         summary["io_error"] = f"{exc.__class__.__name__}: {exc}"
-        remove_stale_temporaries(paths)  # e.g. a report cut short by a full disk
+        _remove_written(written)  # no report or model input without its JSON
+        remove_stale_temporaries(outputs)  # e.g. a report cut short by a full disk
     summary["seconds"] = round(time.perf_counter() - started, 3)
     return summary
+
+
+def _remove_written(written) -> None:
+    """Delete the outputs this call put in place (unless another run has replaced them since:
+    same inode only), after the scan's JSON could not be written."""
+    for path, inode in written:
+        with contextlib.suppress(OSError):
+            if path.stat().st_ino == inode:
+                path.unlink()
 
 
 class _AssessInputSpec(BaseInterfaceInputSpec):
@@ -263,6 +270,7 @@ class _AssessOutputSpec(TraitedSpec):
     tier = traits.Any(desc="1, 2, 3 or None")
     grades = traits.Dict(desc="artefact -> grade")
     error = traits.Str(desc="error message ('' if ok)")
+    cannot_judge = traits.Str(desc="why an ok scan got no verdict ('' if it got one)")
     io_error = traits.Str(desc="error writing outputs ('' if none)")
     slab_motion = traits.Dict(desc="slab motion detector: {'score', 'motion'} (None if not run)")
     seconds = traits.Float(desc="wall time of this node (s)")

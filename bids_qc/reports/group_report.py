@@ -133,7 +133,7 @@ def finetune_context(finetune: dict) -> dict:
 
 
 def group_context(table, html_path: Path, out_dir: Path, *, finetune: dict | None = None,
-                  thresholds: dict | None = None) -> dict:
+                  thresholds: dict | None = None, incomplete: list | None = None) -> dict:
     """Everything the group template shows; ``table`` is the per-scan DataFrame."""
     import pandas as pd
 
@@ -167,6 +167,8 @@ def group_context(table, html_path: Path, out_dir: Path, *, finetune: dict | Non
             "bids_name": name, "link": link, "ids": keys, "status": status,
 
             "error": _error_text(rec.get("error")) if status == "error" else "",
+            "cannot_judge": ("" if status == "error" or is_missing(rec.get("cannot_judge"))
+                             else str(rec.get("cannot_judge"))),
             "entities": {c: entity_label(rec.get(c)) for c in entity_cols},
             "groups": {c: ("n/a" if is_missing(rec.get(c)) else str(rec.get(c))) for c in group_cols},
             "tier": tier_info(rec.get("tier")), "grades": grades, "probs": probs,
@@ -183,6 +185,7 @@ def group_context(table, html_path: Path, out_dir: Path, *, finetune: dict | Non
     tier_cards = [{**tier_info(t), "count": tiers[t],
                    "share": f"{100 * tiers[t] / n_tiered:.0f} %" if n_tiered else "n/a"} for t in (1, 2, 3)]
     errors = [r for r in rows if r["status"] == "error"]
+    unjudged = [r for r in ok if r["cannot_judge"]]
 
     plots = {}
     if rows:
@@ -235,6 +238,7 @@ def group_context(table, html_path: Path, out_dir: Path, *, finetune: dict | Non
     return {
         "title": "bids_qc group report", "rows": rows, "n": len(rows), "n_ok": len(ok),
         "n_error": len(errors), "errors": errors, "tier_cards": tier_cards, "plots": plots,
+        "unjudged": unjudged, "incomplete": plain(incomplete or []),
         "entity_cols": entity_cols, "group_cols": group_cols, "breakdowns": breakdowns,
         "has_review": has_review, "has_uncertainty": has_unc, "queue": queue,
         "finetune": ft, "models": models, "detectors": DETECTORS, "artefacts": ARTEFACTS,
@@ -245,14 +249,15 @@ def group_context(table, html_path: Path, out_dir: Path, *, finetune: dict | Non
 
 
 def render_group_report(table, html_path, out_dir, *, finetune: dict | None = None,
-                        thresholds: dict | None = None) -> str:
+                        thresholds: dict | None = None, incomplete: list | None = None) -> str:
     """HTML text of the group report (see :func:`write_group_report`)."""
     return render_template("group.html.j2", group_context(table, Path(html_path), Path(out_dir),
-                                                          finetune=finetune, thresholds=thresholds))
+                                                          finetune=finetune, thresholds=thresholds,
+                                                          incomplete=incomplete))
 
 
 def write_group_report(table, html_path, out_dir, *, finetune: dict | None = None,
-                       thresholds: dict | None = None) -> Path:
+                       thresholds: dict | None = None, incomplete: list | None = None) -> Path:
     """Write the group report for ``table`` (one row per scan) to ``html_path``.
 
     ``out_dir`` is the derivatives folder holding ``sub-X/[ses-Y/]anat/<bids_name>_qc.html``;
@@ -261,7 +266,9 @@ def write_group_report(table, html_path, out_dir, *, finetune: dict | None = Non
     The uncertainty shown is the table's (the verdict's, written at participant level or by
     fine-tuning); a table without that column gets it computed here by the same definition
     from the probabilities at ``thresholds`` (``{detector: threshold}``), else none is shown.
+    ``incomplete``: scans a participant run has not written yet
+    (:func:`bids_qc.outputs.incomplete_scans`), shown in a warning at the top.
     """
     html_path = Path(html_path)
     return write_text(html_path, render_group_report(table, html_path, out_dir, finetune=finetune,
-                                                     thresholds=thresholds))
+                                                     thresholds=thresholds, incomplete=incomplete))

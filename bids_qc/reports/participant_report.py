@@ -132,6 +132,7 @@ def participant_context(assessment) -> dict:
     return {
         "title": f"{bids_name} — bids_qc report",
         "bids_name": bids_name, "source_file": source, "status": status, "error": error,
+        "cannot_judge": record.get("cannot_judge") if status != "error" else None,
         "tier": tier_info(record.get("tier")), "detectors": detectors, "metrics": metrics,
         "warnings": warnings, "model": model, "slab": record.get("slab_motion"),
         "entities": {k: v for k, v in (record.get("entities") or {}).items() if v is not None},

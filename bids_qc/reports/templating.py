@@ -51,9 +51,8 @@ def render_template(name: str, context: dict) -> str:
 
 
 def write_text(path: Path, text: str) -> Path:
-    """Write ``text`` to ``path`` atomically (tmp file + os.replace), parents created."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    """Write ``text`` to ``path`` atomically (a temporary unique to this process and write, then
+    os.replace; removed if the write fails, e.g. on a full disk), parents created."""
+    from bids_qc.outputs import atomic_write_text
+
+    return atomic_write_text(Path(path), text)

@@ -64,7 +64,7 @@ class SlabDetector:
         extent = ras_extent_mm(data.shape, affine)
         thin = int(np.argmin(extent))
         if extent[thin] < MIN_EXTENT_MM and thin != 0:
-            out["note"] = (f"not scored: a {('sagittal', 'coronal', 'axial')[thin]} slab "
+            out["note"] = (f"not scored: {('a sagittal', 'a coronal', 'an axial')[thin]} slab "
                            f"({extent[thin]:.0f} mm thick); the slab detector reads sagittal slices")
             return out
         stack = to_ras_stack(data, affine)

@@ -16,6 +16,7 @@ from bids_qc.outputs import (
     GROUP_TSV,
     atomic_write_json,
     collect_records,
+    incomplete_scans,
     records_to_table,
     summarise,
     write_table,
@@ -38,12 +39,28 @@ def _select(records: list[dict], participant_label, session_id) -> list[dict]:
     return [r for r in records if keep(r)]
 
 
-def _write_group_report(table, output_dir: Path, finetune: dict | None) -> Path | None:
+def _incomplete(output_dir: Path) -> list[dict]:
+    """Scans a participant run (running now, or killed) has not written yet; logged."""
+    incomplete = incomplete_scans(output_dir)
+    runs: dict[tuple, list] = {}
+    for scan in incomplete:
+        runs.setdefault((scan["run"], scan["pid"], scan["started_utc"]), []).append(scan)
+    for (state, pid, started), scans in runs.items():
+        names = ", ".join(s["source_file"] for s in scans[:10])
+        LOGGER.warning("INCOMPLETE: a participant run (pid %s, started %s, %s) has not written "
+                       "%d scan(s) yet, so the group outputs leave them out or show an older "
+                       "record: %s%s; run the group level again when it has finished", pid,
+                       started, state, len(scans), names, " ..." if len(scans) > 10 else "")
+    return incomplete
+
+
+def _write_group_report(table, output_dir: Path, finetune: dict | None,
+                        incomplete: list | None = None) -> Path | None:
     from bids_qc.reports.group_report import write_group_report
 
     final = output_dir / GROUP_REPORT
     try:  # the renderer writes atomically itself (tmp file + os.replace)
-        write_group_report(table, final, output_dir, finetune=finetune)
+        write_group_report(table, final, output_dir, finetune=finetune, incomplete=incomplete)
     except Exception as exc:  # the table and summary are already written; say so and go on
         LOGGER.warning("group report failed: %s: %s", exc.__class__.__name__, exc)
         return None
@@ -161,6 +178,7 @@ def run_group_level(config) -> dict:
         )
     table = records_to_table(records)
     summary = summarise(table)
+    summary["incomplete"] = _incomplete(output_dir)
     write_table(output_dir / GROUP_TSV, table)
     atomic_write_json(output_dir / GROUP_SUMMARY, summary)
     LOGGER.info(
@@ -170,7 +188,8 @@ def run_group_level(config) -> dict:
     if config.annotations is not None:
         _use_ratings(config, table, summary, output_dir)
     if config.reports:
-        report = _write_group_report(table, output_dir, summary.get("finetuning"))
+        report = _write_group_report(table, output_dir, summary.get("finetuning"),
+                                     summary["incomplete"])
         if report is not None:
             LOGGER.info("group report -> %s", report)
     return summary
