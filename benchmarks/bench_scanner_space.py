@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Scanner-space benchmark: detectors on artefacts made another way, per site, beside the metrics.
 
-    python benchmarks/bench_scanner_space.py --models models/conv5fc3-ixi-v1 [OTHER_MODEL ...] \
+    python benchmarks/bench_scanner_space.py --models bids_qc/data/models/conv5fc3-ixi-v1 [OTHER_MODEL ...] \
         [--data ../shared/data] [--cache /tmp/bids_qc_ss_bench] [--seed 777]
 
 One run prints, for every model given, on the *same* images:
@@ -39,6 +39,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bids_qc.config import DEFAULT_MODEL_DIR  # noqa: E402
 from bids_qc.evaluation.independent_artefacts import corrupt  # noqa: E402
 from bids_qc.grading import binary_labels, grades_from_probabilities, tier_from_grades  # noqa: E402
 from bids_qc.masks import prior_masks  # noqa: E402
@@ -233,7 +234,7 @@ def report(model: str, rows: list[dict], heldout_sites) -> dict:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--models", nargs="+", type=Path, default=[ROOT / "models" / "conv5fc3-ixi-v1"])
+    p.add_argument("--models", nargs="+", type=Path, default=[DEFAULT_MODEL_DIR])
     p.add_argument("--data", type=Path, default=ROOT / ".." / "shared" / "data")
     p.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "bids_qc_ss_bench")
     p.add_argument("--seed", type=int, default=777)
@@ -275,7 +276,7 @@ def real_pairs(data: Path) -> dict:
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from bench_heldout import real_pairs as heldout_real_pairs
 
-    return heldout_real_pairs(data, load_bundle(ROOT / "models" / "conv5fc3-ixi-v1"))
+    return heldout_real_pairs(data, load_bundle(DEFAULT_MODEL_DIR))
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ import json
 import logging
 from pathlib import Path
 
+from bids_qc.config import DEFAULT_MODEL_DIR
 from bids_qc.training.scanner_data import generate, prepare_scans
 
 HELDOUT_SITES = ("uih", "prisma", "decubitus")
@@ -38,7 +39,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("data", type=Path)
     p.add_argument("out", type=Path)
-    p.add_argument("--model-dir", type=Path, default=Path("models/conv5fc3-ixi-v1"),
+    p.add_argument("--model-dir", type=Path, default=DEFAULT_MODEL_DIR,
                    help="model folder whose IXI split (held-out subjects, fold 0) is kept")
     p.add_argument("--n-train", type=int, default=2400)
     p.add_argument("--n-val", type=int, default=360)
