@@ -100,7 +100,7 @@ def make_images(prepared: list[Path], cache: Path, seed: int, n_per_scan: dict) 
                 pre = preprocess(path)
             if pre.model_input is None:
                 continue
-            np.savez(out, x=pre.model_input.astype(np.float32),
+            np.savez(out, box=pre.scaled.astype(np.float32),
                      meta=json.dumps({"scan": scan.name, "site": scan.site, "index": i,
                                       "asked": grades, "grades": measured or grades,
                                       "info": info, "metrics": _metrics(pre),
@@ -114,7 +114,10 @@ def score(bundle, images: list[Path]) -> list[dict]:
     rows = []
     for path in images:
         with np.load(path) as z:
-            x = torch.from_numpy(z["x"])[None, None]
+            # the model box at the reference scale, normalised as this model's manifest says
+            # (an older cache holds a min-max input: every normalisation of it gives the same)
+            box = z["box"] if "box" in z.files else z["x"]
+            x = torch.from_numpy(bundle.grid.normalise(box.astype(np.float32)))[None, None]
             meta = json.loads(str(z["meta"]))
         mean, _ = bundle.predict(x)
         probs = {d: float(mean[d][0]) for d in DETECTORS}
