@@ -42,29 +42,27 @@ sys.path.insert(0, str(ROOT))
 from bids_qc.config import DEFAULT_MODEL_DIR  # noqa: E402
 from bids_qc.evaluation.independent_artefacts import corrupt  # noqa: E402
 from bids_qc.grading import binary_labels, grades_from_probabilities, tier_from_grades  # noqa: E402
-from bids_qc.masks import prior_masks  # noqa: E402
 from bids_qc.metrics import compute_metrics, load_priors  # noqa: E402
 from bids_qc.models import load_bundle  # noqa: E402
 from bids_qc.preprocessing import preprocess  # noqa: E402
 from bids_qc.record import ARTEFACTS, DETECTORS  # noqa: E402
 from bids_qc.training.data import GRADE_PROBS, draw_grades  # noqa: E402
 from bids_qc.training.metrics import auc, binary_scores  # noqa: E402
-from bids_qc.training.scanner_data import load_scan_npz, prepare_scans  # noqa: E402
+from bids_qc.training.scanner_data import (  # noqa: E402
+    HELDOUT_SITES,
+    load_scan_npz,
+    prepare_scans,
+    shared_data_sources,
+)
 
-HELDOUT_SITES = ("uih", "prisma", "decubitus")
 BASELINES = {"motion": (("tenengrad", -1), ("snr_native", -1)), "noise": (("snr_native", -1), ("snr", -1)),
              "contrast": (("nd_wgm", -1),)}
-_ = prior_masks  # the metrics use the template priors through compute_metrics
 
 
 def sources(data: Path, test_subjects) -> list[tuple[str, str, Path]]:
     """The held-out IXI subjects and every scan of the other sites (held out or not)."""
-    out = [(s, "ixi-hh", data / "ixi" / f"sub-{s}" / "anat" / f"sub-{s}_T1w.nii.gz") for s in test_subjects]
-    for folder in ("vendors", "singles"):
-        for path in sorted((data / folder).glob("sub-*/anat/*_T1w.nii.gz")):
-            site = path.name.split("_")[0][4:]
-            out.append((path.name.replace("_T1w.nii.gz", "").replace("sub-", ""), site, path))
-    return [(n, s, p) for n, s, p in out if p.is_file()]
+    test = set(test_subjects)
+    return [(n, s, p) for n, s, p in shared_data_sources(data) if s != "ixi-hh" or n in test]
 
 
 def _metrics(pre) -> dict:

@@ -64,9 +64,23 @@ def bound_resolution(img: sitk.Image, spacing_mm: float = WORKING_SPACING_MM) ->
     spacing = np.array(img.GetSpacing())
     if spacing.min() >= spacing_mm - 1e-3:
         return img
-    new_spacing = np.maximum(spacing, spacing_mm)
-    sigma = np.sqrt(np.maximum(new_spacing**2 - spacing**2, 0)) / 2.355
+    return resample_spacing(img, np.maximum(spacing, spacing_mm))
+
+
+def resample_spacing(img: sitk.Image, spacing_mm, keep_corner: bool = False) -> sitk.Image:
+    """``img`` on a grid of ``spacing_mm`` (per axis) with the same axes and extent: smoothed
+    first along the axes that get coarser (Gaussian of FWHM sqrt(new^2 - old^2), as an
+    acquisition at that resolution averages), then linear interpolation. The first voxel's centre
+    stays where it is, or with ``keep_corner`` the corner of the field of view does (voxel centres
+    then shift by half the change of voxel size)."""
+    old = np.array(img.GetSpacing())
+    spacing = np.asarray(spacing_mm, float)
+    sigma = np.sqrt(np.maximum(spacing**2 - old**2, 0)) / 2.355
     smooth = smooth_axes(img, sigma)
-    size = [int(round(n * s / t)) for n, s, t in zip(img.GetSize(), spacing, new_spacing)]
-    return sitk.Resample(smooth, size, sitk.Transform(), sitk.sitkLinear, img.GetOrigin(),
-                         [float(s) for s in new_spacing], img.GetDirection(), 0.0, sitk.sitkFloat32)
+    size = [max(1, int(round(n * s / t))) for n, s, t in zip(img.GetSize(), old, spacing)]
+    origin = np.array(img.GetOrigin())
+    if keep_corner:
+        direction = np.array(img.GetDirection()).reshape(3, 3)
+        origin = origin + direction @ ((spacing - old) / 2)
+    return sitk.Resample(smooth, size, sitk.Transform(), sitk.sitkLinear, tuple(map(float, origin)),
+                         [float(s) for s in spacing], img.GetDirection(), 0.0, sitk.sitkFloat32)

@@ -63,7 +63,7 @@ from bids_qc.masks import (
 )
 
 __all__ = ["MetricUndefined", "aes", "compute_metrics", "load_priors", "nd_wgm", "snr",
-           "snr_native", "sobel_gradient", "tenengrad"]
+           "head_and_air", "snr_native", "sobel_gradient", "tenengrad"]
 
 LOGGER = logging.getLogger(__name__)
 NAN = float("nan")
@@ -244,18 +244,24 @@ def tenengrad(native: np.ndarray, zooms=(1.0, 1.0, 1.0)) -> float:
     return (total_g2 / count) / (total_intensity / count) ** 2
 
 
+def head_and_air(native: np.ndarray, zooms) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(subgrid sample, foreground, air)`` of a native image: the foreground as for Tenengrad,
+    the air = voxels farther than ``AIR_MARGIN_MM`` from the head (foreground closed and
+    hole-filled), on a regular subgrid of <= ``AIR_SAMPLE_MAX_VOXELS`` voxels."""
+    sample, step, ref = _subgrid_reference(native, AIR_SAMPLE_MAX_VOXELS)
+    fg = sample > FOREGROUND_FRACTION * ref
+    head = ndi.binary_fill_holes(ndi.binary_closing(fg, iterations=2) | fg)
+    distance = ndi.distance_transform_edt(~head, sampling=[z * step for z in zooms])
+    return sample, fg, distance > AIR_MARGIN_MM
+
+
 def snr_native(native: np.ndarray, zooms=(1.0, 1.0, 1.0)) -> float:
     """Mean foreground intensity / std of the air around the head, on the native grid (unitless;
     definition in the module docstring)."""
     native = _check_volume(native, "native")
-    zooms = _zooms(zooms)
-    sample, step, ref = _subgrid_reference(native, AIR_SAMPLE_MAX_VOXELS)
+    sample, fg, air = head_and_air(native, _zooms(zooms))
     if float(sample.min()) == float(sample.max()):
         raise MetricUndefined("native image is constant (no foreground or air to tell apart)")
-    fg = sample > FOREGROUND_FRACTION * ref
-    head = ndi.binary_fill_holes(ndi.binary_closing(fg, iterations=2) | fg)
-    distance = ndi.distance_transform_edt(~head, sampling=[z * step for z in zooms])
-    air = distance > AIR_MARGIN_MM
     if np.count_nonzero(air) < MIN_AIR_VOXELS:
         raise MetricUndefined(f"too little air around the head ({np.count_nonzero(air)} voxels "
                               f"farther than {AIR_MARGIN_MM:g} mm from it)")

@@ -44,6 +44,7 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 import torchio as tio
+from nibabel.affines import voxel_sizes
 
 from bids_qc.images import from_sitk, load_template, to_sitk
 
@@ -88,16 +89,10 @@ def tissue_masks(shape, affine, template_to_subject, level: float = 0.9):
 def air_sigma(data: np.ndarray, zooms) -> float:
     """Rician sigma of the air (std of the voxels > 10 mm from the head / Rayleigh factor), with
     :func:`bids_qc.metrics.snr_native`'s head and air masks; 0 when the air is zero-filled."""
-    from scipy import ndimage as ndi
+    from bids_qc.metrics import MIN_AIR_VOXELS, head_and_air
 
-    from bids_qc.metrics import AIR_MARGIN_MM, AIR_SAMPLE_MAX_VOXELS, FOREGROUND_FRACTION
-    from bids_qc.metrics import _subgrid_reference as subgrid
-
-    sample, step, ref = subgrid(data, AIR_SAMPLE_MAX_VOXELS)
-    fg = sample > FOREGROUND_FRACTION * ref
-    head = ndi.binary_fill_holes(ndi.binary_closing(fg, iterations=2) | fg)
-    air = ndi.distance_transform_edt(~head, sampling=[z * step for z in zooms]) > AIR_MARGIN_MM
-    if np.count_nonzero(air) < 100:
+    sample, _, air = head_and_air(data, zooms)
+    if np.count_nonzero(air) < MIN_AIR_VOXELS:
         return 0.0
     return float(sample[air].std(ddof=1)) / RAYLEIGH_STD
 
@@ -116,10 +111,6 @@ def grade_from(value: float, limits, lower_is_worse: bool) -> int:
 
 
 # ----------------------------------------------------------------------------- site randomisation
-
-def _zooms(affine) -> np.ndarray:
-    return np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(axis=0))
-
 
 def sample_site(rng: np.random.Generator, zooms) -> dict:
     """Parameters of one site-like variation of a scan (JSON-serialisable). The acquisition grid
@@ -141,30 +132,24 @@ def sample_site(rng: np.random.Generator, zooms) -> dict:
 
 
 def resample_to(data, affine, spacing) -> tuple[np.ndarray, np.ndarray]:
-    """``data`` on a grid of ``spacing`` mm with the same axes and extent (linear, smoothed first
-    along axes that get coarser, as an acquisition at that resolution averages)."""
-    from bids_qc.images import smooth_axes
+    """``data`` on a grid of ``spacing`` mm with the same axes and the same corner of the field
+    of view (:func:`bids_qc.images.resample_spacing`); returns the array and its RAS affine."""
+    from bids_qc.images import resample_spacing
 
-    zooms = _zooms(affine)
+    zooms = voxel_sizes(affine)
     spacing = np.asarray(spacing, float)
-    img = to_sitk(data, affine)
-    sigma = np.sqrt(np.maximum(spacing**2 - zooms**2, 0)) / 2.355
-    img = smooth_axes(img, sigma)
-    size = [max(2, int(round(n * z / s))) for n, z, s in zip(data.shape, zooms, spacing)]
+    out = resample_spacing(to_sitk(data, affine), spacing, keep_corner=True)
     direction = np.asarray(affine)[:3, :3] / zooms
     new_affine = np.eye(4)
     new_affine[:3, :3] = direction * spacing
-    # keep the corner of the field of view: voxel centres shift by half the voxel change
     new_affine[:3, 3] = np.asarray(affine)[:3, 3] + direction @ ((spacing - zooms) / 2)
-    ref = to_sitk(np.zeros(size, np.float32), new_affine)
-    out = sitk.Resample(img, ref, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32)
     return from_sitk(out), new_affine
 
 
 def crop_field_of_view(data, affine, crop_mm) -> tuple[np.ndarray, np.ndarray]:
     """Remove ``crop_mm`` (inferior, superior, then the two ends of the two other world axes)
     from the edges of the field of view, keeping at least 110 mm along every axis."""
-    zooms = _zooms(affine)
+    zooms = voxel_sizes(affine)
     slices, offset = [], np.zeros(3)
     axes_ras = np.abs(np.asarray(affine)[:3, :3]).argmax(axis=0)  # world axis of each voxel axis
     order = {2: (0, 1), 0: (2, 3), 1: (4, 5)}  # world axis -> entries of crop_mm
@@ -276,12 +261,12 @@ def working_sigma(data, affine) -> tuple[float, float]:
     and by how much that averaging divides white noise of this grid (measured on a noise patch)."""
     from bids_qc.images import bound_resolution
 
-    zooms = _zooms(affine)
+    zooms = voxel_sizes(affine)
     working = from_sitk(bound_resolution(to_sitk(data, affine)))
     working_affine = np.array(affine, float)
     factor = np.asarray(working.shape) / np.asarray(data.shape)
     working_affine[:3, :3] = np.asarray(affine)[:3, :3] / factor
-    sigma = air_sigma(working, _zooms(working_affine))
+    sigma = air_sigma(working, voxel_sizes(working_affine))
     patch = np.random.default_rng(0).normal(0, 1, [min(n, 48) for n in data.shape]).astype(np.float32)
     patch_affine = np.diag(list(zooms) + [1.0])
     reduced = from_sitk(bound_resolution(to_sitk(patch, patch_affine)))

@@ -18,21 +18,12 @@ import logging
 from pathlib import Path
 
 from bids_qc.config import DEFAULT_MODEL_DIR
-from bids_qc.training.scanner_data import generate, prepare_scans
-
-HELDOUT_SITES = ("uih", "prisma", "decubitus")
-
-
-def sources(data: Path) -> list[tuple[str, str, Path]]:
-    """``(name, site, path)`` of every clean T1w of the shared data."""
-    out = []
-    for path in sorted((data / "ixi").glob("sub-*/anat/*_T1w.nii.gz")):
-        out.append((path.name.split("_")[0][4:], "ixi-hh", path))
-    for folder in ("vendors", "singles"):
-        for path in sorted((data / folder).glob("sub-*/anat/*_T1w.nii.gz")):
-            sub = path.name.split("_")[0][4:]
-            out.append((path.name.replace("_T1w.nii.gz", "").replace("sub-", ""), sub, path))
-    return out
+from bids_qc.training.scanner_data import (
+    HELDOUT_SITES,
+    generate,
+    prepare_scans,
+    shared_data_sources,
+)
 
 
 def main(argv=None) -> int:
@@ -52,7 +43,7 @@ def main(argv=None) -> int:
     training = manifest["training"]
     fold = training["folds"][0]
     heldout_sites = set(args.heldout_sites.split(","))
-    src = sources(args.data)
+    src = shared_data_sources(args.data)
     prepared = {Path(f).stem: f for f in prepare_scans(src, args.out / "scans", args.nprocs)}
     site_of = {name: site for name, site, _ in src}
     other = [n for n in prepared if site_of[n] != "ixi-hh" and site_of[n] not in heldout_sites]

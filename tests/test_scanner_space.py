@@ -35,7 +35,7 @@ def test_noise_reaches_the_snr_band_of_its_grade(scan, grade):
     assert low - 0.5 <= evidence["snr"] <= high + 0.5
     assert ss.measured_grades(applied, evidence)["noise"] == grade
     # measured again on the result, independently of the formula: the air got noisier
-    assert ss.air_sigma(noisy, ss._zooms(scan.affine)) > 1.2 * ss.air_sigma(scan.data, ss._zooms(scan.affine))
+    assert ss.air_sigma(noisy, ss.voxel_sizes(scan.affine)) > 1.2 * ss.air_sigma(scan.data, ss.voxel_sizes(scan.affine))
 
 
 @pytest.mark.parametrize("grade", [1, 2])
@@ -75,9 +75,9 @@ def test_training_shortcut_matches_the_app_on_the_same_image(scan, tmp_path):
 
 def test_site_variation_keeps_the_head_in_place(scan):
     rng = np.random.default_rng(5)
-    params = ss.sample_site(rng, ss._zooms(scan.affine))
+    params = ss.sample_site(rng, ss.voxel_sizes(scan.affine))
     data, affine = ss.apply_site(scan.data, scan.affine, params)
-    np.testing.assert_allclose(ss._zooms(affine), params["spacing_mm"], rtol=1e-6)
+    np.testing.assert_allclose(ss.voxel_sizes(affine), params["spacing_mm"], rtol=1e-6)
     centre = lambda d, a: (a @ np.r_[np.array(np.nonzero(d > np.percentile(d, 80))).mean(1), 1])[:3]  # noqa: E731
     assert np.linalg.norm(centre(data, affine) - centre(scan.data, scan.affine)) < 6.0  # mm
 

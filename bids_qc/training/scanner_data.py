@@ -36,6 +36,22 @@ from bids_qc.training.data import GRADE_PROBS, draw_grades
 
 LOGGER = logging.getLogger(__name__)
 FINEST_STORED_MM = 1.0
+# sites of ../shared/data held out of training whole (scanner_space_images.py, the benchmark):
+# the United Imaging scan and both Siemens scanners (3D MPRAGE, 2D thick-slice FLASH)
+HELDOUT_SITES = ("uih", "prisma", "decubitus")
+
+
+def shared_data_sources(data: Path) -> list[tuple[str, str, Path]]:
+    """``(name, site, path)`` of every clean T1w of ``../shared/data``: the IXI HH scans (site
+    ``ixi-hh``, named by subject) and the other scanners of ``vendors/`` and ``singles/`` (site =
+    subject, named by the file's entities)."""
+    out = [(path.name.split("_")[0][4:], "ixi-hh", path)
+           for path in sorted((Path(data) / "ixi").glob("sub-*/anat/*_T1w.nii.gz"))]
+    for folder in ("vendors", "singles"):
+        for path in sorted((Path(data) / folder).glob("sub-*/anat/*_T1w.nii.gz")):
+            site = path.name.split("_")[0][4:]
+            out.append((path.name.replace("_T1w.nii.gz", "").replace("sub-", ""), site, path))
+    return out
 
 
 def prepare_scans(sources: list[tuple[str, str, Path]], out_dir, nprocs: int = 2) -> list[Path]:
@@ -44,12 +60,18 @@ def prepare_scans(sources: list[tuple[str, str, Path]], out_dir, nprocs: int = 2
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     jobs = [(name, site, str(path), str(out_dir / f"{name}.npz")) for name, site, path in sources]
+    return _run_jobs(_prepare_one, jobs, nprocs, "registering clean scans", "scan", "skipping")
+
+
+def _run_jobs(work, jobs: list, nprocs: int, desc: str, unit: str, failed: str) -> list[Path]:
+    """``work(job) -> (output path, error or None)`` over ``jobs`` in ``nprocs`` processes, with a
+    progress bar; a failed job is a warning ("<failed> <output>: <error>"), never a stop. Returns
+    the outputs made."""
     done = []
     with get_context("fork").Pool(max(1, nprocs)) as pool:
-        for out, err in tqdm(pool.imap(_prepare_one, jobs), total=len(jobs),
-                             desc="registering clean scans", unit="scan"):
+        for out, err in tqdm(pool.imap(work, jobs), total=len(jobs), desc=desc, unit=unit):
             if err:
-                LOGGER.warning("skipping %s: %s", out, err)
+                LOGGER.warning("%s %s: %s", failed, out, err)
             else:
                 done.append(Path(out))
     return done
@@ -66,7 +88,7 @@ def _prepare_one(job) -> tuple[str, str | None]:
         img = nib.load(path)
         data = np.asarray(img.dataobj, dtype=np.float32)
         affine = img.affine
-        zooms = ss._zooms(affine)
+        zooms = ss.voxel_sizes(affine)
         if zooms.min() < FINEST_STORED_MM:
             data, affine = ss.resample_to(data, affine, np.maximum(zooms, FINEST_STORED_MM))
         tmp = Path(out).with_suffix(".tmp.npz")
@@ -90,7 +112,7 @@ def make_image(scan: ss.NativeScan, grades: dict, rng: np.random.Generator,
     """One scanner-space image of ``scan`` asked for ``grades``. Returns ``(box at reference
     scale, measured grades, record of what was done)``."""
     data, affine = scan.data, scan.affine
-    site_params = ss.sample_site(rng, ss._zooms(affine)) if site else None
+    site_params = ss.sample_site(rng, ss.voxel_sizes(affine)) if site else None
     if site_params:
         data, affine = ss.apply_site(data, affine, site_params)
     wm, gm = ss.tissue_masks(data.shape, affine, scan.template_to_subject)
@@ -155,15 +177,7 @@ def generate(scans: list[Path], n: int, out_dir, seed: int, grid: ModelGrid = Mo
     chosen = choose_scans(scans, sites, n, seed, site_weights)
     jobs = [(i, seed, str(p), str(out_dir / f"img-{i:05d}.npz"), grid.to_dict(), tuple(probs))
             for i, p in enumerate(chosen)]
-    done = []
-    with get_context("fork").Pool(max(1, nprocs)) as pool:
-        for out, err in tqdm(pool.imap(_generate_one, jobs), total=len(jobs),
-                             desc="scanner-space images", unit="image"):
-            if err:
-                LOGGER.warning("image %s not made: %s", out, err)
-            else:
-                done.append(Path(out))
-    return done
+    return _run_jobs(_generate_one, jobs, nprocs, "scanner-space images", "image", "image not made:")
 
 
 def load_site(path) -> str:
@@ -180,7 +194,6 @@ class GeneratedSet(Dataset):
         self.files = sorted(files)
         self.grid = grid
         self._grades = []
-        self._records = []
         for f in self.files:
             with np.load(f) as z:
                 self._grades.append({a: int(g) for a, g in zip(ARTEFACTS, z["grades"])})
