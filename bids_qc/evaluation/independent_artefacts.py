@@ -87,11 +87,12 @@ def contrast(data, wm, grade: int, rng) -> tuple[np.ndarray, dict]:
     return out.astype(np.float32), {"power": round(c, 4)}
 
 
-def kspace_noise(data, affine, wm, grade: int, rng) -> tuple[np.ndarray, dict]:
-    """Complex noise in k-space with the image-domain sigma that reaches the band's SNR."""
+def kspace_noise(data, level: float, sigma0: float, reduction: float, grade: int,
+                 rng) -> tuple[np.ndarray, dict]:
+    """Complex noise in k-space with the image-domain sigma that brings the working-resolution
+    SNR of a scan (WM ``level``, own air ``sigma0`` and averaging ``reduction`` of
+    :func:`bids_qc.scanner_space.working_sigma`, both measured on the clean scan) into the band."""
     target_snr = float(rng.uniform(*NOISE_SNR[grade]))
-    sigma0, reduction = ss.working_sigma(data, affine)
-    level = float(np.median(data[wm]))
     add = float(np.sqrt(max((level / target_snr) ** 2 - sigma0**2, 0.0))) / max(reduction, 1e-6)
     # unitary FFT: white image-domain noise of sigma has k-space sigma * sqrt(N) unnormalised
     k = np.fft.fftn(data)
@@ -104,7 +105,7 @@ def corrupt(scan: ss.NativeScan, grades: dict, rng: np.random.Generator) -> tupl
     """``scan`` (file voxel order) with the artefacts of ``grades``; returns the image, the
     measured grades and what was done. Order: motion, contrast, noise."""
     data, affine = scan.data.astype(np.float32), scan.affine
-    zooms = ss._zooms(affine)
+    zooms = ss.voxel_sizes(affine)
     wm, gm = ss.tissue_masks(data.shape, affine, scan.template_to_subject)
     sigma0, reduction = ss.working_sigma(data, affine)
     done, evidence = {}, {}
@@ -117,7 +118,7 @@ def corrupt(scan: ss.NativeScan, grades: dict, rng: np.random.Generator) -> tupl
     level = float(np.median(data[wm]))
     evidence["snr"] = level / sigma0 if sigma0 > 0 else float("inf")
     if grades["noise"]:
-        data, done["noise"] = kspace_noise(data, affine, wm, grades["noise"], rng)
+        data, done["noise"] = kspace_noise(data, level, sigma0, reduction, grades["noise"], rng)
         added = level / done["noise"]["target_snr"]
         evidence["snr"] = level / max(added, sigma0)
     applied = [{"artefact": "motion", "grade": grades["motion"]}] if grades["motion"] else []
