@@ -6,7 +6,8 @@ Two steps, both cached on disk and resumable:
    and stores it as the file holds it (voxel order, affine; scans finer than 1 mm averaged to
    1 mm first) with its template -> subject matrix.
 2. :func:`generate` draws images: a scan (sites balanced by ``site_weights``), a grade per
-   artefact (P(0, 1, 2) = ``GRADE_PROBS``), a site variation, the artefacts; the grades are then
+   artefact (P(0, 1, 2) = ``GRADE_PROBS``; all 0 in ``P_ALL_CLEAN`` more of the images), a site
+   variation (except in ``P_AS_ACQUIRED`` of them), the artefacts; the grades are then
    *measured* (:func:`bids_qc.scanner_space.measured_grades`) and the image goes through
    :func:`bids_qc.preprocessing.preprocess_volume` with the clean scan's registration (the only
    step reused: ``tests/test_scanner_space.py`` bounds what that changes). Each image is one
@@ -39,6 +40,14 @@ FINEST_STORED_MM = 1.0
 # sites of ../shared/data held out of training whole (scanner_space_images.py, the benchmark):
 # the United Imaging scan and both Siemens scanners (3D MPRAGE, 2D thick-slice FLASH)
 HELDOUT_SITES = ("uih", "prisma", "decubitus")
+# share of images made on the scan as its file holds it (no site variation): real clean scans of
+# every site are seen at their own resolution, so blur from a coarser grid is not the only
+# "clean" the detectors learn (the first scanner-space fine-tune, always varied, called 9 of 20
+# clean held-out IXI scans tier 2)
+P_AS_ACQUIRED = 0.35
+# share of images asked for no artefact at all (on top of GRADE_PROBS' 1 in 8): false alarms on
+# clean scans are what users see first
+P_ALL_CLEAN = 0.2
 
 
 def shared_data_sources(data: Path) -> list[tuple[str, str, Path]]:
@@ -137,8 +146,11 @@ def _generate_one(job) -> tuple[str, str | None]:
     try:
         rng = np.random.default_rng([seed, index])
         grades = draw_grades(rng, probs)
+        if rng.random() < P_ALL_CLEAN:
+            grades = dict.fromkeys(grades, 0)
+        site = bool(rng.random() >= P_AS_ACQUIRED)
         box, measured, record = make_image(load_scan_npz(scan_path), grades, rng,
-                                           ModelGrid.from_dict(grid_dict))
+                                           ModelGrid.from_dict(grid_dict), site=site)
         tmp = Path(out).with_suffix(".tmp.npz")
         np.savez(tmp, box=box, grades=np.array([measured[a] for a in ARTEFACTS]),
                  record=json.dumps(record))
