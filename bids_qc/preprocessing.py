@@ -330,6 +330,20 @@ def preprocess(path, grid: ModelGrid = ModelGrid(), threads: int = 1,
     return out
 
 
+def _wm_snr(working: sitk.Image, transform: sitk.Transform) -> dict:
+    """``{"value", "note"}``: :func:`bids_qc.wm_snr.wm_snr` (value None and the reason when it
+    cannot be measured; it never fails the scan)."""
+    from bids_qc.metrics import MetricUndefined
+    from bids_qc.wm_snr import wm_snr
+
+    try:
+        return {"value": round(float(wm_snr(working, transform)), 3), "note": None}
+    except MetricUndefined as exc:
+        return {"value": None, "note": exc.reason}
+    except Exception as exc:  # a measurement, never a reason to lose the scan
+        return {"value": None, "note": f"{exc.__class__.__name__}: {exc}"}
+
+
 def preprocess_volume(data: np.ndarray, affine: np.ndarray, zooms, grid: ModelGrid = ModelGrid(),
                       threads: int = 1, with_registered: bool = True,
                       transform: sitk.Transform | None = None, source="<array>") -> Preprocessed:
@@ -372,6 +386,7 @@ def preprocess_volume(data: np.ndarray, affine: np.ndarray, zooms, grid: ModelGr
         reg_params["template_to_subject_ras"] = transform_to_ras_matrix(transform)
         out.record["registration"] = reg_params
         out.timings["registration"] = time.perf_counter() - t
+        out.record["wm_snr"] = _wm_snr(img, transform)
 
         t = time.perf_counter()
         box = resample(corrected, transform, grid.shape, grid.affine)

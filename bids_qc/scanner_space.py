@@ -47,14 +47,13 @@ import torchio as tio
 from nibabel.affines import voxel_sizes
 
 from bids_qc.images import from_sitk, load_template, to_sitk
+from bids_qc.wm_snr import NOISE_SNR_LIMITS, air_sigma  # noqa: F401 (air_sigma: part of this API)
 
-NOISE_SNR_LIMITS = (52.0, 27.5)  # below the first: grade 1; below the second: grade 2
 NOISE_SNR_TARGETS = {1: (33.0, 48.0), 2: (18.0, 27.0)}  # drawn uniformly (published 38-44 / 25-27)
 CONTRAST_DROP_LIMITS = (0.03, 0.22)
 CONTRAST_LOG_GAMMA = {1: (-0.2, -0.05), 2: (-0.45, -0.3)}
 MOTION_RANGES = {1: (2.0, 4.0), 2: (5.0, 8.0)}  # degrees and mm per axis per movement
 MOTION_PATTERNS = ("jumps", "drift", "nodding")
-RAYLEIGH_STD = np.sqrt(2 - np.pi / 2)  # std of pure Rician (Rayleigh) air noise / sigma
 
 
 @dataclass
@@ -84,17 +83,6 @@ def tissue_masks(shape, affine, template_to_subject, level: float = 0.9):
                               sitk.sitkFloat32)
         masks.append(from_sitk(moved) > level)
     return masks[0], masks[1]
-
-
-def air_sigma(data: np.ndarray, zooms) -> float:
-    """Rician sigma of the air (std of the voxels > 10 mm from the head / Rayleigh factor), with
-    :func:`bids_qc.metrics.snr_native`'s head and air masks; 0 when the air is zero-filled."""
-    from bids_qc.metrics import MIN_AIR_VOXELS, head_and_air
-
-    sample, _, air = head_and_air(data, zooms)
-    if np.count_nonzero(air) < MIN_AIR_VOXELS:
-        return 0.0
-    return float(sample[air].std(ddof=1)) / RAYLEIGH_STD
 
 
 def nd_wgm_native(data: np.ndarray, wm: np.ndarray, gm: np.ndarray) -> float:

@@ -37,6 +37,8 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--nprocs", type=int, default=2)
     p.add_argument("--heldout-sites", default=",".join(HELDOUT_SITES))
+    p.add_argument("--only", choices=("train", "val"), default=None,
+                   help="make only this set (image i of a set is the same whichever sets are made)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     manifest = json.loads((args.model_dir / "manifest.json").read_text())
@@ -50,9 +52,12 @@ def main(argv=None) -> int:
     train = [prepared[s] for s in fold["train_subjects"] if s in prepared] + [prepared[n] for n in other]
     val = [prepared[s] for s in fold["val_subjects"] if s in prepared] + [prepared[n] for n in other]
     weights = {"ixi-hh": 0.7}
-    generate(train, args.n_train, args.out / "train", args.seed, nprocs=args.nprocs, site_weights=weights)
-    generate(val, args.n_val, args.out / "val", args.seed + 1000, nprocs=args.nprocs,
-             site_weights={"ixi-hh": 0.6})
+    if args.only in (None, "train"):
+        generate(train, args.n_train, args.out / "train", args.seed, nprocs=args.nprocs,
+                 site_weights=weights)
+    if args.only in (None, "val"):
+        generate(val, args.n_val, args.out / "val", args.seed + 1000, nprocs=args.nprocs,
+                 site_weights={"ixi-hh": 0.6})
     (args.out / "split.json").write_text(json.dumps(
         {"train": [str(t) for t in train], "val": [str(v) for v in val],
          "heldout_sites": sorted(heldout_sites), "test_subjects": training["test_subjects"],
