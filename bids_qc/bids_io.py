@@ -5,6 +5,7 @@ nothing is ever written under ``bids_dir``.
 """
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import re
@@ -136,11 +137,44 @@ def _to_query_value(value):
     return value
 
 
+class DerivativeFileNames:
+    """The file-name check of a BIDS *derivative* dataset, for pybids' indexer: the BIDS schema's
+    common, raw and derivative rules, so that e.g.
+    ``sub-01/anat/sub-01_space-MNI152NLin2009aSym_desc-motionsevere_T1w.nii.gz`` (the output of
+    ``bids-qc-simulate``) is a valid T1w. pybids' own validator knows the raw rules only."""
+
+    @staticmethod
+    @functools.lru_cache(maxsize=1)
+    def _regexes() -> tuple:
+        from bidsschematools import rules, schema
+
+        bids = schema.load_schema()
+        groups = (bids.rules.files.common, bids.rules.files.raw, bids.rules.files.deriv)
+        return tuple(re.compile(rule["regex"]) for group in groups
+                     for rule in rules.regexify_filename_rules(group, bids, level=2))
+
+    def is_bids(self, path: str) -> bool:
+        """``path``: relative to the dataset root, with a leading ``/``."""
+        return any(regex.match(path.lstrip("/")) for regex in self._regexes())
+
+
+def is_derivative_dataset(bids_dir: Path) -> bool:
+    """Whether ``bids_dir/dataset_description.json`` says ``"DatasetType": "derivative"``."""
+    try:
+        description = json.loads((Path(bids_dir) / "dataset_description.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(description, dict) and description.get("DatasetType") == "derivative"
+
+
 def build_layout(bids_dir: Path, *, validate: bool = True):
     """Index ``bids_dir`` in memory (derivatives/, sourcedata/ and non-anat folders skipped).
 
     Raises :class:`BidsValidationFailure` when ``validate`` and the dataset fails pybids'
-    validation (e.g. no ``dataset_description.json`` or no ``BIDSVersion`` in it).
+    validation (e.g. no ``dataset_description.json`` or no ``BIDSVersion`` in it). A derivative
+    dataset (``DatasetType`` ``derivative``, e.g. ``bids-qc-simulate``'s output) must name its
+    pipeline (``GeneratedBy``), and its file names are checked with the derivative rules
+    (:class:`DerivativeFileNames`: ``space-``, ``desc-``, ... entities allowed).
     """
     from bids import BIDSLayout, BIDSLayoutIndexer
     from bids.exceptions import BIDSValidationError
@@ -148,6 +182,8 @@ def build_layout(bids_dir: Path, *, validate: bool = True):
     # no metadata index: bids_qc reads no sidecar through pybids, and one sidecar that is not
     # valid JSON would otherwise make the whole dataset unreadable
     indexer = BIDSLayoutIndexer(validate=validate, ignore=_IGNORE, index_metadata=False)
+    if validate and is_derivative_dataset(bids_dir):
+        indexer.validator = DerivativeFileNames()
     try:
         return BIDSLayout(str(bids_dir), validate=validate, derivatives=False, indexer=indexer)
     except BIDSValidationError as exc:
