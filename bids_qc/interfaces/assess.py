@@ -66,7 +66,7 @@ def get_slab_detector(slab_model_dir):
         return None
     key = str(Path(slab_model_dir).resolve())
     if key not in _SLAB_DETECTORS:
-        from bids_qc.slab_motion.detector import load_detector
+        from bids_qc.slab_detector.detector import load_detector
 
         _SLAB_DETECTORS[key] = load_detector(key)
     return _SLAB_DETECTORS[key]
