@@ -26,13 +26,14 @@ T1W_QUERY = {"datatype": "anat", "suffix": "T1w", "extension": [".nii", ".nii.gz
 _NOT_ENTITIES = {"datatype", "suffix", "extension", "extra_entities"}
 
 # Folders never indexed: derivatives and sourcedata hold no raw input; dot-folders are
-# hidden; datatype folders other than anat/ only cost indexing time.
+# hidden; datatype folders other than anat/ only cost indexing time (files beside them, e.g.
+# the subject-level sidecar sub-X/sub-X_T1w.json, have a dot in their name and are kept).
 # Names that are not valid UTF-8 (surrogate-escaped by Python) cannot be stored by pybids'
 # SQLite index: they are left out here and reported by :func:`invalid_name_scans`.
 _IGNORE = [
     "code", "stimuli", "sourcedata", "models", "derivatives",
     re.compile(r"/\."),
-    re.compile(r"^/sub-[^/]+/(?:ses-[^/]+/)?(?!anat(?:/|$))(?!ses-)[^/]+(?:/|$)"),
+    re.compile(r"^/sub-[^/]+/(?:ses-[^/]+/)?(?!anat(?:/|$))(?!ses-)[^/.]+(?:/|$)"),
     re.compile("[\udc80-\udcff]"),
 ]
 #: Why a T1w-looking file that pybids left out gets an error record instead of an assessment.
@@ -62,6 +63,8 @@ class ScanSpec:
     UTF-8 appear as ``\\xe9`` (see :func:`display_name`); ``path`` is the real path.
     ``problem``: when not empty, why the scan cannot be assessed at all (e.g. an invalid
     BIDS name); the scan then gets an error record with this reason.
+    ``bids_meta``: scanner and site from the dataset (:mod:`bids_qc.bids_meta`), ``None`` until
+    read.
     """
 
     path: Path
@@ -69,6 +72,7 @@ class ScanSpec:
     bids_name: str
     entities: dict = field(default_factory=dict)
     problem: str = ""
+    bids_meta: dict | None = None
 
     @property
     def subdir(self) -> Path:
@@ -179,8 +183,8 @@ def build_layout(bids_dir: Path, *, validate: bool = True):
     from bids import BIDSLayout, BIDSLayoutIndexer
     from bids.exceptions import BIDSValidationError
 
-    # no metadata index: bids_qc reads no sidecar through pybids, and one sidecar that is not
-    # valid JSON would otherwise make the whole dataset unreadable
+    # no metadata index: one sidecar that is not valid JSON would make the whole dataset
+    # unreadable; bids_qc.bids_meta reads each scan's sidecars one by one instead
     indexer = BIDSLayoutIndexer(validate=validate, ignore=_IGNORE, index_metadata=False)
     if validate and is_derivative_dataset(bids_dir):
         indexer.validator = DerivativeFileNames()
