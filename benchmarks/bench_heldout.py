@@ -51,7 +51,7 @@ from bids_qc.preprocessing import CLIPPED_MINMAX, preprocess  # noqa: E402
 from bids_qc.record import ARTEFACTS, DETECTORS  # noqa: E402
 from bids_qc.scan import assess_scan  # noqa: E402
 from bids_qc.simulation import MOTION_TIMINGS, SEVERITY_NAMES, simulate  # noqa: E402
-from bids_qc.slab_motion.detector import load_detector  # noqa: E402
+from bids_qc.slab_detector.detector import load_detector  # noqa: E402
 from bids_qc.training.augment import stretch_bright_tail  # noqa: E402
 from bids_qc.training.calibration import youden_threshold  # noqa: E402
 from bids_qc.training.data import GRADE_PROBS, simulated_draws  # noqa: E402

@@ -25,11 +25,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bids_qc.config import DEFAULT_SLAB_MODEL_DIR  # noqa: E402
-from bids_qc.slab_motion import evaluation  # noqa: E402
-from bids_qc.slab_motion.cache import build_cache  # noqa: E402
-from bids_qc.slab_motion.detector import load_detector  # noqa: E402
-from bids_qc.slab_motion.training import load_stacks  # noqa: E402
+from bids_qc.slab_detector.detector import load_detector  # noqa: E402
 from bids_qc.training.cache import find_t1w  # noqa: E402
+from bids_qc.training.slab import evaluation  # noqa: E402
+from bids_qc.training.slab.cache import build_cache  # noqa: E402
+from bids_qc.training.slab.train import load_stacks  # noqa: E402
 
 
 def main(argv=None) -> int:

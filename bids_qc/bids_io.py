@@ -5,6 +5,7 @@ nothing is ever written under ``bids_dir``.
 """
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import re
@@ -25,13 +26,14 @@ T1W_QUERY = {"datatype": "anat", "suffix": "T1w", "extension": [".nii", ".nii.gz
 _NOT_ENTITIES = {"datatype", "suffix", "extension", "extra_entities"}
 
 # Folders never indexed: derivatives and sourcedata hold no raw input; dot-folders are
-# hidden; datatype folders other than anat/ only cost indexing time.
+# hidden; datatype folders other than anat/ only cost indexing time (files beside them, e.g.
+# the subject-level sidecar sub-X/sub-X_T1w.json, have a dot in their name and are kept).
 # Names that are not valid UTF-8 (surrogate-escaped by Python) cannot be stored by pybids'
 # SQLite index: they are left out here and reported by :func:`invalid_name_scans`.
 _IGNORE = [
     "code", "stimuli", "sourcedata", "models", "derivatives",
     re.compile(r"/\."),
-    re.compile(r"^/sub-[^/]+/(?:ses-[^/]+/)?(?!anat(?:/|$))(?!ses-)[^/]+(?:/|$)"),
+    re.compile(r"^/sub-[^/]+/(?:ses-[^/]+/)?(?!anat(?:/|$))(?!ses-)[^/.]+(?:/|$)"),
     re.compile("[\udc80-\udcff]"),
 ]
 #: Why a T1w-looking file that pybids left out gets an error record instead of an assessment.
@@ -61,6 +63,8 @@ class ScanSpec:
     UTF-8 appear as ``\\xe9`` (see :func:`display_name`); ``path`` is the real path.
     ``problem``: when not empty, why the scan cannot be assessed at all (e.g. an invalid
     BIDS name); the scan then gets an error record with this reason.
+    ``bids_meta``: scanner and site from the dataset (:mod:`bids_qc.bids_meta`), ``None`` until
+    read.
     """
 
     path: Path
@@ -68,6 +72,7 @@ class ScanSpec:
     bids_name: str
     entities: dict = field(default_factory=dict)
     problem: str = ""
+    bids_meta: dict | None = None
 
     @property
     def subdir(self) -> Path:
@@ -136,18 +141,53 @@ def _to_query_value(value):
     return value
 
 
+class DerivativeFileNames:
+    """The file-name check of a BIDS *derivative* dataset, for pybids' indexer: the BIDS schema's
+    common, raw and derivative rules, so that e.g.
+    ``sub-01/anat/sub-01_space-MNI152NLin2009aSym_desc-motionsevere_T1w.nii.gz`` (the output of
+    ``bids-qc-simulate``) is a valid T1w. pybids' own validator knows the raw rules only."""
+
+    @staticmethod
+    @functools.lru_cache(maxsize=1)
+    def _regexes() -> tuple:
+        from bidsschematools import rules, schema
+
+        bids = schema.load_schema()
+        groups = (bids.rules.files.common, bids.rules.files.raw, bids.rules.files.deriv)
+        return tuple(re.compile(rule["regex"]) for group in groups
+                     for rule in rules.regexify_filename_rules(group, bids, level=2))
+
+    def is_bids(self, path: str) -> bool:
+        """``path``: relative to the dataset root, with a leading ``/``."""
+        return any(regex.match(path.lstrip("/")) for regex in self._regexes())
+
+
+def is_derivative_dataset(bids_dir: Path) -> bool:
+    """Whether ``bids_dir/dataset_description.json`` says ``"DatasetType": "derivative"``."""
+    try:
+        description = json.loads((Path(bids_dir) / "dataset_description.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(description, dict) and description.get("DatasetType") == "derivative"
+
+
 def build_layout(bids_dir: Path, *, validate: bool = True):
     """Index ``bids_dir`` in memory (derivatives/, sourcedata/ and non-anat folders skipped).
 
     Raises :class:`BidsValidationFailure` when ``validate`` and the dataset fails pybids'
-    validation (e.g. no ``dataset_description.json`` or no ``BIDSVersion`` in it).
+    validation (e.g. no ``dataset_description.json`` or no ``BIDSVersion`` in it). A derivative
+    dataset (``DatasetType`` ``derivative``, e.g. ``bids-qc-simulate``'s output) must name its
+    pipeline (``GeneratedBy``), and its file names are checked with the derivative rules
+    (:class:`DerivativeFileNames`: ``space-``, ``desc-``, ... entities allowed).
     """
     from bids import BIDSLayout, BIDSLayoutIndexer
     from bids.exceptions import BIDSValidationError
 
-    # no metadata index: bids_qc reads no sidecar through pybids, and one sidecar that is not
-    # valid JSON would otherwise make the whole dataset unreadable
+    # no metadata index: one sidecar that is not valid JSON would make the whole dataset
+    # unreadable; bids_qc.bids_meta reads each scan's sidecars one by one instead
     indexer = BIDSLayoutIndexer(validate=validate, ignore=_IGNORE, index_metadata=False)
+    if validate and is_derivative_dataset(bids_dir):
+        indexer.validator = DerivativeFileNames()
     try:
         return BIDSLayout(str(bids_dir), validate=validate, derivatives=False, indexer=indexer)
     except BIDSValidationError as exc:

@@ -33,6 +33,10 @@ GROUP_REPORT = "group_report.html"
 CORE_ENTITIES = (
     "subject", "session", "acquisition", "ceagent", "reconstruction", "run", "part", "chunk",
 )
+#: Group-table columns of the record's ``bids_meta`` (scanner and site, :mod:`bids_qc.bids_meta`).
+BIDS_META_COLUMNS = {"site": "site", "Manufacturer": "manufacturer",
+                     "ManufacturersModelName": "manufacturers_model_name",
+                     "MagneticFieldStrength": "magnetic_field_strength"}
 
 
 # --------------------------------------------------------------------------- atomic writes
@@ -313,6 +317,9 @@ def record_to_row(record: dict) -> dict:
         row[key] = entities.get(key)
     for key in sorted(set(entities) - set(CORE_ENTITIES)):
         row[key] = entities[key]
+    bids_meta = record.get("bids_meta") or {}
+    for key, column in BIDS_META_COLUMNS.items():
+        row[column] = bids_meta.get(key)
     row.update(
         status=record.get("status"),
         error=_one_line(error.get("message")),
@@ -343,7 +350,8 @@ def record_to_row(record: dict) -> dict:
 
 def records_to_table(records: list[dict]):
     """One row per scan: ``bids_name, source_file``, entity columns (:data:`CORE_ENTITIES`
-    then any other), ``status, error, error_stage, tier, cannot_judge`` (why an ok scan got no
+    then any other), ``site, manufacturer, manufacturers_model_name, magnetic_field_strength``
+    (the record's ``bids_meta``, tesla), ``status, error, error_stage, tier, cannot_judge`` (why an ok scan got no
     verdict, see :mod:`bids_qc.judgeable`), ``grade_<artefact>`` x3,
     ``p_<detector>`` x6, ``slab_motion_score, slab_motion, slab_motion_threshold`` (the slab
     motion detector's probability, verdict and threshold), the metrics, ``n_warnings, model_id, model_trained, qc_json``.
@@ -360,7 +368,7 @@ def records_to_table(records: list[dict]):
     table = pd.DataFrame(rows, columns=columns)
     for column in ["tier"] + [f"grade_{a}" for a in ARTEFACTS]:
         table[column] = pd.to_numeric(table[column], errors="coerce").astype("Int64")
-    for column in list(CORE_ENTITIES) + extra:
+    for column in list(CORE_ENTITIES) + extra + ["site", "manufacturer", "manufacturers_model_name"]:
         table[column] = table[column].astype("string")
     table["slab_motion"] = table["slab_motion"].astype("boolean")
     return table

@@ -22,7 +22,11 @@ Keys (all present in every record; values ``None`` where not computed):
 Set by the verdict (:mod:`bids_qc.verdict`) when the detectors ran: ``uncertainty`` (float),
 ``needs_review`` (bool) and, for an ensemble model, ``probability_std`` (``{detector: std}``).
 
-The BIDS layer adds ``bids_name`` and ``entities`` (subject, session, run, acquisition, ...).
+The BIDS layer adds ``bids_name``, ``entities`` (subject, session, run, acquisition, ...) and
+``bids_meta``: ``{"Manufacturer", "ManufacturersModelName", "MagneticFieldStrength", "site"}``
+read from the dataset's sidecars and ``participants.tsv`` (:mod:`bids_qc.bids_meta`; ``None``
+values where the dataset does not say; the key is ``None`` for a scan that was not indexed, and
+absent from records written before bids_qc captured it).
 """
 from __future__ import annotations
 

@@ -92,6 +92,9 @@ def test_good_records(app_run):
         assert set(record["metrics"]) == set(METRICS)
         assert record["timings"]["total"] > 0
         assert record["model"]["id"] and record["software"]["version"] == __version__
+        # scanner and site read at participant level (this dataset has neither: None values)
+        assert record["bids_meta"] == dict.fromkeys(
+            ("Manufacturer", "ManufacturersModelName", "MagneticFieldStrength", "site"))
         slab = record["slab_motion"]
         assert slab["model_id"] == "slab-motion-ixi-v1" and 0.0 <= slab["score"] <= 1.0
         assert slab["motion"] == (slab["score"] >= slab["threshold"]) and slab["n_triplets"] > 10
@@ -121,7 +124,8 @@ def test_group_outputs(app_run):
     assert list(table["bids_name"]) == sorted(list(GOOD) + [BROKEN[0]])
     for column in ["source_file", "subject", "session", "run", "status", "error", "tier",
                    "grade_motion", "grade_noise", "grade_contrast", *[f"p_{d}" for d in DETECTORS],
-                   *METRICS, "model_id", "slab_motion_score", "slab_motion"]:
+                   *METRICS, "model_id", "slab_motion_score", "slab_motion", "site", "manufacturer",
+                   "manufacturers_model_name", "magnetic_field_strength"]:
         assert column in table.columns
     ok = table[table["status"] == "ok"]
     assert len(ok) == 2 and ok["tier"].isin([1, 2, 3]).all()

@@ -10,10 +10,12 @@ import pytest
 from conftest import tree_digest, write_dataset_description
 
 from bids_qc.bids_io import (
+    INVALID_NAME,
     BidsValidationFailure,
     NoScansFound,
     build_layout,
     find_t1w,
+    invalid_name_scans,
     load_bids_filters,
     unindexed_t1w,
 )
@@ -273,3 +275,36 @@ def test_scans_that_would_share_outputs_get_distinct_error_records(tmp_path):
     assert refused.bids_name == "sub-01_acq-caf\\xe9_T1w_dup2"
     assert kept.source_file in refused.problem and "not assessed" in refused.problem
     assert refuse_shared_outputs([kept]) == [kept]
+
+
+def _tiny_tree(root, description: dict, names) -> None:
+    import nibabel as nib
+    import numpy as np
+
+    root.mkdir(parents=True)
+    (root / "dataset_description.json").write_text(json.dumps(description))
+    for name in names:
+        path = root / "sub-01" / "anat" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        nib.save(nib.Nifti1Image(np.zeros((4, 4, 4), np.float32), np.eye(4)), path)
+
+
+DERIVED = "sub-01_space-MNI152NLin2009aSym_desc-noisesevere_T1w.nii.gz"
+
+
+def test_a_derivative_dataset_is_validated_with_the_derivative_rules(tmp_path):
+    """space-/desc- names are valid in a derivative dataset that names its pipeline, invalid in
+    a raw one; a derivative without GeneratedBy fails validation."""
+    derivative = {"Name": "d", "BIDSVersion": "1.9.0", "DatasetType": "derivative",
+                  "GeneratedBy": [{"Name": "sim"}]}
+    _tiny_tree(tmp_path / "deriv", derivative, [DERIVED, "sub-01_T1w.nii.gz"])
+    layout = build_layout(tmp_path / "deriv")
+    assert sorted(s.bids_name for s in find_t1w(layout)) == ["sub-01_T1w", DERIVED[:-7]]
+    assert invalid_name_scans(layout) == []
+
+    _tiny_tree(tmp_path / "raw", {"Name": "r", "BIDSVersion": "1.9.0"}, [DERIVED])
+    assert [s.problem for s in invalid_name_scans(build_layout(tmp_path / "raw"))] == [INVALID_NAME]
+
+    _tiny_tree(tmp_path / "anonymous", {**derivative, "GeneratedBy": []}, [DERIVED])
+    with pytest.raises(BidsValidationFailure, match="GeneratedBy"):
+        build_layout(tmp_path / "anonymous")

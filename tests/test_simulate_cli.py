@@ -15,6 +15,8 @@ from bids_qc.cli.simulate import main as simulate_main
 def dataset(tmp_path_factory):
     bids = tmp_path_factory.mktemp("simulate") / "bids"
     write_dataset_description(bids)
+    description = json.loads((bids / "dataset_description.json").read_text())
+    (bids / "dataset_description.json").write_text(json.dumps({**description, "License": "CC-BY-SA-3.0"}))
     for i in range(2):
         path = bids / f"sub-{i:02d}" / "anat" / f"sub-{i:02d}_T1w.nii.gz"
         path.parent.mkdir(parents=True)
@@ -43,3 +45,34 @@ def test_severe_motion_is_written_with_its_parameters_and_timing(dataset, tmp_pa
         assert image.shape == clean.shape
         assert not np.allclose(image.get_fdata(), clean.get_fdata())
     assert sorted(p.name for p in dataset.rglob("*")) == before
+
+
+def test_the_app_accepts_the_output_with_bids_validation_on(dataset, tmp_path):
+    """A valid BIDS derivative: the app's own scan selection (validation on) finds every
+    simulated image, each a T1w of its subject, and refuses none of their names."""
+    from types import SimpleNamespace
+
+    from bids_qc.bids_io import DerivativeFileNames
+    from bids_qc.cli.run import _select_scans
+
+    out = tmp_path / "sim"
+    assert simulate_main([str(dataset), str(out), "--artefact", "noise", "--severity",
+                          "moderate", "--include-clean"]) == 0
+    description = json.loads((out / "dataset_description.json").read_text())
+    assert description["DatasetType"] == "derivative" and description["BIDSVersion"]
+    assert description["GeneratedBy"][0]["Name"] == "bids-qc-simulate"
+    assert description["SourceDatasets"] == [{"URL": dataset.as_uri()}]
+    assert description["License"] == "CC-BY-SA-3.0"  # derived images keep the source's licence
+    assert (out / ".bidsignore").read_text().split() == ["labels.tsv"]
+    config = SimpleNamespace(bids_dir=out, skip_bids_validation=False, participant_label=(),
+                             session_id=(), bids_filters={})
+    scans = _select_scans(config)
+    labels = pd.read_csv(out / "labels.tsv", sep="\t")
+    assert sorted(s.source_file for s in scans) == sorted(labels["path"])
+    assert all(not s.problem for s in scans)
+    assert {s.entities["subject"] for s in scans} == {"00", "01"}
+    assert {s.entities["desc"] for s in scans} == {"noisemoderate", "clean"}
+    for path in labels["path"]:  # every image names its source scan
+        sidecar = json.loads((out / path.replace(".nii.gz", ".json")).read_text())
+        assert sidecar["Sources"][0].startswith("bids:raw:sub-")
+        assert DerivativeFileNames().is_bids("/" + path)

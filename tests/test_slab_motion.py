@@ -9,10 +9,10 @@ import torch
 from conftest import DATA, synthetic_head
 
 from bids_qc.exceptions import ModelError
-from bids_qc.slab_motion import slices
-from bids_qc.slab_motion.detector import load_detector, save_detector, score_stack
-from bids_qc.slab_motion.network import SlabNet
-from bids_qc.slab_motion.simulation import apply_motion, sample_motion
+from bids_qc.slab_detector import slices
+from bids_qc.slab_detector.detector import load_detector, save_detector, score_stack
+from bids_qc.slab_detector.network import SlabNet
+from bids_qc.training.slab.simulation import apply_motion, sample_motion
 
 PAIRS = DATA / "motion_pairs"
 
@@ -93,8 +93,8 @@ def test_model_folder_round_trip_and_corruption(tmp_path):
 
 def test_training_runs_and_learns_something(tmp_path):
     """Two synthetic subjects, a few batches: the loop, validation and threshold work end to end."""
-    from bids_qc.slab_motion.cache import _to_uint8
-    from bids_qc.slab_motion.training import Stacks, sensitivity_threshold, train
+    from bids_qc.training.slab.cache import _to_uint8
+    from bids_qc.training.slab.train import Stacks, sensitivity_threshold, train
 
     stacks = []
     for seed in range(2):
@@ -166,7 +166,7 @@ def test_shipped_slab_model_loads_and_is_documented():
 def test_shipped_slab_model_judges_real_slabs():
     """Real 20-slice slabs: every scan gets a score; the moving scans score higher on average."""
     from bids_qc.config import DEFAULT_SLAB_MODEL_DIR
-    from bids_qc.slab_motion.evaluation import real_pairs
+    from bids_qc.training.slab.evaluation import real_pairs
 
     result = real_pairs(load_detector(DEFAULT_SLAB_MODEL_DIR), PAIRS)
     assert all(r["detector"] is not None for r in result["rows"])

@@ -256,7 +256,8 @@ def _select_scans(config, without_subject: list | None = None):
     """The scans to assess: pybids' selection, plus T1w-looking files whose names pybids
     rejected (they get an error record saying so rather than silently missing). No two scans
     share outputs (:func:`~bids_qc.bids_io.refuse_shared_outputs`). T1w files without a
-    subject are logged and appended to ``without_subject``."""
+    subject are logged and appended to ``without_subject``. Each assessed scan carries its
+    scanner and site (:func:`~bids_qc.bids_meta.add_bids_meta`)."""
     from bids_qc.bids_io import (
         BidsValidationFailure,
         NoScansFound,
@@ -265,6 +266,7 @@ def _select_scans(config, without_subject: list | None = None):
         invalid_name_scans,
         refuse_shared_outputs,
     )
+    from bids_qc.bids_meta import add_bids_meta
     from bids_qc.exceptions import BidsInputError
 
     try:
@@ -295,6 +297,7 @@ def _select_scans(config, without_subject: list | None = None):
     for scan in invalid:
         LOGGER.warning("%s: not a valid BIDS file name; it gets an error record (use "
                        "--skip-bids-validation to assess it anyway)", scan.source_file)
+    scans = add_bids_meta(layout, scans)  # scanner and site, read here once for the records
     return refuse_shared_outputs(sorted(scans + invalid, key=lambda s: s.source_file))
 
 

@@ -5,6 +5,11 @@ intensity scale: unnormalised), then the artefact is simulated with the publishe
 written as ``sub-X/[ses-Y/]anat/<stem>_space-MNI152NLin2009aSym_desc-<artefact><severity>_T1w.nii.gz``.
 ``labels.tsv`` lists every written file with its grades and the exact sampled parameters (JSON),
 so a synthetic test set is reproducible from ``--seed``.
+
+The output is a valid BIDS derivative dataset (``dataset_description.json`` with ``DatasetType``
+``derivative``, ``GeneratedBy`` and the source dataset; a JSON sidecar naming each image's source;
+``labels.tsv`` listed in ``.bidsignore``), so ``bids-qc <output_dir> <qc_dir> participant`` assesses
+the simulated images with BIDS validation on.
 """
 from __future__ import annotations
 
@@ -46,11 +51,34 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _write(path: Path, volume: np.ndarray, affine: np.ndarray) -> None:
+def write_description(out: Path, bids_dir: Path, name: str) -> None:
+    """``dataset_description.json`` of a BIDS derivative dataset (the source dataset's licence is
+    kept: derived images carry it) and a ``.bidsignore`` listing ``labels.tsv``."""
+    try:
+        source = json.loads((bids_dir / "dataset_description.json").read_text())
+    except (OSError, ValueError):
+        source = {}
+    source = source if isinstance(source, dict) else {}
+    entry = {"URL": bids_dir.as_uri(), **({"DOI": source["DatasetDOI"]} if source.get("DatasetDOI") else {})}
+    description = {
+        "Name": name, "BIDSVersion": "1.9.0", "DatasetType": "derivative",
+        "GeneratedBy": [{"Name": "bids-qc-simulate", "Version": __version__,
+                         "Description": "bids_qc artefact simulation (published presets)"}],
+        "SourceDatasets": [entry], "DatasetLinks": {"raw": bids_dir.as_uri()},
+        **({"License": source["License"]} if source.get("License") else {}),
+    }
+    (out / "dataset_description.json").write_text(json.dumps(description, indent=2) + "\n")
+    (out / ".bidsignore").write_text("labels.tsv\n")
+
+
+def _write(path: Path, volume: np.ndarray, affine: np.ndarray, source_file: str) -> None:
+    """The image and its JSON sidecar (``Sources``: the raw scan it was simulated from)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp.nii.gz")
     nib.save(nib.Nifti1Image(volume.astype(np.float32), affine), str(tmp))
     tmp.replace(path)
+    sidecar = path.with_name(path.name[: -len(".nii.gz")] + ".json")
+    sidecar.write_text(json.dumps({"Sources": [f"bids:raw:{source_file}"]}, indent=2) + "\n")
 
 
 def main(argv=None) -> int:
@@ -64,11 +92,7 @@ def main(argv=None) -> int:
         LOGGER.error("refusing to write inside the input dataset: %s", out)
         return 64
     out.mkdir(parents=True, exist_ok=True)
-    (out / "dataset_description.json").write_text(json.dumps({
-        "Name": f"bids_qc simulated {args.severity} {args.artefact}", "BIDSVersion": "1.9.0",
-        "DatasetType": "derivative",
-        "GeneratedBy": [{"Name": "bids_qc-simulate", "Version": __version__}],
-        "SourceDatasets": [{"URL": str(bids_dir)}]}, indent=2) + "\n")
+    write_description(out, bids_dir, f"bids_qc simulated {args.severity} {args.artefact}")
     grid = ModelGrid()
     scans = find_t1w(bids_dir)
     if args.participant_label:
@@ -95,16 +119,16 @@ def main(argv=None) -> int:
         rel = path.parent.relative_to(bids_dir)
         desc = f"{args.artefact}{args.severity}"
         target = out / rel / f"{prefix}_space-{TEMPLATE_NAME}_desc-{desc}_{suffix}.nii.gz"
-        _write(target, volume, grid.affine)
+        source_file = path.relative_to(bids_dir).as_posix()
+        _write(target, volume, grid.affine, source_file)
         rows.append({"path": str(target.relative_to(out)), "participant_id": f"sub-{subject}",
-                     "source_file": str(path.relative_to(bids_dir)), **grades,
+                     "source_file": source_file, **grades,
                      "params": json.dumps(applied)})
         if args.include_clean:
             clean = out / rel / f"{prefix}_space-{TEMPLATE_NAME}_desc-clean_{suffix}.nii.gz"
-            _write(clean, pre.scaled, grid.affine)
+            _write(clean, pre.scaled, grid.affine, source_file)
             rows.append({"path": str(clean.relative_to(out)), "participant_id": f"sub-{subject}",
-                         "source_file": str(path.relative_to(bids_dir)),
-                         **{a: 0 for a in ARTEFACTS}, "params": "[]"})
+                         "source_file": source_file, **{a: 0 for a in ARTEFACTS}, "params": "[]"})
     pd.DataFrame(rows).to_csv(out / "labels.tsv", sep="\t", index=False)
     LOGGER.info("wrote %d images (%d scans skipped) to %s", len(rows), failed, out)
     return 0 if not failed else 65

@@ -18,12 +18,12 @@ from pathlib import Path
 import torch
 
 from bids_qc import __version__
-from bids_qc.slab_motion import evaluation, model_card
-from bids_qc.slab_motion.cache import build_cache
-from bids_qc.slab_motion.detector import load_detector, save_detector
-from bids_qc.slab_motion.simulation import AMPLITUDE_RANGE, MOVEMENTS
-from bids_qc.slab_motion.training import load_stacks, sensitivity_threshold, train
+from bids_qc.slab_detector.detector import load_detector, save_detector
 from bids_qc.training.cache import find_t1w
+from bids_qc.training.slab import evaluation, model_card
+from bids_qc.training.slab.cache import build_cache
+from bids_qc.training.slab.simulation import AMPLITUDE_RANGE, MOVEMENTS
+from bids_qc.training.slab.train import load_stacks, sensitivity_threshold, train
 from bids_qc.training.splits import holdout_split, kfold_by_subject
 
 LOGGER = logging.getLogger("bids_qc.train_slab")

@@ -66,7 +66,7 @@ def get_slab_detector(slab_model_dir):
         return None
     key = str(Path(slab_model_dir).resolve())
     if key not in _SLAB_DETECTORS:
-        from bids_qc.slab_motion.detector import load_detector
+        from bids_qc.slab_detector.detector import load_detector
 
         _SLAB_DETECTORS[key] = load_detector(key)
     return _SLAB_DETECTORS[key]
@@ -158,11 +158,14 @@ def qc_scan(
     omp_nthreads: int = 1,
     reports: bool = True,
     problem: str = "",
+    bids_meta: dict | None = None,
 ) -> dict:
     """Assess ``in_file`` and write its outputs under ``output_dir/subdir``.
 
     ``problem``: if not empty, the scan is not assessed and gets an error record (stage
     ``bids``) with this reason (e.g. an invalid BIDS file name).
+    ``bids_meta``: scanner and site read from the dataset (:mod:`bids_qc.bids_meta`), kept in
+    the record as ``bids_meta`` (``None`` when empty: not read).
 
     Returns a summary ``{"out_json", "status", "tier", "grades", "error", "cannot_judge", "slab_motion",
     "io_error", "seconds"}``. A bad scan gives status ``error`` (never an exception); an ``OSError``
@@ -198,6 +201,7 @@ def qc_scan(
     record["source_file"] = source_file
     record["bids_name"] = bids_name
     record["entities"] = dict(entities)
+    record["bids_meta"] = dict(bids_meta) if bids_meta else None
     record = printable(record)
     if assessment is not None:
         assessment.record = record
@@ -262,6 +266,7 @@ class _AssessInputSpec(BaseInterfaceInputSpec):
     omp_nthreads = traits.Int(1, usedefault=True, desc="threads for this scan")
     reports = traits.Bool(True, usedefault=True, desc="write the HTML report")
     problem = traits.Str("", usedefault=True, desc="if set: do not assess, record this error")
+    bids_meta = traits.Dict({}, usedefault=True, desc="scanner and site from the dataset")
 
 
 class _AssessOutputSpec(TraitedSpec):
@@ -297,6 +302,7 @@ class AssessScan(SimpleInterface):
                 omp_nthreads=inputs.omp_nthreads,
                 reports=inputs.reports,
                 problem=inputs.problem,
+                bids_meta=inputs.bids_meta,
             )
         )
         return runtime

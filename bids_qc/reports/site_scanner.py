@@ -1,7 +1,10 @@
 """Site and scanner of each scan for the group report's breakdowns.
 
-Sites come from the source dataset's ``participants.tsv``; scanners from the images' JSON
-sidecars (BIDS inheritance principle).
+The participant level records them (``bids_meta``, :mod:`bids_qc.bids_meta`) and the group
+table carries them (``site``, ``manufacturer``, ``manufacturers_model_name``,
+``magnetic_field_strength``). Only for rows without any of them (records written before bids_qc
+captured them) are they looked up here, as before: sites from the source dataset's
+``participants.tsv``, scanners from the images' JSON sidecars (BIDS inheritance principle).
 """
 from __future__ import annotations
 
@@ -98,19 +101,37 @@ def _scanner_label(meta: dict) -> str | None:
     return " ".join(parts) or None
 
 
+#: Group-table columns written from the records' ``bids_meta`` -> sidecar field.
+RECORD_COLUMNS = {"manufacturer": "Manufacturer", "manufacturers_model_name": "ManufacturersModelName",
+                  "magnetic_field_strength": "MagneticFieldStrength"}
+
+
+def _from_record(row: dict) -> tuple | None:
+    """``(site, scanner)`` from a row's record columns, or None when the record has none."""
+    meta = {key: row[col] for col, key in RECORD_COLUMNS.items() if not is_missing(row.get(col))}
+    site = None if is_missing(row.get("site")) else str(row["site"])
+    return (site, _scanner_label(meta)) if meta or site is not None else None
+
+
 def add_site_scanner(df, out_dir: Path):
-    """Add ``site`` (participants.tsv) and ``scanner`` (JSON sidecars) columns when found.
+    """Add ``site`` and ``scanner`` columns when found: from the table's record columns, else
+    (older records) from participants.tsv and the JSON sidecars. Values already in ``site`` or
+    ``scanner`` columns win.
 
     ``source_file`` may be absolute, or relative to a source dataset named in the
     derivatives' dataset_description.json (as the BIDS-App writes it).
     """
-    if "source_file" not in df:
-        return df
-    sources = source_datasets(out_dir)
+    sources = source_datasets(out_dir) if "source_file" in df else []
     roots: dict[str, tuple[Path | None, str]] = {}
     sites, scanners = [], []
     site_maps: dict[Path, dict] = {}
-    for src, subj in zip(df["source_file"], df["subject"], strict=False):
+    for row in df.to_dict("records"):
+        recorded = _from_record(row)
+        if recorded is not None or "source_file" not in df:
+            sites.append(recorded and recorded[0])
+            scanners.append(recorded and recorded[1])
+            continue
+        src, subj = row["source_file"], row.get("subject")
         src = "" if is_missing(src) else str(src)
         if src not in roots:
             if src and Path(src).is_absolute():
@@ -127,8 +148,8 @@ def add_site_scanner(df, out_dir: Path):
             site_maps[root] = _participants_sites(root)
         sites.append(site_maps[root].get(f"sub-{entity_label(subj)}"))
         scanners.append(_scanner_label(_sidecar_metadata(full, root)))
-    if "site" not in df and any(s is not None for s in sites):
-        df["site"] = sites
-    if "scanner" not in df and any(s is not None for s in scanners):
-        df["scanner"] = scanners
+    for column, found in (("site", sites), ("scanner", scanners)):
+        if any(s is not None for s in found):
+            kept = list(df[column]) if column in df else [None] * len(df)
+            df[column] = [v if not is_missing(v) else f for v, f in zip(kept, found, strict=True)]
     return df

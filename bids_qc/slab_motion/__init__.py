@@ -1,11 +1,6 @@
-"""Slab motion detector: a 2.5D CNN that scores head motion on sagittal slabs.
+"""Group level of the slab motion detector: a site's own threshold from its ratings
+(:mod:`.site_threshold`).
 
-The six Conv5FC3 detectors need a whole head registered to MNI; a slab of a few sagittal slices
-(partial coverage) cannot be registered, and those detectors cannot judge it. This detector looks
-at three adjacent 2 mm sagittal slices at a time, needs no registration, and scores a scan as the
-mean over all its slice triplets, so it judges slabs and whole heads alike.
-
-Modules: :mod:`.slices` (any scan -> RAS 2 mm sagittal stack and triplets), :mod:`.simulation`
-(mild, realistic k-space motion), :mod:`.network`, :mod:`.detector` (model folder, scoring),
-:mod:`.training` (the training command).
+The detector itself (inference) is :mod:`bids_qc.slab_detector`; its training, caching,
+simulation, evaluation and model card are :mod:`bids_qc.training.slab`.
 """

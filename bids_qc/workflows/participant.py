@@ -65,6 +65,7 @@ def init_participant_wf(config, scans, name: str = "bids_qc_participant_wf"):
                 omp_nthreads=config.omp_nthreads,
                 reports=config.reports,
                 problem=scan.problem,
+                bids_meta=dict(scan.bids_meta or {}),
             ),
             name=node_name(scan, index),
             n_procs=config.omp_nthreads,

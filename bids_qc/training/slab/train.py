@@ -17,11 +17,11 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from bids_qc.slab_motion.augment import augment, soft_target
-from bids_qc.slab_motion.detector import score_stack
-from bids_qc.slab_motion.evaluation import BINS, CLEAR_MOTION, auc_by_amplitude
-from bids_qc.slab_motion.network import SlabNet
-from bids_qc.slab_motion.slices import HEAD_FRACTION_OF_PEAK, normalise, triplet_centres
+from bids_qc.slab_detector.detector import score_stack
+from bids_qc.slab_detector.network import SlabNet
+from bids_qc.slab_detector.slices import HEAD_FRACTION_OF_PEAK, normalise, triplet_centres
+from bids_qc.training.slab.augment import augment, soft_target
+from bids_qc.training.slab.evaluation import BINS, CLEAR_MOTION, auc_by_amplitude
 
 LOGGER = logging.getLogger(__name__)
 TARGET_SENSITIVITY = 0.9  # of validation scans moved by >= CLEAR_MOTION (see sensitivity_threshold)

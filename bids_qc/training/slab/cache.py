@@ -11,8 +11,8 @@ import nibabel as nib
 import numpy as np
 from tqdm import tqdm
 
-from bids_qc.slab_motion.simulation import apply_motion, sample_motion
-from bids_qc.slab_motion.slices import HEAD_FRACTION_OF_PEAK, slice_foreground, to_ras_stack
+from bids_qc.slab_detector.slices import HEAD_FRACTION_OF_PEAK, slice_foreground, to_ras_stack
+from bids_qc.training.slab.simulation import apply_motion, sample_motion
 
 LOGGER = logging.getLogger(__name__)
 CACHE_VERSION = "1"

@@ -1,6 +1,6 @@
 """MODEL_CARD.md of a slab motion model folder, written from its manifest and benchmark figures.
 
-    python -m bids_qc.slab_motion.model_card bids_qc/data/models/slab-motion-ixi-v1
+    python -m bids_qc.training.slab.model_card bids_qc/data/models/slab-motion-ixi-v1
 """
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import json
 import sys
 from pathlib import Path
 
-from bids_qc.slab_motion.evaluation import format_tables
+from bids_qc.training.slab.evaluation import format_tables
 
 BASELINE_NOTE = ("Tenengrad = mean squared 3D Sobel gradient over the foreground / mean foreground "
                  "intensity^2 (bids_qc.metrics.tenengrad); snr_native = mean foreground / std of "

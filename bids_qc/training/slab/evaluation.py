@@ -8,8 +8,8 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from bids_qc.slab_motion.detector import SlabDetector, score_stack
-from bids_qc.slab_motion.slices import SPACING_MM
+from bids_qc.slab_detector.detector import SlabDetector, score_stack
+from bids_qc.slab_detector.slices import SPACING_MM
 from bids_qc.training.metrics import auc
 
 CLEAR_MOTION = 1.0  # deg/mm: moved scans at or above this count as "motion" for thresholds

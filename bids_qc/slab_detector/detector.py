@@ -18,8 +18,8 @@ from safetensors.torch import load_file, save_file
 from bids_qc.config import DEFAULT_SLAB_MODEL_DIR
 from bids_qc.exceptions import ModelError
 from bids_qc.preprocessing import MIN_EXTENT_MM
-from bids_qc.slab_motion.network import SlabNet
-from bids_qc.slab_motion.slices import (
+from bids_qc.slab_detector.network import SlabNet
+from bids_qc.slab_detector.slices import (
     HEAD_FRACTION_OF_PEAK,
     to_ras_stack,
     triplet_centres,
