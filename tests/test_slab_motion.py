@@ -139,13 +139,37 @@ def test_site_threshold_from_ratings():
                           "slab_motion_score": list(still) + list(moving) + [None]})
     ratings = pd.DataFrame({"bids_name": names, "motion": [0] * 10 + [1] * 5 + [2] * 5})
     result = apply_site_threshold(table, ratings, shipped=0.063)
-    assert result["status"] == "calibrated" and 0.3 <= result["threshold"] <= 0.4
+    assert result["adopted"] and result["status"].startswith("adopted the site threshold")
+    assert 0.3 <= result["threshold"] <= 0.4 and result["threshold"] == result["site_threshold"]
     assert result["balanced_accuracy"]["shipped_threshold"] == 0.5
     assert result["balanced_accuracy"]["site_threshold_cross_validated"] == 1.0
     assert table["slab_motion_site"].tolist()[:20] == [False] * 10 + [True] * 10
     assert pd.isna(table["slab_motion_site"].iloc[20])
     kept = site_threshold([0.1, 0.2, 0.9], [0, 0, 1], ["a", "b", "c"], shipped=0.063)
-    assert "kept the shipped threshold" in kept["status"] and "threshold" not in kept
+    assert "kept the shipped threshold" in kept["status"] and not kept["adopted"]
+    assert kept["threshold"] == 0.063 and "site_threshold" not in kept
+
+
+def test_site_threshold_worse_in_cross_validation_is_not_adopted():
+    """Scores that do not rank motion above still: the shipped threshold (BA 0.5 here) is
+    kept because the site's candidate is no better out of fold; both figures are reported and
+    the table gets no site column."""
+    import pandas as pd
+
+    from bids_qc.slab_motion.site_threshold import apply_site_threshold
+
+    names = [f"sub-{i:02d}_T1w" for i in range(16)]
+    scores = np.linspace(0.0, 0.4, 16)  # still and motion interleaved: a Youden cut overfits
+    table = pd.DataFrame({"bids_name": names, "subject": [f"{i:02d}" for i in range(16)],
+                          "slab_motion_score": scores})
+    ratings = pd.DataFrame({"bids_name": names, "motion": [0, 1] * 8})
+    result = apply_site_threshold(table, ratings, shipped=0.5)
+    ba = result["balanced_accuracy"]
+    assert ba["shipped_threshold"] == 0.5 and ba["site_threshold_cross_validated"] <= 0.5
+    assert not result["adopted"] and result["threshold"] == 0.5
+    assert result["status"].startswith("kept the shipped threshold (the site threshold is not better")
+    assert f"{ba['site_threshold_cross_validated']:.3f}" in result["status"] and "0.500" in result["status"]
+    assert "site_threshold" in result and "slab_motion_site" not in table
 
 
 # ----------------------------------------------------------------------------- shipped model

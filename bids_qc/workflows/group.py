@@ -68,7 +68,9 @@ def _write_group_report(table, output_dir: Path, finetune: dict | None,
 
 
 def _slab_site_threshold(table, ratings) -> dict | None:
-    """The site's slab motion threshold from its ratings (None without slab scores)."""
+    """The site's slab motion threshold if it beats the shipped one on the ratings in
+    cross-validation, else the shipped one: the choice, with both figures (None without slab
+    scores)."""
     if "slab_motion_score" not in table or table["slab_motion_score"].isna().all():
         return None
     from bids_qc.slab_motion.site_threshold import apply_site_threshold
@@ -76,14 +78,9 @@ def _slab_site_threshold(table, ratings) -> dict | None:
     thresholds = pd.to_numeric(table.get("slab_motion_threshold"), errors="coerce").dropna()
     shipped = float(thresholds.iloc[0]) if len(thresholds) else float("nan")
     result = apply_site_threshold(table, ratings, shipped)
-    if "threshold" in result:
-        ba = result["balanced_accuracy"]
-        LOGGER.info("slab motion threshold for this site: %.4g (shipped %.4g); balanced accuracy "
-                    "on the ratings %.3f with the shipped threshold, %.3f with the site's "
-                    "(cross-validated by subject)", result["threshold"], shipped,
-                    ba["shipped_threshold"], ba["site_threshold_cross_validated"])
-    else:
-        LOGGER.info("slab motion threshold: %s", result["status"])
+    LOGGER.info("slab motion threshold: %s; in use %.4g (shipped %.4g%s)", result["status"],
+                result["threshold"], shipped,
+                f", site candidate {result['site_threshold']:.4g}" if "site_threshold" in result else "")
     return result
 
 
