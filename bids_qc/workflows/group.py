@@ -108,10 +108,26 @@ def _model_inputs(config, table: pd.DataFrame, grid) -> dict:
     return out
 
 
+def new_model_folder(models_dir: Path, name: str) -> Path:
+    """Create and return ``models_dir/name``, or ``name-2``, ``name-3``... when taken: a model
+    folder is never overwritten (``mkdir`` claims the name, so two runs cannot share one)."""
+    models_dir.mkdir(parents=True, exist_ok=True)
+    for n in range(1, 1000):
+        folder = models_dir / (name if n == 1 else f"{name}-{n}")
+        try:
+            folder.mkdir()
+        except FileExistsError:
+            continue
+        return folder
+    raise FileExistsError(f"{models_dir}: {name} and its numbered variants up to -999 all exist")
+
+
 def _finetune(config, table: pd.DataFrame, ratings: pd.DataFrame, output_dir: Path) -> dict:
     """The I/O around :func:`bids_qc.finetune_group.finetune_on_ratings`: load the parent model
-    and the scans' model inputs, save ``models/<parent>-finetuned-<date>/``, add the new
-    columns to ``table`` and rewrite ``group_T1w.tsv``. Returns the fine-tuning summary."""
+    and the scans' model inputs and, when a detector was tuned, save a new folder
+    ``models/<parent>-finetuned-<date>[-N]/`` (:func:`new_model_folder`), add the new columns
+    (and ``model_id_ft``, the folder's model id) to ``table`` and rewrite ``group_T1w.tsv``.
+    Returns the fine-tuning summary (``status`` says when nothing was tuned or written)."""
     import datetime as _dt
     import time
 
@@ -122,15 +138,24 @@ def _finetune(config, table: pd.DataFrame, ratings: pd.DataFrame, output_dir: Pa
     parent = load_bundle(config.model_dir)
     inputs = _model_inputs(config, table, parent.grid)
     result = finetune_on_ratings(table, ratings, inputs, parent, annotations=str(config.annotations))
-    folder = output_dir / "models" / f"{parent.model_id}-finetuned-{_dt.date.today().isoformat()}"
+    if not result.tuned:
+        LOGGER.warning("fine-tuning: %s", result.summary["status"])
+        return {"parent_model": parent.model_id, **result.summary,
+                "seconds": round(time.perf_counter() - t0, 1)}
+    folder = new_model_folder(output_dir / "models",
+                              f"{parent.model_id}-finetuned-{_dt.date.today().isoformat()}")
     save_bundle(folder, result.members, model_id=folder.name, trained=True, grid=parent.grid,
                 detectors=parent.manifest.get("detectors", {}), extra=result.manifest)
     for column in result.columns:
         table[column] = result.columns[column]
+    table["model_id_ft"] = pd.Series(folder.name, index=table.index, dtype="string").mask(
+        table["tier_ft"].isna())
     write_table(output_dir / GROUP_TSV, table)
-    summary = {"model_dir": str(folder), "model_id": folder.name, "parent_model": parent.model_id,
-               **result.summary, "seconds": round(time.perf_counter() - t0, 1)}
-    LOGGER.info("fine-tuned model -> %s (%.0f s)", folder, summary["seconds"])
+    summary = {"status": "fine-tuned", "model_dir": str(folder), "model_id": folder.name,
+               "parent_model": parent.model_id, **result.summary,
+               "seconds": round(time.perf_counter() - t0, 1)}
+    LOGGER.info("fine-tuned model -> %s (%.0f s); %d scan(s) flagged for review", folder,
+                summary["seconds"], summary["n_needs_review"])
     return summary
 
 
