@@ -200,16 +200,28 @@ def test_shipped_slab_model_judges_real_slabs():
 
 
 @pytest.mark.skipif(not PAIRS.is_dir(), reason=f"shared data not found at {PAIRS}")
-def test_app_judges_real_slabs_end_to_end(tmp_path):
+def test_app_judges_real_slabs_end_to_end(tmp_path, caplog):
     """The BIDS-App on the 12 real slabs: every scan ok, no tier (the registered detectors cannot
-    judge a slab, and the record says so), a slab motion score, and the group table has it."""
+    judge a slab, and the record says so), a slab motion score, and the group table has it; the
+    log's summaries and group_summary.json count the slab verdicts of the scans without a tier."""
+    import logging
+
     import pandas as pd
 
     from bids_qc.cli.run import main
 
     out = tmp_path / "out"
+    caplog.set_level(logging.INFO)
     assert main([str(PAIRS), str(out), "participant", "--no-reports", "--skip-bids-validation"]) == 0
+    records = [json.loads(p.read_text()) for p in out.glob("sub-*/anat/*_qc.json")]
+    n_motion = sum(bool(r["slab_motion"]["motion"]) for r in records)
+    assert f"no tier 12 (slab motion {n_motion}, no slab motion {12 - n_motion}, no verdict 0)" in caplog.text
+    caplog.clear()
     assert main([str(PAIRS), str(out), "group", "--no-reports"]) == 0
+    summary = json.loads((out / "group_summary.json").read_text())
+    assert summary["slab_motion"]["without_tier"] == {"motion": n_motion, "no motion": 12 - n_motion,
+                                                      "not scored": 0}
+    assert f"of the scans without a tier {n_motion} flagged, {12 - n_motion} not" in caplog.text
     table = pd.read_csv(out / "group_T1w.tsv", sep="\t")
     assert len(table) == 12 and (table["status"] == "ok").all() and table["tier"].isna().all()
     assert table["slab_motion_score"].between(0, 1).all()

@@ -164,9 +164,11 @@ def _use_ratings(config, table, summary: dict, output_dir: Path) -> None:
     slabs alone give the registered detectors nothing to learn from) fine-tuning."""
     from bids_qc.annotations import read_annotations
     from bids_qc.exceptions import AnnotationError
+    from bids_qc.verdict_counts import slab_counts, tier_counts
 
     ratings = read_annotations(config.annotations, table)
     summary["slab_motion_site"] = _slab_site_threshold(table, ratings)
+    summary["slab_motion"] = slab_counts(table)  # the site's flags if its threshold was adopted
     write_table(output_dir / GROUP_TSV, table)
     atomic_write_json(output_dir / GROUP_SUMMARY, summary)
     if not table["tier"].notna().any():
@@ -180,6 +182,9 @@ def _use_ratings(config, table, summary: dict, output_dir: Path) -> None:
         raise
     except ValueError as exc:  # e.g. too few usable ratings: a problem with the data given
         raise AnnotationError(config.annotations, str(exc)) from exc
+    if "tier_ft" in table:  # what the app decided now: the fine-tuned model's tiers
+        summary["tiers_finetuned"] = tier_counts(table, "tier_ft")
+        summary["slab_motion"] = slab_counts(table)
     atomic_write_json(output_dir / GROUP_SUMMARY, summary)
 
 
