@@ -290,7 +290,7 @@ def test_group_report_content(tmp_path, bids_tree):
     assert re.search(r'data-tier="1"><div class="n">1</div><div class="l">tier 1 · good · 33 %', summary)
     assert '<div class="n">1</div><div class="l">in error' in summary
     # plots are embedded PNGs
-    assert section(text, "distributions").count("<svg") == 2 + len(METRICS) + 6
+    assert section(text, "distributions").count("<svg") == 3 + len(METRICS) + 6  # tiers, grades, slab
     # links follow sub-X/[ses-Y/]anat/<bids_name>_qc.html relative to the report
     assert 'href="sub-01/ses-1/anat/sub-01_ses-1_T1w_qc.html"' in text
     assert 'href="sub-02/anat/sub-02_T1w_qc.html"' in text

@@ -54,13 +54,14 @@ def _incomplete(output_dir: Path) -> list[dict]:
     return incomplete
 
 
-def _write_group_report(table, output_dir: Path, finetune: dict | None,
-                        incomplete: list | None = None) -> Path | None:
+def _write_group_report(table, output_dir: Path, summary: dict) -> Path | None:
     from bids_qc.reports.group_report import write_group_report
 
     final = output_dir / GROUP_REPORT
     try:  # the renderer writes atomically itself (tmp file + os.replace)
-        write_group_report(table, final, output_dir, finetune=finetune, incomplete=incomplete)
+        write_group_report(table, final, output_dir, finetune=summary.get("finetuning"),
+                           incomplete=summary.get("incomplete"),
+                           slab_site=summary.get("slab_motion_site"))
     except Exception as exc:  # the table and summary are already written; say so and go on
         LOGGER.warning("group report failed: %s: %s", exc.__class__.__name__, exc)
         return None
@@ -215,8 +216,7 @@ def run_group_level(config) -> dict:
     if config.annotations is not None:
         _use_ratings(config, table, summary, output_dir)
     if config.reports:
-        report = _write_group_report(table, output_dir, summary.get("finetuning"),
-                                     summary["incomplete"])
+        report = _write_group_report(table, output_dir, summary)
         if report is not None:
             LOGGER.info("group report -> %s", report)
     return summary
