@@ -95,6 +95,20 @@ def test_participant_report_marks_detectors_at_their_own_thresholds():
     assert [d for d, f in fired.items() if f] == ["noise_severe"]
 
 
+def test_participant_report_draws_each_detectors_own_threshold_line():
+    thresholds = {d: round(0.5 + 0.07 * i, 2) for i, d in enumerate(DETECTORS)}
+    case = assessment()
+    case.record["model"]["thresholds"] = thresholds
+    text = render_participant_report(case)
+    lines = re.findall(r'<tr class="[^"]*" data-detector="(\w+)">.*?<i class="threshold" '
+                       r'data-threshold="([\d.]+)" style="left: ([\d.]+)%"', text, re.S)
+    assert [(d, float(t), float(left)) for d, t, left in lines] == [
+        (d, thresholds[d], round(100 * thresholds[d], 1)) for d in DETECTORS]
+    assert "marks P = 0.5" not in text
+    # without known thresholds no line is drawn (none is guessed at 0.5)
+    assert 'class="threshold"' not in render_participant_report(assessment())
+
+
 def test_participant_report_shows_everything():
     text = render_participant_report(assessment())
     assert "<title>sub-01_ses-1_run-1_T1w" in text
