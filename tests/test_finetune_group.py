@@ -104,8 +104,9 @@ def test_bad_ratings_exit_65(rated_run, tmp_path, body, caplog):
 
 
 def _group_again(rated_run, out, ratings):
+    """The group level again, with its report this time."""
     return main([str(rated_run["bids"]), str(out), "group", "--annotations", str(ratings),
-                 "--model-dir", str(rated_run["model"]), "--no-reports"])
+                 "--model-dir", str(rated_run["model"])])
 
 
 def test_rerun_never_overwrites_a_finetuned_model(rated_run, tmp_path):
@@ -119,6 +120,12 @@ def test_rerun_never_overwrites_a_finetuned_model(rated_run, tmp_path):
     assert {p.name: p.read_bytes() for p in first.iterdir()} == before
     table = pd.read_csv(out / "group_T1w.tsv", sep="\t")
     assert (table["model_id_ft"] == folders[1].name).all()
+    # the group report shows the fine-tuned verdicts and names the model that decided them
+    report = (out / "group_report.html").read_text()
+    banner = report[report.index('id="decided-by"'):report.index("</div>", report.index('id="decided-by"'))]
+    assert "fine-tuned model" in banner and folders[1].name in banner
+    for row in table.itertuples():
+        assert f'data-tier="{row.tier_ft}"' in report.split(f'data-name="{row.bids_name.lower()}"')[0].rsplit("<tr", 1)[1]
 
 
 def test_no_model_is_written_when_nothing_can_be_tuned(rated_run, tmp_path, caplog):
@@ -137,6 +144,7 @@ def test_no_model_is_written_when_nothing_can_be_tuned(rated_run, tmp_path, capl
     table = pd.read_csv(out / "group_T1w.tsv", sep="\t")
     assert not any(c.endswith("_ft") for c in table.columns)
     assert "no model written" in caplog.text
+    assert "Verdicts by the shipped model" in (out / "group_report.html").read_text()
 
 
 def test_review_queue_flags_a_fraction_by_information():
