@@ -200,7 +200,8 @@ def group_context(table, html_path: Path, out_dir: Path, *, finetune: dict | Non
         "has_review": cols["has_review"], "has_uncertainty": cols["has_unc"], "queue": _queue(ok),
         "has_rank": any(r["review_rank"] is not None for r in ok),
         "finetune": finetune_context(finetune) if finetune else None,
-        "models": sorted({r["model_id"] for r in rows if r["model_id"]}),
+        "models": sorted({r["model_id"] for r in rows if r["model_id"]}
+                         | {r["decided_by"] for r in rows if r["decided_by"]}),
         "detectors": DETECTORS, "artefacts": ARTEFACTS,
         "metrics": [(m, METRIC_INFO[m][0]) for m in METRICS],
         "annotation_columns": ANNOTATION_COLUMNS, "version": __version__,
