@@ -124,6 +124,9 @@ def test_rerun_never_overwrites_a_finetuned_model(rated_run, tmp_path):
     report = (out / "group_report.html").read_text()
     banner = report[report.index('id="decided-by"'):report.index("</div>", report.index('id="decided-by"'))]
     assert "fine-tuned model" in banner and folders[1].name in banner
+    # ... and the site slab-threshold choice (every scan rated motion 0: the shipped one is kept)
+    assert "Site threshold: kept the shipped threshold" in report
+    assert "fewer than 2 rated scans per class" in report
     for row in table.itertuples():
         assert f'data-tier="{row.tier_ft}"' in report.split(f'data-name="{row.bids_name.lower()}"')[0].rsplit("<tr", 1)[1]
 

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -230,3 +232,19 @@ def test_app_judges_real_slabs_end_to_end(tmp_path, caplog):
     record = json.loads(next(out.glob("sub-*/anat/*_qc.json")).read_text())
     assert any("partial coverage" in w for w in record["warnings"])
     assert record["slab_motion"]["n_triplets"] == 8
+    # rated by their labels: the site threshold is adopted only if it beats the shipped one out
+    # of fold, and the group outputs (summary, TSV, report) say which, with both figures
+    labels = pd.read_csv(PAIRS / "labels.tsv", sep="\t")
+    ratings = tmp_path / "ratings.tsv"
+    ratings.write_text("bids_name\tmotion\tnoise\tcontrast\n" + "".join(
+        f"{Path(r.path).name.removesuffix('.nii.gz')}\t{r.motion}\tn/a\tn/a\n" for r in labels.itertuples()))
+    assert main([str(PAIRS), str(out), "group", "--annotations", str(ratings)]) == 0
+    site = json.loads((out / "group_summary.json").read_text())["slab_motion_site"]
+    ba = site["balanced_accuracy"]
+    assert site["adopted"] == (ba["site_threshold_cross_validated"] > ba["shipped_threshold"])
+    assert site["threshold"] == (site["site_threshold"] if site["adopted"] else site["shipped_threshold"])
+    assert ("slab_motion_site" in pd.read_csv(out / "group_T1w.tsv", sep="\t")) == site["adopted"]
+    report = (out / "group_report.html").read_text()
+    assert ("Site threshold: adopted" if site["adopted"] else "Site threshold: kept the shipped") in report
+    assert f"{ba['shipped_threshold']:.3f}" in report and f"{ba['site_threshold_cross_validated']:.3f}" in report
+    assert re.search(r'id="n-slab-motion"[^>]*><div class="n">\d+</div>', report)

@@ -174,7 +174,7 @@ def _use_ratings(config, table, summary: dict, output_dir: Path) -> None:
     atomic_write_json(output_dir / GROUP_SUMMARY, summary)
     if not table["tier"].notna().any():
         LOGGER.warning("no scan has a tier (all partial coverage or failed): the detectors are "
-                       "not fine-tuned; only the slab motion threshold was set from the ratings")
+                       "not fine-tuned; the ratings served only the slab motion threshold choice")
         return
     LOGGER.info("fine-tuning the detectors on the ratings in %s", config.annotations)
     try:
