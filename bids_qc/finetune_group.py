@@ -9,7 +9,13 @@ workflow (:mod:`bids_qc.workflows.group`) gathers the inputs, saves the model fo
 The last three fully connected layers of each detector are fine-tuned with K-fold CV by subject
 (K = 5 or fewer when there are fewer subjects; members = fold heads), every scan is re-scored
 with the fold ensemble through :mod:`bids_qc.verdict`: columns ``p_<detector>_ft``,
-``grade_<artefact>_ft``, ``tier_ft``, ``uncertainty`` and ``needs_review``.
+``grade_<artefact>_ft``, ``tier_ft``, ``uncertainty``, and the rating queue of
+:mod:`bids_qc.review_priority` (``review_bits``, ``review_rank``, ``needs_review``: only the
+most informative fraction of the scans is flagged, ranked by the entropy of each detector's
+decision at its calibrated threshold).
+
+When no detector has at least 2 rated scans per class, nothing is tuned: the result says so
+(``tuned`` False, no members, no columns) and no model is written.
 """
 from __future__ import annotations
 
@@ -24,6 +30,7 @@ from bids_qc.grading import binary_labels, tier_from_grades
 from bids_qc.models import DetectorBundle, as_saved
 from bids_qc.networks import Conv5FC3
 from bids_qc.record import ARTEFACTS, DETECTORS
+from bids_qc.review_priority import review_bits, review_queue
 from bids_qc.training.evaluate import tier_scores
 from bids_qc.training.finetune import cross_validated_finetune
 from bids_qc.verdict import assess_volume, verdict
@@ -39,7 +46,12 @@ class FinetuneResult:
     members: list[dict[str, Conv5FC3]]  # one {detector: net} per fold, as a saved folder holds them
     manifest: dict        # manifest fields for save_bundle(extra=...): parent, finetuning, metrics
     columns: pd.DataFrame  # new columns, index aligned with the table given
-    summary: dict         # n_rated, k_folds, detectors, tiers, n_needs_review
+    summary: dict         # n_rated, k_folds, detectors, tiers, n_needs_review (or status)
+
+    @property
+    def tuned(self) -> bool:
+        """Whether any detector was fine-tuned (else there is no model to write)."""
+        return bool(self.members)
 
 
 def finetune_on_ratings(table: pd.DataFrame, ratings: pd.DataFrame, inputs: dict[str, np.ndarray],
@@ -82,6 +94,11 @@ def finetune_on_ratings(table: pd.DataFrame, ratings: pd.DataFrame, inputs: dict
         oof[det] = dict(zip(rated["bids_name"].iloc[idx], res["oof_probabilities"]))
         LOGGER.info("%s: CV balanced accuracy %.3f -> %.3f", det, res["before"]["balanced_accuracy"],
                     res["after"]["balanced_accuracy"])
+    if not oof:  # every detector kept its parent weights: a model would change nothing
+        status = ("nothing tuned: no detector has 2 rated scans per class; no model written, "
+                  "the shipped verdicts stand")
+        return FinetuneResult(members=[], manifest={}, columns=pd.DataFrame(index=table.index),
+                              summary={"status": status, "n_rated": len(rated), "detectors": report})
     tiers = _tier_before_after(rated, table, parent, oof)
     manifest = {"parent_model": parent.model_id, "parent_folder": str(parent.folder),
                 "finetuning": {"annotations": str(annotations), "n_rated": len(rated),
@@ -134,5 +151,8 @@ def rescore(table: pd.DataFrame, inputs: dict, bundle: DetectorBundle) -> pd.Dat
         out[f"grade_{a}_ft"] = pd.array(column(lambda v, a=a: v.grades[a]), dtype="Int64")
     out["tier_ft"] = pd.array(column(lambda v: v.tier), dtype="Int64")
     out["uncertainty"] = column(lambda v: v.uncertainty)
-    out["needs_review"] = pd.array(column(lambda v: v.needs_review), dtype="boolean")
+    bits = column(lambda v: review_bits(v.probabilities, v.thresholds))
+    queue = review_queue(table["bids_name"], bits)
+    for name in queue:
+        out[name] = queue[name].array  # positional: queue follows table["bids_name"]
     return out

@@ -376,8 +376,10 @@ def records_to_table(records: list[dict]):
 
 def summarise(table) -> dict:
     """Counts for ``group_summary.json``: scans, ok/error, ok but cannot judge, per tier, per
-    artefact grade."""
+    artefact grade, slab-motion flags (:func:`bids_qc.verdict_counts.slab_counts`)."""
     import pandas as pd
+
+    from bids_qc.verdict_counts import slab_counts
 
     ok = table[table["status"] == "ok"]
 
@@ -393,6 +395,7 @@ def summarise(table) -> dict:
         "n_error": int((table["status"] == "error").sum()),
         "n_cannot_judge": int(ok["cannot_judge"].notna().sum()),
         "tiers": _counts(ok["tier"], (1, 2, 3)),
+        "slab_motion": slab_counts(table),
         "grades": {a: _counts(ok[f"grade_{a}"], (0, 1, 2)) for a in ARTEFACTS},
         "errors_by_stage": {
             str(k): int(v)

@@ -5,14 +5,18 @@ Usage::
 
     python scripts/check_reports_chromium.py [--out DIR] [--data ../shared/data]
 
-Renders a small demo dataset (an IXI scan when the shared data is there, the bundled MNI
-template otherwise; one scan in error; one file name carrying ``<script>``), loads every page
-in Chromium through the DevTools protocol (``--remote-debugging-pipe``: no network port, no
-extra Python package), fails on any console error or uncaught exception, checks that the
-injected script did not run, rates scans by clicking the widgets, downloads the annotations
-TSV through the page's own button and checks its content, and writes full-page screenshots
-(``*.png``) to ``--out``. Exit code 0 when every check passes, 1 otherwise, 77 when Chromium
-is missing.
+Renders a small demo dataset (``scripts/report_demo.py``: records decided at the shipped
+model's calibrated per-detector thresholds; an IXI scan when the shared data is there, the
+bundled MNI template otherwise; one scan in error; one file name carrying ``<script>``; two
+slabs with a slab-motion verdict and no tier; a second group report from a fine-tuned table),
+loads every page in Chromium through the DevTools protocol (``--remote-debugging-pipe``: no
+network port, no extra Python package), fails on any console error or uncaught exception,
+checks that the injected script did not run, that the participant report draws each
+detector's own threshold line where its threshold is, that the group reports show the tiers
+the app decided (the fine-tuned ones when the table has them, naming the model) and the
+slab-motion flags, rates scans by clicking the widgets, downloads the annotations TSV through
+the page's own button and checks its content, and writes full-page screenshots (``*.png``) to
+``--out``. Exit code 0 when every check passes, 1 otherwise, 77 when Chromium is missing.
 """
 from __future__ import annotations
 
@@ -29,14 +33,15 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 
-import numpy as np
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from report_demo import EVIL, ROOT, build_demo, demo_assessment  # noqa: E402
+from report_verdict_checks import check_group_verdicts, check_threshold_lines  # noqa: E402
 
+__all__ = ["EVIL", "ROOT", "Browser", "Page", "build_demo", "demo_assessment", "find_chromium",
+           "run_checks"]
 logger = logging.getLogger("check_reports_chromium")
-ROOT = Path(__file__).resolve().parent.parent
-EVIL = '<script>window.__pwned=1</script>'
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync", "--no-first-run",
                   "--hide-scrollbars", "--mute-audio", "--remote-debugging-pipe"]
@@ -232,156 +237,6 @@ class Page:
         return path
 
 
-# --------------------------------------------------------------------------- demo dataset
-@lru_cache(maxsize=4)
-def _template(name: str) -> np.ndarray:
-    import nibabel as nib
-
-    path = ROOT / "bids_qc" / "data" / f"tpl-MNI152NLin2009aSym_res-2_{name}.nii.gz"
-    return np.asarray(nib.load(path).dataobj, dtype=np.float32)
-
-
-def demo_assessment(bids_name: str, *, native=None, zooms=(2.0, 2.0, 2.0), error: bool = False,
-                    untrained: bool = True, seed: int = 0, probabilities: dict | None = None,
-                    real_saliency: bool = False):
-    """A ScanAssessment-like object with realistic arrays (template-based) and a full record."""
-    from types import SimpleNamespace
-
-    from scipy.ndimage import zoom
-
-    from bids_qc.record import ARTEFACTS, DETECTORS, new_record, set_error
-
-    rng = np.random.default_rng(seed)
-    entities = {"subject": bids_name.split("_")[0].removeprefix("sub-")}
-    for part in bids_name.split("_")[1:-1]:
-        if part.startswith("ses-"):
-            entities["session"] = part[4:]
-        elif part.startswith("run-"):
-            entities["run"] = int(part[4:])
-    record = new_record(f"/data/{bids_name}.nii.gz")
-    record.update(bids_name=bids_name, entities=entities,
-                  model={"id": "conv5fc3-ixi-v1", "trained": not untrained, "dir": "models/conv5fc3-ixi-v1"})
-    if error:
-        set_error(record, ValueError("file is empty (0 bytes)"), "load")
-        return SimpleNamespace(record=record, native=None, native_zooms=None, model_input=None,
-                               registered=None, saliency={})
-    t1 = _template("T1w")
-    registered = t1 / t1.max() + rng.normal(0, 0.02, t1.shape).astype(np.float32)
-    model_input = np.clip(zoom(t1[1:-1, 8:-9, :], (64 / 97, 80 / 100, 64 / 95), order=1) / t1.max(), 0, 1)
-    model_input = model_input.astype(np.float32)[:64, :80, :64]
-    probs = probabilities or {d: float(p) for d, p in zip(DETECTORS, rng.uniform(0, 1, 6), strict=False)}
-    record["probabilities"] = probs
-    record["grades"] = {a: (2 if probs[f"{a}_severe"] >= 0.5 else 1 if probs[f"{a}_moderate"] >= 0.5 else 0)
-                        for a in ARTEFACTS}
-    record["tier"] = 3 if 2 in record["grades"].values() else 2 if 1 in record["grades"].values() else 1
-    record["metrics"] = {"snr": float(rng.uniform(8, 30)), "nd_wgm": float(rng.uniform(0.1, 0.4)),
-                         "aes": float(rng.uniform(0.2, 0.6)), "tenengrad": float(rng.uniform(1, 5))}
-    record["metrics_notes"] = {}
-    record["preprocessing"] = {"reorient": "RAS", "n4": {"iterations": [50, 50, 30], "shrink": 4},
-                               "registration": {"method": "affine", "cost": 0.183,
-                                                "transform": np.eye(4).tolist()},
-                               "crop": {"grid": [64, 80, 64], "zooms_mm": 2.5}}
-    record["timings"] = {"load": 0.05, "n4": 0.6, "register": 0.9, "inference": 0.4, "metrics": 0.1}
-    if untrained:
-        record["warnings"].append("untrained model: the detector weights are random")
-    positives = [d for d in DETECTORS if probs[d] >= 0.5]
-    saliency = _demo_saliency(model_input, positives, seed, real_saliency)
-    if native is None:
-        native = t1  # the template stands in for the raw scan
-        zooms = (2.0, 2.0, 2.0)
-    return SimpleNamespace(record=record, native=np.asarray(native, dtype=np.float32),
-                           native_zooms=tuple(zooms), model_input=model_input,
-                           registered=registered.astype(np.float32), saliency=saliency)
-
-
-def _demo_saliency(model_input: np.ndarray, detectors, seed: int, real: bool) -> dict:
-    """Smooth blobs; with ``real``, Grad-CAM of untrained Conv5FC3 nets for the first scan
-    (seed 0) when torch and the network are available (importing torch costs seconds)."""
-    grid = np.stack(np.meshgrid(*[np.linspace(-1, 1, s) for s in model_input.shape], indexing="ij"))
-    out = {}
-    for i, det in enumerate(detectors):
-        centre = np.array([0.4 * np.sin(i + seed), 0.3 * np.cos(i), 0.2 * i - 0.2])[:, None, None, None]
-        out[det] = np.exp(-((grid - centre) ** 2).sum(0) / 0.15).astype(np.float32)
-    if seed != 0 or not real:
-        return out
-    try:
-        import torch
-
-        from bids_qc.networks import Conv5FC3
-        from bids_qc.saliency import grad_cam
-    except ImportError:
-        return out
-    x = torch.from_numpy(model_input)[None, None]
-    for i, det in enumerate(detectors):
-        for s in range(8):  # an untrained net can have no region raising the logit
-            torch.manual_seed(50 * i + s)
-            cam = grad_cam(Conv5FC3(model_input.shape), x)
-            if cam.max() > 0:
-                out[det] = cam
-                break
-    return out
-
-
-def _load_ixi(data: Path):
-    """One IXI scan as (RAS array, zooms) or None."""
-    try:
-        import nibabel as nib
-
-        path = sorted((data / "ixi").glob("sub-*/anat/*_T1w.nii.gz"))[0]
-        img = nib.as_closest_canonical(nib.load(path))
-        return np.asarray(img.dataobj, dtype=np.float32), img.header.get_zooms()[:3]
-    except Exception:  # absent data: the template stands in
-        return None
-
-
-def build_demo(out: Path, data: Path | None = None, real_saliency: bool = False) -> dict:
-    """Write a small derivatives tree with participant reports and a group report.
-
-    Returns {"participant": path, "error": path, "evil": path, "group": path, "names": [...]}.
-    """
-    import pandas as pd
-
-    from bids_qc.record import DETECTORS
-    from bids_qc.reports import write_group_report, write_participant_report
-
-    ixi = _load_ixi(data) if data else None
-    specs = [("sub-01_ses-1_run-1_T1w", {}),
-             ("sub-02_T1w", {"seed": 2}),
-             ("sub-03_T1w", {"seed": 3, "error": True}),
-             (f"sub-04_acq-{EVIL}_T1w", {"seed": 4}),
-             ("sub-05_ses-2_T1w", {"seed": 5, "untrained": False})]
-    paths, rows = {}, []
-    for i, (name, kw) in enumerate(specs):
-        if i == 0:
-            kw = {**kw, "probabilities": {"motion_moderate": 0.91, "motion_severe": 0.62,
-                                          "noise_moderate": 0.12, "noise_severe": 0.03,
-                                          "contrast_moderate": 0.55, "contrast_severe": 0.08}}
-            if ixi is not None:
-                kw.update(native=ixi[0], zooms=ixi[1])
-        a = demo_assessment(name, real_saliency=real_saliency, **kw)
-        rec = a.record
-        ses = rec["entities"].get("session")
-        rel = Path(f"sub-{rec['entities']['subject']}") / (f"ses-{ses}" if ses else "") / "anat"
-        html = write_participant_report(a, out / rel / f"{name}_qc.html")
-        paths[name] = html
-        row = {"bids_name": name, "source_file": rec["source_file"],
-               "subject": rec["entities"]["subject"], "session": ses, "run": rec["entities"].get("run"),
-               "status": rec["status"], "error": (rec["error"] or {}).get("message"),
-               "tier": rec["tier"], "model_id": rec["model"]["id"],
-               "needs_review": rec["status"] == "ok" and rec["tier"] == 2,
-               "uncertainty": None if rec["status"] == "error" else round(0.1 + 0.2 * i, 2),
-               "site": "siteA" if i % 2 else "siteB"}
-        row.update({f"grade_{k}": v for k, v in rec["grades"].items()})
-        row.update({f"p_{d}": rec["probabilities"][d] for d in DETECTORS})
-        row.update(rec["metrics"])
-        rows.append(row)
-    finetune = {"n_rated": 40, "folds": 5,
-                **{d: {"before": 0.70 + 0.02 * i, "after": 0.78 + 0.02 * i} for i, d in enumerate(DETECTORS)}}
-    group = write_group_report(pd.DataFrame(rows), out / "group_qc.html", out, finetune=finetune)
-    return {"participant": paths[specs[0][0]], "error": paths[specs[2][0]],
-            "evil": paths[specs[3][0]], "group": group, "names": [s[0] for s in specs]}
-
-
 # --------------------------------------------------------------------------- checks
 CLICK = """(function (sel) { var el = document.querySelector(sel); if (!el) throw new Error('no ' + sel);
   el.click(); return true; })(%s)"""
@@ -426,6 +281,7 @@ def run_checks(binary: str, out: Path, data: Path | None = None, real_saliency: 
                 problems.append("participant: an embedded image did not load")
             if page.js("document.querySelectorAll('#saliency img.overlay').length") < 1:
                 problems.append("participant: no saliency overlay")
+            problems += check_threshold_lines(page, demo["thresholds"])
             shots.append(page.screenshot(out / "participant.png"))
             for sel in ('input[name=rate-motion][value="2"]', 'input[name=rate-noise][value="0"]',
                         'input[name=rate-tier][value="3"]', 'input[name=sal-det][value=""]'):
@@ -441,7 +297,7 @@ def run_checks(binary: str, out: Path, data: Path | None = None, real_saliency: 
                 problems.append(f"participant: downloaded TSV differs: {text!r}")
             problems += [f"participant: {p}" for p in page.problems]
             # 2. error report and the injected file name
-            for key in ("error", "evil"):
+            for key in ("error", "evil", "slab"):
                 page.problems.clear()
                 page.goto(demo[key].as_uri())
                 if page.js("window.__pwned") is not None:
@@ -468,6 +324,7 @@ def run_checks(binary: str, out: Path, data: Path | None = None, real_saliency: 
             if page.js("window.__pwned") is not None:
                 problems.append("group: injected script ran")
             shots.append(page.screenshot(out / "group.png"))
+            problems += check_group_verdicts(page, demo["table"], "group")
             page.js("""(function () { var ths = document.querySelectorAll('#scans th');
                 Array.from(ths).find(t => t.textContent.trim() === 'tier').click(); })()""")
             tiers = page.js("Array.from(document.querySelectorAll('#scans tbody tr')).map(r => r.dataset.tier)")
@@ -493,6 +350,12 @@ def run_checks(binary: str, out: Path, data: Path | None = None, real_saliency: 
             if queue_names[1] not in rated or rated[queue_names[1]][5] != "1":
                 problems.append(f"group: queue row 2 not exported as rated: {text!r}")
             problems += [f"group: {p}" for p in page.problems]
+            # 4. group report of a fine-tuned table: the fine-tuned tiers, the model named
+            page.problems.clear()
+            page.goto(demo["group_finetuned"].as_uri())
+            shots.append(page.screenshot(out / "group_finetuned.png"))
+            problems += check_group_verdicts(page, demo["table_finetuned"], "group (fine-tuned)")
+            problems += [f"group (fine-tuned): {p}" for p in page.problems]
         finally:
             browser.close()
     return {"problems": problems, "screenshots": shots, "queue": queue_names,

@@ -1,5 +1,6 @@
 """Group level with annotations, end to end: fine-tune, re-score, flag, reuse the new model."""
 import json
+import shutil
 
 import nibabel as nib
 import numpy as np
@@ -57,10 +58,19 @@ def test_group_finetuning_writes_a_model_and_rescores(rated_run):
     assert noise["status"] == "fine-tuned" and "before" in noise and "after" in noise
     assert len(manifest["files"]) == manifest["finetuning"]["k_folds"] >= 2
     table = pd.read_csv(out / "group_T1w.tsv", sep="\t")
-    for col in ("p_noise_moderate_ft", "tier_ft", "uncertainty", "needs_review"):
+    for col in ("p_noise_moderate_ft", "tier_ft", "uncertainty", "needs_review", "review_bits",
+                "review_rank", "model_id_ft"):
         assert col in table and table[col].notna().all(), col
+    assert (table["model_id_ft"] == folders[0].name).all()
+    # the queue orders: ranks 1..8 by decreasing information, only the top 20 % flagged
+    assert sorted(table["review_rank"]) == list(range(1, 9))
+    by_rank = table.sort_values("review_rank")
+    assert by_rank["review_bits"].is_monotonic_decreasing
+    flagged = table[table["needs_review"]]
+    assert 1 <= len(flagged) <= 2 and set(flagged["review_rank"]) <= {1, 2}
     summary = json.loads((out / "group_summary.json").read_text())
     assert summary["finetuning"]["model_dir"] == str(folders[0])
+    assert summary["finetuning"]["n_needs_review"] == len(flagged)
     # every scan is rated motion 0: no site threshold for the slab detector, said so
     assert "kept the shipped threshold" in summary["slab_motion_site"]["status"]
     # the participant level reuses the stored model inputs; nothing was preprocessed twice
@@ -91,3 +101,72 @@ def test_bad_ratings_exit_65(rated_run, tmp_path, body, caplog):
                "--model-dir", str(rated_run["model"]), "--no-reports"])
     assert rc == 65
     assert "row 1" in caplog.text
+
+
+def _group_again(rated_run, out, ratings):
+    """The group level again, with its report this time."""
+    return main([str(rated_run["bids"]), str(out), "group", "--annotations", str(ratings),
+                 "--model-dir", str(rated_run["model"])])
+
+
+def test_rerun_never_overwrites_a_finetuned_model(rated_run, tmp_path):
+    out = tmp_path / "out"
+    shutil.copytree(rated_run["out"], out)
+    first = next((out / "models").glob("*-finetuned-*"))
+    before = {p.name: p.read_bytes() for p in first.iterdir()}
+    assert _group_again(rated_run, out, rated_run["ratings"]) == 0
+    folders = sorted((out / "models").glob("*-finetuned-*"))
+    assert len(folders) == 2 and folders[0] == first and folders[1].name == first.name + "-2"
+    assert {p.name: p.read_bytes() for p in first.iterdir()} == before
+    table = pd.read_csv(out / "group_T1w.tsv", sep="\t")
+    assert (table["model_id_ft"] == folders[1].name).all()
+    # the group report shows the fine-tuned verdicts and names the model that decided them
+    report = (out / "group_report.html").read_text()
+    banner = report[report.index('id="decided-by"'):report.index("</div>", report.index('id="decided-by"'))]
+    assert "fine-tuned model" in banner and folders[1].name in banner
+    # ... and the site slab-threshold choice (every scan rated motion 0: the shipped one is kept)
+    assert "Site threshold: kept the shipped threshold" in report
+    assert "fewer than 2 rated scans per class" in report
+    for row in table.itertuples():
+        assert f'data-tier="{row.tier_ft}"' in report.split(f'data-name="{row.bids_name.lower()}"')[0].rsplit("<tr", 1)[1]
+
+
+def test_no_model_is_written_when_nothing_can_be_tuned(rated_run, tmp_path, caplog):
+    """Every scan rated 0 for everything: no detector has both classes, so nothing is tuned,
+    no model folder is written and the table keeps the shipped verdicts only."""
+    out = tmp_path / "out"
+    shutil.copytree(rated_run["out"], out, ignore=shutil.ignore_patterns("models"))
+    ratings = tmp_path / "zeros.tsv"
+    ratings.write_text("bids_name\tmotion\tnoise\tcontrast\n"
+                       + "".join(f"sub-{i:02d}_T1w\t0\t0\t0\n" for i in range(8)))
+    assert _group_again(rated_run, out, ratings) == 0
+    assert not (out / "models").exists() or not list((out / "models").iterdir())
+    summary = json.loads((out / "group_summary.json").read_text())
+    assert summary["finetuning"]["status"].startswith("nothing tuned")
+    assert "model_dir" not in summary["finetuning"]
+    table = pd.read_csv(out / "group_T1w.tsv", sep="\t")
+    assert not any(c.endswith("_ft") for c in table.columns)
+    assert "no model written" in caplog.text
+    assert "Verdicts by the shipped model" in (out / "group_report.html").read_text()
+
+
+def test_review_queue_flags_a_fraction_by_information():
+    from bids_qc.review_priority import decision_entropy, review_bits, review_queue
+
+    assert decision_entropy(0.8, 0.8) == pytest.approx(1.0)
+    assert decision_entropy(0.5, 0.8) > decision_entropy(0.1, 0.8) > decision_entropy(0.01, 0.8)
+    # at threshold 0.86, p = 0.6 is a clear negative... but less clear than p = 0.05
+    assert decision_entropy(0.6, 0.86) > decision_entropy(0.05, 0.86)
+    thresholds = {"a": 0.5, "b": 0.86}
+    assert review_bits({"a": 0.5, "b": None}, thresholds) == pytest.approx(1.0)
+    assert review_bits({"a": None}, thresholds) is None
+    bits = [0.1, 2.5, None, 1.2, 0.7, 0.3, 0.2, 0.05, 0.4, 0.6, 3.0]
+    q = review_queue([f"s{i:02d}" for i in range(len(bits))], bits)
+    assert q["review_rank"].tolist()[:4] == [9, 2, pd.NA, 3]
+    assert q["review_rank"].iloc[10] == 1
+    # 10 scored scans -> the top 2 flagged; the unscored one is neither ranked nor flagged
+    assert q["needs_review"].fillna(False).tolist() == [False, True, False] + [False] * 7 + [True]
+    assert pd.isna(q["needs_review"].iloc[2])
+    # scans far from every threshold are never flagged, even at the top of the queue
+    calm = review_queue(["x", "y"], [0.2, 0.1])
+    assert not calm["needs_review"].any() and calm["review_rank"].tolist() == [1, 2]

@@ -95,6 +95,20 @@ def test_participant_report_marks_detectors_at_their_own_thresholds():
     assert [d for d, f in fired.items() if f] == ["noise_severe"]
 
 
+def test_participant_report_draws_each_detectors_own_threshold_line():
+    thresholds = {d: round(0.5 + 0.07 * i, 2) for i, d in enumerate(DETECTORS)}
+    case = assessment()
+    case.record["model"]["thresholds"] = thresholds
+    text = render_participant_report(case)
+    lines = re.findall(r'<tr class="[^"]*" data-detector="(\w+)">.*?<i class="threshold" '
+                       r'data-threshold="([\d.]+)" style="left: ([\d.]+)%"', text, re.S)
+    assert [(d, float(t), float(left)) for d, t, left in lines] == [
+        (d, thresholds[d], round(100 * thresholds[d], 1)) for d in DETECTORS]
+    assert "marks P = 0.5" not in text
+    # without known thresholds no line is drawn (none is guessed at 0.5)
+    assert 'class="threshold"' not in render_participant_report(assessment())
+
+
 def test_participant_report_shows_everything():
     text = render_participant_report(assessment())
     assert "<title>sub-01_ses-1_run-1_T1w" in text
@@ -290,7 +304,7 @@ def test_group_report_content(tmp_path, bids_tree):
     assert re.search(r'data-tier="1"><div class="n">1</div><div class="l">tier 1 · good · 33 %', summary)
     assert '<div class="n">1</div><div class="l">in error' in summary
     # plots are embedded PNGs
-    assert section(text, "distributions").count("<svg") == 2 + len(METRICS) + 6
+    assert section(text, "distributions").count("<svg") == 3 + len(METRICS) + 6  # tiers, grades, slab
     # links follow sub-X/[ses-Y/]anat/<bids_name>_qc.html relative to the report
     assert 'href="sub-01/ses-1/anat/sub-01_ses-1_T1w_qc.html"' in text
     assert 'href="sub-02/anat/sub-02_T1w_qc.html"' in text

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -139,13 +141,37 @@ def test_site_threshold_from_ratings():
                           "slab_motion_score": list(still) + list(moving) + [None]})
     ratings = pd.DataFrame({"bids_name": names, "motion": [0] * 10 + [1] * 5 + [2] * 5})
     result = apply_site_threshold(table, ratings, shipped=0.063)
-    assert result["status"] == "calibrated" and 0.3 <= result["threshold"] <= 0.4
+    assert result["adopted"] and result["status"].startswith("adopted the site threshold")
+    assert 0.3 <= result["threshold"] <= 0.4 and result["threshold"] == result["site_threshold"]
     assert result["balanced_accuracy"]["shipped_threshold"] == 0.5
     assert result["balanced_accuracy"]["site_threshold_cross_validated"] == 1.0
     assert table["slab_motion_site"].tolist()[:20] == [False] * 10 + [True] * 10
     assert pd.isna(table["slab_motion_site"].iloc[20])
     kept = site_threshold([0.1, 0.2, 0.9], [0, 0, 1], ["a", "b", "c"], shipped=0.063)
-    assert "kept the shipped threshold" in kept["status"] and "threshold" not in kept
+    assert "kept the shipped threshold" in kept["status"] and not kept["adopted"]
+    assert kept["threshold"] == 0.063 and "site_threshold" not in kept
+
+
+def test_site_threshold_worse_in_cross_validation_is_not_adopted():
+    """Scores that do not rank motion above still: the shipped threshold (BA 0.5 here) is
+    kept because the site's candidate is no better out of fold; both figures are reported and
+    the table gets no site column."""
+    import pandas as pd
+
+    from bids_qc.slab_motion.site_threshold import apply_site_threshold
+
+    names = [f"sub-{i:02d}_T1w" for i in range(16)]
+    scores = np.linspace(0.0, 0.4, 16)  # still and motion interleaved: a Youden cut overfits
+    table = pd.DataFrame({"bids_name": names, "subject": [f"{i:02d}" for i in range(16)],
+                          "slab_motion_score": scores})
+    ratings = pd.DataFrame({"bids_name": names, "motion": [0, 1] * 8})
+    result = apply_site_threshold(table, ratings, shipped=0.5)
+    ba = result["balanced_accuracy"]
+    assert ba["shipped_threshold"] == 0.5 and ba["site_threshold_cross_validated"] <= 0.5
+    assert not result["adopted"] and result["threshold"] == 0.5
+    assert result["status"].startswith("kept the shipped threshold (the site threshold is not better")
+    assert f"{ba['site_threshold_cross_validated']:.3f}" in result["status"] and "0.500" in result["status"]
+    assert "site_threshold" in result and "slab_motion_site" not in table
 
 
 # ----------------------------------------------------------------------------- shipped model
@@ -176,16 +202,28 @@ def test_shipped_slab_model_judges_real_slabs():
 
 
 @pytest.mark.skipif(not PAIRS.is_dir(), reason=f"shared data not found at {PAIRS}")
-def test_app_judges_real_slabs_end_to_end(tmp_path):
+def test_app_judges_real_slabs_end_to_end(tmp_path, caplog):
     """The BIDS-App on the 12 real slabs: every scan ok, no tier (the registered detectors cannot
-    judge a slab, and the record says so), a slab motion score, and the group table has it."""
+    judge a slab, and the record says so), a slab motion score, and the group table has it; the
+    log's summaries and group_summary.json count the slab verdicts of the scans without a tier."""
+    import logging
+
     import pandas as pd
 
     from bids_qc.cli.run import main
 
     out = tmp_path / "out"
+    caplog.set_level(logging.INFO)
     assert main([str(PAIRS), str(out), "participant", "--no-reports", "--skip-bids-validation"]) == 0
+    records = [json.loads(p.read_text()) for p in out.glob("sub-*/anat/*_qc.json")]
+    n_motion = sum(bool(r["slab_motion"]["motion"]) for r in records)
+    assert f"no tier 12 (slab motion {n_motion}, no slab motion {12 - n_motion}, no verdict 0)" in caplog.text
+    caplog.clear()
     assert main([str(PAIRS), str(out), "group", "--no-reports"]) == 0
+    summary = json.loads((out / "group_summary.json").read_text())
+    assert summary["slab_motion"]["without_tier"] == {"motion": n_motion, "no motion": 12 - n_motion,
+                                                      "not scored": 0}
+    assert f"of the scans without a tier {n_motion} flagged, {12 - n_motion} not" in caplog.text
     table = pd.read_csv(out / "group_T1w.tsv", sep="\t")
     assert len(table) == 12 and (table["status"] == "ok").all() and table["tier"].isna().all()
     assert table["slab_motion_score"].between(0, 1).all()
@@ -194,3 +232,19 @@ def test_app_judges_real_slabs_end_to_end(tmp_path):
     record = json.loads(next(out.glob("sub-*/anat/*_qc.json")).read_text())
     assert any("partial coverage" in w for w in record["warnings"])
     assert record["slab_motion"]["n_triplets"] == 8
+    # rated by their labels: the site threshold is adopted only if it beats the shipped one out
+    # of fold, and the group outputs (summary, TSV, report) say which, with both figures
+    labels = pd.read_csv(PAIRS / "labels.tsv", sep="\t")
+    ratings = tmp_path / "ratings.tsv"
+    ratings.write_text("bids_name\tmotion\tnoise\tcontrast\n" + "".join(
+        f"{Path(r.path).name.removesuffix('.nii.gz')}\t{r.motion}\tn/a\tn/a\n" for r in labels.itertuples()))
+    assert main([str(PAIRS), str(out), "group", "--annotations", str(ratings)]) == 0
+    site = json.loads((out / "group_summary.json").read_text())["slab_motion_site"]
+    ba = site["balanced_accuracy"]
+    assert site["adopted"] == (ba["site_threshold_cross_validated"] > ba["shipped_threshold"])
+    assert site["threshold"] == (site["site_threshold"] if site["adopted"] else site["shipped_threshold"])
+    assert ("slab_motion_site" in pd.read_csv(out / "group_T1w.tsv", sep="\t")) == site["adopted"]
+    report = (out / "group_report.html").read_text()
+    assert ("Site threshold: adopted" if site["adopted"] else "Site threshold: kept the shipped") in report
+    assert f"{ba['shipped_threshold']:.3f}" in report and f"{ba['site_threshold_cross_validated']:.3f}" in report
+    assert re.search(r'id="n-slab-motion"[^>]*><div class="n">\d+</div>', report)

@@ -70,6 +70,11 @@ def test_assess_volume_is_what_rescoring_writes(tmp_path):
     row = table.iloc[0]
     assert [row[f"p_{d}_ft"] for d in DETECTORS] == [ve.probabilities[d] for d in DETECTORS]
     assert [row[f"grade_{a}_ft"] for a in ARTEFACTS] == [ve.grades[a] for a in ARTEFACTS]
-    assert (row["tier_ft"], row["uncertainty"], row["needs_review"]) == (ve.tier, ve.uncertainty,
-                                                                         ve.needs_review)
+    assert (row["tier_ft"], row["uncertainty"]) == (ve.tier, ve.uncertainty)
+    # the review flag is the rating queue's (bids_qc.review_priority): the one scored scan
+    # ranks first and is flagged when its detectors hold at least MIN_BITS of uncertainty
+    from bids_qc.review_priority import MIN_BITS, review_bits
+
+    assert row["review_bits"] == review_bits(ve.probabilities, thresholds) and row["review_rank"] == 1
+    assert row["needs_review"] == (row["review_bits"] >= MIN_BITS)
     assert pd.isna(table.iloc[1]["tier_ft"]) and pd.isna(table.iloc[1]["needs_review"])

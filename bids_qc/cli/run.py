@@ -416,6 +416,7 @@ def _summarise_run(config, scans, done, progress, json_of, without_subject=()) -
     from bids_qc.outputs import read_record
 
     tiers = {1: 0, 2: 0, 3: 0}
+    slab = {True: 0, False: 0, None: 0}  # slab-motion verdicts of the ok scans without a tier
     n_ok = n_failed = n_unjudged = 0
     io_errors = progress.io_errors if progress else []
     for scan in scans:
@@ -427,14 +428,18 @@ def _summarise_run(config, scans, done, progress, json_of, without_subject=()) -
             n_ok += 1
             if record.get("tier") in tiers:
                 tiers[record["tier"]] += 1
+            else:
+                motion = (record.get("slab_motion") or {}).get("motion")
+                slab[None if motion is None else bool(motion)] += 1
             n_unjudged += bool(record.get("cannot_judge"))
         else:
             n_failed += 1
     crashed = progress.crashed if progress else []
     LOGGER.info(
-        "finished: %d scan(s): %d ok, %d failed%s; tiers: 1 good %d, 2 medium %d, 3 reject %d%s",
+        "finished: %d scan(s): %d ok, %d failed%s; tiers: 1 good %d, 2 medium %d, 3 reject %d; "
+        "no tier %d (slab motion %d, no slab motion %d, no verdict %d)%s",
         len(scans), n_ok, n_failed, f" ({len(done)} were already done)" if done else "",
-        tiers[1], tiers[2], tiers[3],
+        tiers[1], tiers[2], tiers[3], sum(slab.values()), slab[True], slab[False], slab[None],
         f"; {n_unjudged} ok but cannot be judged (see cannot_judge in their JSON)"
         if n_unjudged else "",
     )
@@ -468,7 +473,9 @@ def run_group(config) -> int:
         raise _Exit(EX_DATAERR, f"annotations: {exc}") from None
     except OSError as exc:
         raise _Exit(EX_IOERR, f"cannot write group outputs: {exc}") from None
-    LOGGER.info("tiers: %s", ", ".join(f"{k}: {v}" for k, v in summary["tiers"].items()))
+    from bids_qc.verdict_counts import summary_line
+
+    LOGGER.info("%s", summary_line(summary))
     return EX_OK
 
 

@@ -4,9 +4,11 @@ The functions the app calls::
 
     write_participant_report(assessment, html_path) -> Path
     render_participant_report(assessment) -> str
-    write_group_report(table, html_path, out_dir, *, finetune=None) -> Path
+    write_group_report(table, html_path, out_dir, *, finetune=None, slab_site=None) -> Path
 
-Modules: ``participant_report`` and ``group_report`` build each page's context and render it;
+Modules: ``participant_report`` and ``group_report`` build each page's context and render it
+(``group_verdicts``: which verdict the group report shows, fine-tuned or shipped, and the
+slab-motion flags; ``finetune_section``: the fine-tuning before/after tables);
 ``templating`` finds, renders and writes the Jinja2 templates; ``formatting`` holds the shared
 value formatting, labels and colours; ``site_scanner`` looks up sites and scanners for the
 group breakdowns; ``mosaics`` (slice mosaics, saliency overlays) and ``svg_charts`` (group

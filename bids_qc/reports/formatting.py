@@ -70,6 +70,20 @@ def is_missing(value) -> bool:
     return type(value).__name__ in ("NAType", "NaTType")
 
 
+def number_or_none(value):
+    """A finite float from a number or a numeric string, else None (missing, "n/a", text)."""
+    if is_missing(value) or isinstance(value, str):
+        try:
+            return float(value) if isinstance(value, str) and value not in ("", "n/a") else None
+        except ValueError:
+            return None
+    try:
+        val = float(value)
+    except (TypeError, ValueError):
+        return None
+    return val if math.isfinite(val) else None
+
+
 def int_or_none(value):
     """Whole number from a number or numeric text; None when missing or not a number."""
     if is_missing(value) or value == "":

@@ -23,6 +23,7 @@ from bids_qc.reports.formatting import (
     bids_stem,
     fmt,
     int_or_none,
+    number_or_none,
     plain,
     tier_info,
 )
@@ -56,6 +57,13 @@ def _fired(det: str, p, thresholds: dict, saliency: dict) -> bool:
     return det in saliency
 
 
+def _line_pct(threshold) -> float | None:
+    """Where a detector's threshold line sits on its 0-1 bar, in % (None: no threshold known,
+    no line is drawn rather than a guessed 0.5)."""
+    t = number_or_none(threshold)
+    return None if t is None else max(0.0, min(100.0, 100 * t))
+
+
 def participant_context(assessment) -> dict:
     """Everything the participant template shows, as plain values and data URIs."""
     record = plain(getattr(assessment, "record", None) or {})
@@ -83,6 +91,7 @@ def participant_context(assessment) -> dict:
             sev.append({"name": det, "severity": s, "p": p, "p_text": fmt(p),
                         "pct": 0 if p is None else max(0.0, min(100.0, 100 * float(p))),
                         "threshold": thresholds.get(det),
+                        "line_pct": _line_pct(thresholds.get(det)),
                         "positive": _fired(det, p, thresholds, saliency)})
         detectors.append({"artefact": art, "grade": grade, "grade_label": GRADE_LABELS.get(grade, "n/a"),
                           "colour": GRADE_COLOURS[grade] if grade in (0, 1, 2) else "#8a8f98",

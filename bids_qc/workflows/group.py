@@ -54,13 +54,14 @@ def _incomplete(output_dir: Path) -> list[dict]:
     return incomplete
 
 
-def _write_group_report(table, output_dir: Path, finetune: dict | None,
-                        incomplete: list | None = None) -> Path | None:
+def _write_group_report(table, output_dir: Path, summary: dict) -> Path | None:
     from bids_qc.reports.group_report import write_group_report
 
     final = output_dir / GROUP_REPORT
     try:  # the renderer writes atomically itself (tmp file + os.replace)
-        write_group_report(table, final, output_dir, finetune=finetune, incomplete=incomplete)
+        write_group_report(table, final, output_dir, finetune=summary.get("finetuning"),
+                           incomplete=summary.get("incomplete"),
+                           slab_site=summary.get("slab_motion_site"))
     except Exception as exc:  # the table and summary are already written; say so and go on
         LOGGER.warning("group report failed: %s: %s", exc.__class__.__name__, exc)
         return None
@@ -68,7 +69,9 @@ def _write_group_report(table, output_dir: Path, finetune: dict | None,
 
 
 def _slab_site_threshold(table, ratings) -> dict | None:
-    """The site's slab motion threshold from its ratings (None without slab scores)."""
+    """The site's slab motion threshold if it beats the shipped one on the ratings in
+    cross-validation, else the shipped one: the choice, with both figures (None without slab
+    scores)."""
     if "slab_motion_score" not in table or table["slab_motion_score"].isna().all():
         return None
     from bids_qc.slab_motion.site_threshold import apply_site_threshold
@@ -76,14 +79,9 @@ def _slab_site_threshold(table, ratings) -> dict | None:
     thresholds = pd.to_numeric(table.get("slab_motion_threshold"), errors="coerce").dropna()
     shipped = float(thresholds.iloc[0]) if len(thresholds) else float("nan")
     result = apply_site_threshold(table, ratings, shipped)
-    if "threshold" in result:
-        ba = result["balanced_accuracy"]
-        LOGGER.info("slab motion threshold for this site: %.4g (shipped %.4g); balanced accuracy "
-                    "on the ratings %.3f with the shipped threshold, %.3f with the site's "
-                    "(cross-validated by subject)", result["threshold"], shipped,
-                    ba["shipped_threshold"], ba["site_threshold_cross_validated"])
-    else:
-        LOGGER.info("slab motion threshold: %s", result["status"])
+    LOGGER.info("slab motion threshold: %s; in use %.4g (shipped %.4g%s)", result["status"],
+                result["threshold"], shipped,
+                f", site candidate {result['site_threshold']:.4g}" if "site_threshold" in result else "")
     return result
 
 
@@ -111,10 +109,26 @@ def _model_inputs(config, table: pd.DataFrame, grid) -> dict:
     return out
 
 
+def new_model_folder(models_dir: Path, name: str) -> Path:
+    """Create and return ``models_dir/name``, or ``name-2``, ``name-3``... when taken: a model
+    folder is never overwritten (``mkdir`` claims the name, so two runs cannot share one)."""
+    models_dir.mkdir(parents=True, exist_ok=True)
+    for n in range(1, 1000):
+        folder = models_dir / (name if n == 1 else f"{name}-{n}")
+        try:
+            folder.mkdir()
+        except FileExistsError:
+            continue
+        return folder
+    raise FileExistsError(f"{models_dir}: {name} and its numbered variants up to -999 all exist")
+
+
 def _finetune(config, table: pd.DataFrame, ratings: pd.DataFrame, output_dir: Path) -> dict:
     """The I/O around :func:`bids_qc.finetune_group.finetune_on_ratings`: load the parent model
-    and the scans' model inputs, save ``models/<parent>-finetuned-<date>/``, add the new
-    columns to ``table`` and rewrite ``group_T1w.tsv``. Returns the fine-tuning summary."""
+    and the scans' model inputs and, when a detector was tuned, save a new folder
+    ``models/<parent>-finetuned-<date>[-N]/`` (:func:`new_model_folder`), add the new columns
+    (and ``model_id_ft``, the folder's model id) to ``table`` and rewrite ``group_T1w.tsv``.
+    Returns the fine-tuning summary (``status`` says when nothing was tuned or written)."""
     import datetime as _dt
     import time
 
@@ -125,15 +139,24 @@ def _finetune(config, table: pd.DataFrame, ratings: pd.DataFrame, output_dir: Pa
     parent = load_bundle(config.model_dir)
     inputs = _model_inputs(config, table, parent.grid)
     result = finetune_on_ratings(table, ratings, inputs, parent, annotations=str(config.annotations))
-    folder = output_dir / "models" / f"{parent.model_id}-finetuned-{_dt.date.today().isoformat()}"
+    if not result.tuned:
+        LOGGER.warning("fine-tuning: %s", result.summary["status"])
+        return {"parent_model": parent.model_id, **result.summary,
+                "seconds": round(time.perf_counter() - t0, 1)}
+    folder = new_model_folder(output_dir / "models",
+                              f"{parent.model_id}-finetuned-{_dt.date.today().isoformat()}")
     save_bundle(folder, result.members, model_id=folder.name, trained=True, grid=parent.grid,
                 detectors=parent.manifest.get("detectors", {}), extra=result.manifest)
     for column in result.columns:
         table[column] = result.columns[column]
+    table["model_id_ft"] = pd.Series(folder.name, index=table.index, dtype="string").mask(
+        table["tier_ft"].isna())
     write_table(output_dir / GROUP_TSV, table)
-    summary = {"model_dir": str(folder), "model_id": folder.name, "parent_model": parent.model_id,
-               **result.summary, "seconds": round(time.perf_counter() - t0, 1)}
-    LOGGER.info("fine-tuned model -> %s (%.0f s)", folder, summary["seconds"])
+    summary = {"status": "fine-tuned", "model_dir": str(folder), "model_id": folder.name,
+               "parent_model": parent.model_id, **result.summary,
+               "seconds": round(time.perf_counter() - t0, 1)}
+    LOGGER.info("fine-tuned model -> %s (%.0f s); %d scan(s) flagged for review", folder,
+                summary["seconds"], summary["n_needs_review"])
     return summary
 
 
@@ -142,14 +165,16 @@ def _use_ratings(config, table, summary: dict, output_dir: Path) -> None:
     slabs alone give the registered detectors nothing to learn from) fine-tuning."""
     from bids_qc.annotations import read_annotations
     from bids_qc.exceptions import AnnotationError
+    from bids_qc.verdict_counts import slab_counts, tier_counts
 
     ratings = read_annotations(config.annotations, table)
     summary["slab_motion_site"] = _slab_site_threshold(table, ratings)
+    summary["slab_motion"] = slab_counts(table)  # the site's flags if its threshold was adopted
     write_table(output_dir / GROUP_TSV, table)
     atomic_write_json(output_dir / GROUP_SUMMARY, summary)
     if not table["tier"].notna().any():
         LOGGER.warning("no scan has a tier (all partial coverage or failed): the detectors are "
-                       "not fine-tuned; only the slab motion threshold was set from the ratings")
+                       "not fine-tuned; the ratings served only the slab motion threshold choice")
         return
     LOGGER.info("fine-tuning the detectors on the ratings in %s", config.annotations)
     try:
@@ -158,6 +183,9 @@ def _use_ratings(config, table, summary: dict, output_dir: Path) -> None:
         raise
     except ValueError as exc:  # e.g. too few usable ratings: a problem with the data given
         raise AnnotationError(config.annotations, str(exc)) from exc
+    if "tier_ft" in table:  # what the app decided now: the fine-tuned model's tiers
+        summary["tiers_finetuned"] = tier_counts(table, "tier_ft")
+        summary["slab_motion"] = slab_counts(table)
     atomic_write_json(output_dir / GROUP_SUMMARY, summary)
 
 
@@ -188,8 +216,7 @@ def run_group_level(config) -> dict:
     if config.annotations is not None:
         _use_ratings(config, table, summary, output_dir)
     if config.reports:
-        report = _write_group_report(table, output_dir, summary.get("finetuning"),
-                                     summary["incomplete"])
+        report = _write_group_report(table, output_dir, summary)
         if report is not None:
             LOGGER.info("group report -> %s", report)
     return summary
