@@ -54,8 +54,10 @@ from bids_qc.training.scanner_data import (  # noqa: E402
     prepare_scans,
     shared_data_sources,
 )
+from bids_qc.wm_snr import noise_grade  # noqa: E402
 
-BASELINES = {"motion": (("tenengrad", -1), ("snr_native", -1)), "noise": (("snr_native", -1), ("snr", -1)),
+BASELINES = {"motion": (("tenengrad", -1), ("snr_native", -1)),
+             "noise": (("snr_native", -1), ("snr", -1), ("wm_snr", -1)),
              "contrast": (("nd_wgm", -1),)}
 
 
@@ -68,7 +70,8 @@ def sources(data: Path, test_subjects) -> list[tuple[str, str, Path]]:
 def _metrics(pre) -> dict:
     gm, wm = load_priors()
     metrics, _ = compute_metrics(pre.registered, gm, wm, pre.native, pre.native_zooms, fov=pre.fov)
-    return {k: float(v) for k, v in metrics.items()}
+    wm_snr = pre.record.get("wm_snr", {}).get("value")
+    return {**{k: float(v) for k, v in metrics.items()}, "wm_snr": np.nan if wm_snr is None else wm_snr}
 
 
 def make_images(prepared: list[Path], cache: Path, seed: int, n_per_scan: dict) -> list[Path]:
@@ -108,7 +111,9 @@ def make_images(prepared: list[Path], cache: Path, seed: int, n_per_scan: dict) 
     return done
 
 
-def score(bundle, images: list[Path]) -> list[dict]:
+def score(bundle, images: list[Path], fuse_noise: bool = False) -> list[dict]:
+    """Each image's probabilities, grades and tier; ``fuse_noise``: the noise grade is the larger
+    of the network's and the measured white-matter SNR's (:func:`bids_qc.wm_snr.noise_grade`)."""
     rows = []
     for path in images:
         with np.load(path) as z:
@@ -120,6 +125,9 @@ def score(bundle, images: list[Path]) -> list[dict]:
         mean, _ = bundle.predict(x)
         probs = {d: float(mean[d][0]) for d in DETECTORS}
         grades = grades_from_probabilities(probs, bundle.thresholds)
+        measured = noise_grade(meta["metrics"].get("wm_snr"))
+        if fuse_noise and measured is not None:
+            grades["noise"] = max(grades["noise"], measured)
         rows.append({**meta, "probs": probs, "pred": grades, "tier": tier_from_grades(grades),
                      "true_tier": tier_from_grades(meta["grades"])})
     return rows
@@ -263,8 +271,9 @@ def main(argv=None) -> int:
     results = {}
     for model_dir in args.models:
         bundle = load_bundle(model_dir)
-        rows = score(bundle, images)
-        results[bundle.model_id] = report(bundle.model_id, rows, heldout_sites)
+        for fuse in (False, True):
+            name = bundle.model_id + (" + measured WM SNR for noise" if fuse else "")
+            results[name] = report(name, score(bundle, images, fuse_noise=fuse), heldout_sites)
     pairs = real_pairs(args.data)
     results["real_motion_pairs"] = pairs
     if args.json:

@@ -1,6 +1,6 @@
 """Which scans a human should rate first: the information a rating would give.
 
-Used after group fine-tuning (:mod:`bids_qc.finetune_group`) to fill ``review_bits``,
+Used after group fine-tuning (:mod:`bids_qc.training.finetune_group`) to fill ``review_bits``,
 ``review_rank`` and ``needs_review``. The rule:
 
 1. Each detector's probability ``p`` is read against its own calibrated threshold ``t``:

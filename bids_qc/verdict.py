@@ -1,7 +1,7 @@
 """The verdict on one scan: detector probabilities -> positives -> grades -> tier -> review flag.
 
 The one place where the app turns the six detectors' outputs into a decision. Scan assessment
-(:mod:`bids_qc.scan`), group fine-tuning and re-scoring (:mod:`bids_qc.finetune_group`), the
+(:mod:`bids_qc.scan`), group fine-tuning and re-scoring (:mod:`bids_qc.training.finetune_group`), the
 reports and the benchmarks all call it, each detector at its own threshold: the calibrated one
 in the model's manifest (:attr:`bids_qc.models.DetectorBundle.thresholds`), never a default 0.5.
 

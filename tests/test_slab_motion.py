@@ -132,7 +132,7 @@ def test_site_threshold_from_ratings():
     separates its ratings, out of fold, where the shipped one calls everything motion."""
     import pandas as pd
 
-    from bids_qc.slab_motion.site_threshold import apply_site_threshold, site_threshold
+    from bids_qc.training.slab.site_threshold import apply_site_threshold, site_threshold
 
     rng = np.random.default_rng(0)
     still, moving = rng.uniform(0.1, 0.3, 10), rng.uniform(0.4, 0.7, 10)
@@ -158,7 +158,7 @@ def test_site_threshold_worse_in_cross_validation_is_not_adopted():
     the table gets no site column."""
     import pandas as pd
 
-    from bids_qc.slab_motion.site_threshold import apply_site_threshold
+    from bids_qc.training.slab.site_threshold import apply_site_threshold
 
     names = [f"sub-{i:02d}_T1w" for i in range(16)]
     scores = np.linspace(0.0, 0.4, 16)  # still and motion interleaved: a Youden cut overfits

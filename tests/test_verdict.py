@@ -4,10 +4,10 @@ import pandas as pd
 import pytest
 import torch
 
-from bids_qc.finetune_group import rescore
 from bids_qc.models import load_bundle, make_untrained_bundle, save_bundle
 from bids_qc.preprocessing import ModelGrid
 from bids_qc.record import ARTEFACTS, DETECTORS
+from bids_qc.training.finetune_group import rescore
 from bids_qc.verdict import MARGIN, assess_volume, positive, verdict
 
 SMALL = ModelGrid(shape=(16, 20, 16))

@@ -235,7 +235,7 @@ def write_group_report(table, html_path, out_dir, *, finetune: dict | None = Non
     ``incomplete``: scans a participant run has not written yet
     (:func:`bids_qc.outputs.incomplete_scans`), shown in a warning at the top.
     ``slab_site``: the site slab-motion threshold choice
-    (:func:`bids_qc.slab_motion.site_threshold.site_threshold`), shown with both figures.
+    (:func:`bids_qc.training.slab.site_threshold.site_threshold`), shown with both figures.
     """
     html_path = Path(html_path)
     return write_text(html_path, render_group_report(table, html_path, out_dir, finetune=finetune,

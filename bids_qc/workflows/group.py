@@ -74,7 +74,7 @@ def _slab_site_threshold(table, ratings) -> dict | None:
     scores)."""
     if "slab_motion_score" not in table or table["slab_motion_score"].isna().all():
         return None
-    from bids_qc.slab_motion.site_threshold import apply_site_threshold
+    from bids_qc.training.slab.site_threshold import apply_site_threshold
 
     thresholds = pd.to_numeric(table.get("slab_motion_threshold"), errors="coerce").dropna()
     shipped = float(thresholds.iloc[0]) if len(thresholds) else float("nan")
@@ -124,7 +124,7 @@ def new_model_folder(models_dir: Path, name: str) -> Path:
 
 
 def _finetune(config, table: pd.DataFrame, ratings: pd.DataFrame, output_dir: Path) -> dict:
-    """The I/O around :func:`bids_qc.finetune_group.finetune_on_ratings`: load the parent model
+    """The I/O around :func:`bids_qc.training.finetune_group.finetune_on_ratings`: load the parent model
     and the scans' model inputs and, when a detector was tuned, save a new folder
     ``models/<parent>-finetuned-<date>[-N]/`` (:func:`new_model_folder`), add the new columns
     (and ``model_id_ft``, the folder's model id) to ``table`` and rewrite ``group_T1w.tsv``.
@@ -132,8 +132,8 @@ def _finetune(config, table: pd.DataFrame, ratings: pd.DataFrame, output_dir: Pa
     import datetime as _dt
     import time
 
-    from bids_qc.finetune_group import finetune_on_ratings
     from bids_qc.models import load_bundle, save_bundle
+    from bids_qc.training.finetune_group import finetune_on_ratings
 
     t0 = time.perf_counter()
     parent = load_bundle(config.model_dir)
