@@ -1,5 +1,10 @@
 """The per-scan result record: the JSON written as ``<stem>_qc.json`` (schema version 1).
 
+Its typed schema, every key with a description, those always present ``required`` and ``null``
+allowed where a NaN is written, is the JSON Schema shipped in
+``bids_qc/data/schemas/qc_record.schema.json`` (:func:`bids_qc.resources.load_schema`);
+``tests/test_record_schema.py`` fails when the code writes a key it does not list. Summary:
+
 Keys (all present in every record; values ``None`` where not computed):
 
 - ``schema_version`` (int), ``source_file`` (str, path as given),

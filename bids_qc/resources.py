@@ -1,4 +1,5 @@
-"""Files shipped inside the package (``bids_qc/data``): models, report templates, MNI template.
+"""Files shipped inside the package (``bids_qc/data``): models, report templates, MNI template,
+JSON Schemas of the outputs.
 
 Found with :mod:`importlib.resources`, so they resolve the same way from a source checkout, an
 editable install and a wheel. Wheels install unzipped, so every resource is a real file or folder
@@ -29,3 +30,16 @@ def model_dir(name: str = DEFAULT_MODEL) -> Path:
 def templates_dir() -> Path:
     """Folder of the report templates (``*.html.j2``) shipped with the package."""
     return data_path("templates")
+
+
+def schema_path(name: str = "qc_record") -> Path:
+    """Path of the JSON Schema ``bids_qc/data/schemas/<name>.schema.json`` shipped with the
+    package (``qc_record``: the per-scan ``_qc.json``)."""
+    return data_path("schemas", f"{name}.schema.json")
+
+
+def load_schema(name: str = "qc_record") -> dict:
+    """The JSON Schema ``name`` (:func:`schema_path`) as a dict."""
+    import json
+
+    return json.loads(schema_path(name).read_text(encoding="utf-8"))
