@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bids_qc.exceptions import BidsInputError
+from bids_qc.outputs import scan_folder
 
 LOGGER = logging.getLogger(__name__)
 
@@ -81,10 +82,7 @@ class ScanSpec:
         folder = Path(self.source_file).parent
         if folder.parts and folder.parts[0].startswith("sub-") and folder.name == "anat":
             return folder
-        parts = [f"sub-{self.entities['subject']}"]
-        if self.entities.get("session"):
-            parts.append(f"ses-{self.entities['session']}")
-        return Path(*parts, "anat")
+        return scan_folder(self.entities)
 
 
 def display_name(text: str) -> str:

@@ -13,15 +13,16 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from bids_qc.outputs import atomic_path, derivative_path
 from bids_qc.preprocessing import MINMAX, TEMPLATE_NAME, ModelGrid
 
-ENTITIES = f"_space-{TEMPLATE_NAME}_res-qc_desc-preproc"
+ENTITIES = (("space", TEMPLATE_NAME), ("res", "qc"), ("desc", "preproc"))
 QUANT = 32767
 
 
 def model_input_path(folder, bids_name: str) -> Path:
-    stem, _, suffix = bids_name.rpartition("_")
-    return Path(folder) / f"{stem}{ENTITIES}_{suffix}.nii.gz"
+    """Where the model input of the scan ``bids_name`` goes in ``folder`` (its ``_qc.json``'s)."""
+    return derivative_path(folder, bids_name, ".nii.gz", entities=ENTITIES)
 
 
 def save_model_input(volume: np.ndarray, grid: ModelGrid, path) -> Path:
@@ -36,8 +37,6 @@ def save_model_input(volume: np.ndarray, grid: ModelGrid, path) -> Path:
     img.header.set_qform(grid.affine, 1)
     img.header.set_sform(grid.affine, 1)
     img.header["descrip"] = grid.normalisation.encode()
-    from bids_qc.outputs import atomic_path
-
     with atomic_path(path) as tmp:  # a name unique to this process; removed if the save fails
         nib.save(img, str(tmp))
     return path

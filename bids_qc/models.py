@@ -164,13 +164,19 @@ def load_bundle(folder) -> DetectorBundle:
 def save_bundle(folder, members: list[dict[str, Conv5FC3]], *, model_id: str, trained: bool,
                 grid: ModelGrid, detectors: dict, extra: dict | None = None,
                 dtype=torch.float16) -> Path:
-    """Write a model folder (weights, manifest with sha256 of each file). Returns the folder."""
+    """Write a model folder (weights, manifest with sha256 of each file). Returns the folder.
+
+    Each file is written atomically (:mod:`bids_qc.outputs`; the group level writes fine-tuned
+    models into the derivatives), the manifest last: a folder without it is not a model."""
+    from bids_qc.outputs import atomic_path, atomic_write_text
+
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     files = {}
     for i, nets in enumerate(members):
         name = "weights.safetensors" if len(members) == 1 else f"weights-member{i}.safetensors"
-        save_file(state_to_tensors(nets, dtype), str(folder / name), metadata={"model_id": model_id})
+        with atomic_path(folder / name) as tmp:
+            save_file(state_to_tensors(nets, dtype), str(tmp), metadata={"model_id": model_id})
         files[name] = sha256(folder / name)
     manifest = {
         "format_version": FORMAT_VERSION,
@@ -184,7 +190,7 @@ def save_bundle(folder, members: list[dict[str, Conv5FC3]], *, model_id: str, tr
         "files": files,
         **(extra or {}),
     }
-    (folder / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    atomic_write_text(folder / MANIFEST, json.dumps(manifest, indent=2) + "\n")
     return folder
 
 

@@ -148,10 +148,42 @@ def atomic_write_json(path: Path, obj) -> Path:
 
 
 # --------------------------------------------------------------------------- paths
+def derivative_path(folder: Path, source_name: str, extension: str, *, entities=(),
+                    suffix: str | None = None) -> Path:
+    """The one way derivative files of a scan are named (bids_qc's outputs, the model inputs,
+    ``bids-qc-simulate``'s images): ``folder/<name><extension>``, where ``name`` is the scan's
+    BIDS name without extension (``source_name``, e.g. ``sub-01_ses-1_T1w``) with ``entities``
+    (``(key, label)`` pairs, in the order given) inserted before its suffix and ``suffix``, if
+    any, appended after it::
+
+        derivative_path(d, "sub-01_T1w", ".json", suffix="qc")   # d/sub-01_T1w_qc.json
+        derivative_path(d, "sub-01_T1w", ".nii.gz", entities=[("space", "MNI152NLin2009aSym"),
+                        ("desc", "preproc")])   # d/sub-01_space-MNI152NLin2009aSym_desc-preproc_T1w.nii.gz
+    """
+    name = source_name
+    if entities:
+        stem, _, own_suffix = source_name.rpartition("_")
+        name = stem + "".join(f"_{key}-{label}" for key, label in entities) + f"_{own_suffix}"
+    if suffix:
+        name += f"_{suffix}"
+    return Path(folder) / f"{name}{extension}"
+
+
+def scan_folder(entities: dict) -> Path:
+    """``sub-<subject>[/ses-<session>]/anat``: the derivative folder of a scan with these BIDS
+    ``entities`` (relative to the output folder)."""
+    parts = [f"sub-{entities['subject']}"]
+    if entities.get("session"):
+        parts.append(f"ses-{entities['session']}")
+    return Path(*parts, "anat")
+
+
 def scan_output_paths(output_dir: Path, subdir: Path, bids_name: str) -> dict[str, Path]:
-    """``{"json": .../<bids_name>_qc.json, "html": .../<bids_name>_qc.html}``."""
+    """``{"json": .../<bids_name>_qc.json, "html": .../<bids_name>_qc.html}`` in
+    ``output_dir/subdir`` (:func:`derivative_path`)."""
     folder = Path(output_dir) / subdir
-    return {"json": folder / f"{bids_name}_qc.json", "html": folder / f"{bids_name}_qc.html"}
+    return {kind: derivative_path(folder, bids_name, f".{kind}", suffix="qc")
+            for kind in ("json", "html")}
 
 
 def read_record(path: Path) -> dict | None:

@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from bids_qc import __version__
 from bids_qc.exceptions import ScanError
+from bids_qc.outputs import atomic_path, atomic_write_json, atomic_write_text, derivative_path
 from bids_qc.preprocessing import TEMPLATE_NAME, ModelGrid, preprocess
 from bids_qc.record import ARTEFACTS
 from bids_qc.simulation import MOTION_TIMINGS, PRESETS, simulate
@@ -67,18 +68,24 @@ def write_description(out: Path, bids_dir: Path, name: str) -> None:
         "SourceDatasets": [entry], "DatasetLinks": {"raw": bids_dir.as_uri()},
         **({"License": source["License"]} if source.get("License") else {}),
     }
-    (out / "dataset_description.json").write_text(json.dumps(description, indent=2) + "\n")
-    (out / ".bidsignore").write_text("labels.tsv\n")
+    atomic_write_json(out / "dataset_description.json", description)
+    atomic_write_text(out / ".bidsignore", "labels.tsv\n")
 
 
 def _write(path: Path, volume: np.ndarray, affine: np.ndarray, source_file: str) -> None:
-    """The image and its JSON sidecar (``Sources``: the raw scan it was simulated from)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.nii.gz")
-    nib.save(nib.Nifti1Image(volume.astype(np.float32), affine), str(tmp))
-    tmp.replace(path)
+    """The image and its JSON sidecar (``Sources``: the raw scan it was simulated from), each
+    written atomically (:mod:`bids_qc.outputs`)."""
+    with atomic_path(path) as tmp:
+        nib.save(nib.Nifti1Image(volume.astype(np.float32), affine), str(tmp))
     sidecar = path.with_name(path.name[: -len(".nii.gz")] + ".json")
-    sidecar.write_text(json.dumps({"Sources": [f"bids:raw:{source_file}"]}, indent=2) + "\n")
+    atomic_write_json(sidecar, {"Sources": [f"bids:raw:{source_file}"]})
+
+
+def simulated_path(out: Path, rel: Path, stem: str, desc: str) -> Path:
+    """``out/rel/<stem with space-MNI152NLin2009aSym_desc-<desc>>.nii.gz``
+    (:func:`bids_qc.outputs.derivative_path`); ``stem``: the source's BIDS name."""
+    return derivative_path(out / rel, stem, ".nii.gz",
+                           entities=(("space", TEMPLATE_NAME), ("desc", desc)))
 
 
 def main(argv=None) -> int:
@@ -115,21 +122,19 @@ def main(argv=None) -> int:
         grades[args.artefact] = GRADE[args.severity]
         volume, applied = simulate(pre.scaled, grid.affine, grades, rng, args.motion_timing)
         stem = path.name.split(".nii")[0]
-        prefix, suffix = stem.rsplit("_", 1)
         rel = path.parent.relative_to(bids_dir)
-        desc = f"{args.artefact}{args.severity}"
-        target = out / rel / f"{prefix}_space-{TEMPLATE_NAME}_desc-{desc}_{suffix}.nii.gz"
+        target = simulated_path(out, rel, stem, f"{args.artefact}{args.severity}")
         source_file = path.relative_to(bids_dir).as_posix()
         _write(target, volume, grid.affine, source_file)
         rows.append({"path": str(target.relative_to(out)), "participant_id": f"sub-{subject}",
                      "source_file": source_file, **grades,
                      "params": json.dumps(applied)})
         if args.include_clean:
-            clean = out / rel / f"{prefix}_space-{TEMPLATE_NAME}_desc-clean_{suffix}.nii.gz"
+            clean = simulated_path(out, rel, stem, "clean")
             _write(clean, pre.scaled, grid.affine, source_file)
             rows.append({"path": str(clean.relative_to(out)), "participant_id": f"sub-{subject}",
                          "source_file": source_file, **{a: 0 for a in ARTEFACTS}, "params": "[]"})
-    pd.DataFrame(rows).to_csv(out / "labels.tsv", sep="\t", index=False)
+    atomic_write_text(out / "labels.tsv", pd.DataFrame(rows).to_csv(sep="\t", index=False))
     LOGGER.info("wrote %d images (%d scans skipped) to %s", len(rows), failed, out)
     return 0 if not failed else 65
 

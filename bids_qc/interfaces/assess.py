@@ -132,7 +132,7 @@ def _write_report(assessment, html_path: Path) -> str | None:
     from bids_qc.exceptions import BidsQcError
     from bids_qc.reports.participant_report import write_participant_report
 
-    try:  # the renderer writes atomically itself (tmp file + os.replace)
+    try:  # written atomically (bids_qc.outputs.atomic_write_text)
         write_participant_report(assessment, html_path)
     except OSError as exc:
         if not isinstance(exc, BidsQcError):  # e.g. ENOSPC: the JSON would fail next

@@ -18,6 +18,7 @@ from markupsafe import Markup
 
 from bids_qc import __version__
 from bids_qc.exceptions import BidsQcError
+from bids_qc.outputs import atomic_write_text, scan_folder, scan_output_paths
 from bids_qc.record import ARTEFACTS, DETECTORS, METRICS
 from bids_qc.reports import svg_charts
 from bids_qc.reports.finetune_section import finetune_context
@@ -37,7 +38,7 @@ from bids_qc.reports.formatting import (
 )
 from bids_qc.reports.group_verdicts import as_bool, decision, row_verdict, slab_summary
 from bids_qc.reports.site_scanner import add_site_scanner
-from bids_qc.reports.templating import render_template, write_text
+from bids_qc.reports.templating import render_template
 from bids_qc.verdict import review
 
 _ENTITY_COLUMNS = ("session", "run", "acquisition", "task", "reconstruction", "ceagent", "part",
@@ -68,10 +69,10 @@ def _rows(df, html_path: Path, out_dir: Path, cols: dict, decided: dict, thresho
         name = str(rec["bids_name"])
         keys = annotation_keys(name, {"subject": rec.get("subject"), "session": rec.get("session"),
                                       "run": rec.get("run")})
-        rel = Path(keys["participant_id"]) / (f"ses-{keys['session']}" if keys["session"] != "n/a"
-                                              else "") / "anat"
-        link = quote(Path(os.path.relpath(out_dir / rel / f"{name}_qc.html",
-                                          html_path.parent)).as_posix(), safe="/")
+        folder = scan_folder({"subject": keys["participant_id"].removeprefix("sub-"),
+                              "session": keys["session"] if keys["session"] != "n/a" else None})
+        html = scan_output_paths(out_dir, folder, name)["html"]
+        link = quote(Path(os.path.relpath(html, html_path.parent)).as_posix(), safe="/")
         status = "error" if str(rec.get("status", "ok")).lower() == "error" else "ok"
         verdict = row_verdict(rec, decided["fine_tuned"], decided["model"])
         unc = (number_or_none(rec.get("uncertainty")) if cols["has_unc"]
@@ -238,6 +239,6 @@ def write_group_report(table, html_path, out_dir, *, finetune: dict | None = Non
     (:func:`bids_qc.training.slab.site_threshold.site_threshold`), shown with both figures.
     """
     html_path = Path(html_path)
-    return write_text(html_path, render_group_report(table, html_path, out_dir, finetune=finetune,
+    return atomic_write_text(html_path, render_group_report(table, html_path, out_dir, finetune=finetune,
                                                      thresholds=thresholds, incomplete=incomplete,
                                                      slab_site=slab_site))

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from bids_qc import __version__
+from bids_qc.outputs import atomic_write_text
 from bids_qc.record import ARTEFACTS, DETECTORS, METRICS
 from bids_qc.reports import mosaics
 from bids_qc.reports.formatting import (
@@ -27,7 +28,7 @@ from bids_qc.reports.formatting import (
     plain,
     tier_info,
 )
-from bids_qc.reports.templating import render_template, write_text
+from bids_qc.reports.templating import render_template
 from bids_qc.verdict import positive
 
 logger = logging.getLogger(__name__)
@@ -168,4 +169,4 @@ def render_participant_report(assessment) -> str:
 
 def write_participant_report(assessment, html_path) -> Path:
     """Render and write the participant report to ``html_path`` (parents created)."""
-    return write_text(Path(html_path), render_participant_report(assessment))
+    return atomic_write_text(Path(html_path), render_participant_report(assessment))

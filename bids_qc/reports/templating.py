@@ -1,4 +1,5 @@
-"""The Jinja2 templates of the reports: where they are, how they are rendered and written.
+"""The Jinja2 templates of the reports: where they are and how they are rendered (the reports
+are written with :func:`bids_qc.outputs.atomic_write_text`, as every derivative).
 
 Templates ship inside the package, ``bids_qc/data/templates`` (autoescape on). Every figure
 is embedded as a base64 PNG or inline SVG and all scripts are inline, so a report is one file
@@ -49,10 +50,3 @@ def render_template(name: str, context: dict) -> str:
     """HTML text of template ``name`` rendered with ``context``."""
     return _environment(str(templates_dir())).get_template(name).render(**context)
 
-
-def write_text(path: Path, text: str) -> Path:
-    """Write ``text`` to ``path`` atomically (a temporary unique to this process and write, then
-    os.replace; removed if the write fails, e.g. on a full disk), parents created."""
-    from bids_qc.outputs import atomic_write_text
-
-    return atomic_write_text(Path(path), text)

@@ -58,7 +58,7 @@ def _write_group_report(table, output_dir: Path, summary: dict) -> Path | None:
     from bids_qc.reports.group_report import write_group_report
 
     final = output_dir / GROUP_REPORT
-    try:  # the renderer writes atomically itself (tmp file + os.replace)
+    try:  # written atomically (bids_qc.outputs.atomic_write_text)
         write_group_report(table, final, output_dir, finetune=summary.get("finetuning"),
                            incomplete=summary.get("incomplete"),
                            slab_site=summary.get("slab_motion_site"))
