@@ -34,7 +34,8 @@ def templates_dir() -> Path:
 
 def schema_path(name: str = "qc_record") -> Path:
     """Path of the JSON Schema ``bids_qc/data/schemas/<name>.schema.json`` shipped with the
-    package (``qc_record``: the per-scan ``_qc.json``)."""
+    package (``qc_record``: the per-scan ``_qc.json``; ``group_table``: a row of
+    ``group_T1w.tsv``)."""
     return data_path("schemas", f"{name}.schema.json")
 
 
