@@ -20,10 +20,10 @@ from bids_qc.bids_io import (
     unindexed_t1w,
 )
 from bids_qc.exceptions import BidsInputError
+from bids_qc.group_table import records_to_table
 from bids_qc.outputs import (
     atomic_write_json,
     check_output_dir,
-    records_to_table,
     scan_output_paths,
 )
 from bids_qc.record import DETECTORS, new_record

@@ -14,7 +14,7 @@ import pytest
 
 from bids_qc.bids_io import build_layout, find_t1w
 from bids_qc.bids_meta import add_bids_meta
-from bids_qc.outputs import records_to_table
+from bids_qc.group_table import records_to_table
 from bids_qc.record import new_record
 from bids_qc.reports.site_scanner import add_site_scanner
 

@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from bids_qc.group_table import record_to_row, records_to_table
 from bids_qc.models import load_bundle, make_untrained_bundle
-from bids_qc.outputs import record_to_row, records_to_table
 from bids_qc.preprocessing import ModelGrid
 from bids_qc.record import DETECTORS, new_record, set_error
 from bids_qc.resources import load_schema

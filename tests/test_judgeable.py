@@ -73,7 +73,7 @@ def test_errors_and_missing_slab_detector():
 
 
 def test_group_report_counts_and_lists_unjudged_scans(tmp_path):
-    from bids_qc.outputs import records_to_table, summarise
+    from bids_qc.group_table import records_to_table, summarise
     from bids_qc.reports.group_report import render_group_report
 
     judged = new_record("sub-01/anat/sub-01_T1w.nii.gz")

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from bids_qc.group_table import records_to_table, summarise
 from bids_qc.outputs import (
     GROUP_REPORT,
     GROUP_SUMMARY,
@@ -17,8 +18,6 @@ from bids_qc.outputs import (
     atomic_write_json,
     collect_records,
     incomplete_scans,
-    records_to_table,
-    summarise,
     write_table,
 )
 
