@@ -30,7 +30,9 @@ SHIPPED = ("bids_qc/data/models/conv5fc3-ixi-v1/manifest.json",
            "bids_qc/data/templates/group.html.j2",
            "bids_qc/data/templates/_style.css.j2",
            "bids_qc/data/templates/_annotations.js.j2",
-           "bids_qc/data/tpl-MNI152NLin2009aSym_res-2_T1w.nii.gz")
+           "bids_qc/data/tpl-MNI152NLin2009aSym_res-2_T1w.nii.gz",
+           "bids_qc/data/schemas/qc_record.schema.json",
+           "bids_qc/data/schemas/group_table.schema.json")
 
 
 def build_wheel(tmp_path: Path) -> Path:
