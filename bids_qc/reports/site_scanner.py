@@ -12,6 +12,7 @@ import json
 import logging
 from pathlib import Path
 
+from bids_qc.bids_meta import participant_sites
 from bids_qc.reports.formatting import bids_stem, entity_label, fmt, is_missing
 
 logger = logging.getLogger(__name__)
@@ -48,23 +49,6 @@ def source_datasets(out_dir: Path) -> list[Path]:
             if path.is_dir():
                 roots.append(path)
     return roots
-
-
-def _participants_sites(root: Path) -> dict:
-    """participant_id -> site from ``participants.tsv`` (``site`` column), or {}."""
-    import pandas as pd
-
-    tsv = root / "participants.tsv"
-    if not tsv.is_file():
-        return {}
-    try:
-        df = pd.read_csv(tsv, sep="\t", dtype=str, na_values=["n/a"], keep_default_na=False)
-    except Exception as exc:  # a broken participants.tsv must not break the report
-        logger.warning("cannot read %s: %s", tsv, exc)
-        return {}
-    if "participant_id" not in df or "site" not in df:
-        return {}
-    return {str(p): s for p, s in zip(df["participant_id"], df["site"], strict=False) if isinstance(s, str) and s}
 
 
 def _sidecar_metadata(source_file: str, root: Path) -> dict:
@@ -145,7 +129,7 @@ def add_site_scanner(df, out_dir: Path):
             scanners.append(None)
             continue
         if root not in site_maps:
-            site_maps[root] = _participants_sites(root)
+            site_maps[root] = participant_sites(root)
         sites.append(site_maps[root].get(f"sub-{entity_label(subj)}"))
         scanners.append(_scanner_label(_sidecar_metadata(full, root)))
     for column, found in (("site", sites), ("scanner", scanners)):
