@@ -59,6 +59,7 @@ def record_to_row(record: dict) -> dict:
     row["slab_motion_threshold"] = slab.get("threshold")
     for metric in METRICS:
         row[metric] = metrics.get(metric)
+    row["measured_noise_grade"] = record.get("measured_noise_grade")
     row.update(
         n_warnings=len(record.get("warnings") or []),
         model_id=model.get("id"),

@@ -32,6 +32,18 @@ class ScanAssessment:
     saliency: dict = field(default_factory=dict)
 
 
+def _wm_snr(pre, record: dict) -> float | None:
+    """The measured white-matter SNR (:mod:`bids_qc.wm_snr`) into the metrics; None when it
+    could not be measured (the reason in ``metrics_notes``)."""
+    measured = pre.record.get("wm_snr") or {}
+    value = measured.get("value")
+    record["metrics"]["wm_snr"] = value
+    if value is None:
+        record["metrics_notes"]["wm_snr"] = measured.get("note") or (
+            "not measured: the scan was not registered (partial coverage or preprocessing stopped)")
+    return value
+
+
 def _metrics(pre, record: dict) -> None:
     from bids_qc.metrics import compute_metrics, load_priors
 
@@ -45,6 +57,7 @@ def _metrics(pre, record: dict) -> None:
                                          fov=pre.fov)
         record["metrics"].update({k: float(v) for k, v in metrics.items()})
         record["metrics_notes"].update(notes)
+        _wm_snr(pre, record)
     except Exception as exc:  # metrics must never kill the scan's other results
         LOGGER.warning("%s: metrics failed: %s", record["source_file"], exc)
         record["metrics_notes"] = {m: f"metrics failed: {exc}" for m in METRICS}
@@ -106,7 +119,7 @@ def assess_scan(path, bundle: DetectorBundle, *, omp_nthreads: int = 1,
         if pre.model_input is not None and not refusal:
             stage = "inference"
             t = time.perf_counter()
-            verdict = assess_volume(bundle, pre.model_input)
+            verdict = assess_volume(bundle, pre.model_input, wm_snr=_wm_snr(pre, record))
             record.update(verdict.record_fields())
             record["timings"]["inference"] = round(time.perf_counter() - t, 4)
             if want_images:

@@ -8,6 +8,11 @@ in the model's manifest (:attr:`bids_qc.models.DetectorBundle.thresholds`), neve
 - A detector *fires* when its probability is >= its threshold (:func:`positive`).
 - Grade = 2 if the severe detector fires, else 1 if the moderate one does, else 0
   (:mod:`bids_qc.grading`); tier = 1 if every grade is 0, 3 if any is 2, else 2.
+- Noise: the grade is the larger of the detectors' and the one the measured white-matter SNR
+  gives (:mod:`bids_qc.wm_snr`: the very quantity that defines the noise grade; < 52 moderate,
+  < 27.5 severe) when it could be measured. The detectors alone missed scanner-space noise on
+  other scanners (balanced accuracy 50 % on held-out sites); with the measurement, tier 1+2 vs 3
+  rose from 64 to 86 % there (``benchmarks/bench_scanner_space.py``, model card).
 - Uncertainty = max over detectors of max(ensemble std, MARGIN - |p - threshold|), at least 0:
   0 when every detector is far from its threshold and the members agree.
   ``needs_review`` when a detector is within MARGIN of its threshold or its members' std
@@ -21,6 +26,7 @@ import numpy as np
 
 from bids_qc.grading import grades_from_probabilities, tier_from_grades
 from bids_qc.record import DETECTORS
+from bids_qc.wm_snr import noise_grade
 
 MARGIN = 0.15  # |p - threshold| below this is "near the threshold"
 SPREAD = 0.15  # ensemble standard deviation above this is "the folds disagree"
@@ -58,6 +64,7 @@ class Verdict:
     tier: int                            # 1 good, 2 medium, 3 reject
     uncertainty: float
     needs_review: bool
+    measured_noise_grade: int | None = None  # from the measured WM SNR; None: not measured
 
     def record_fields(self) -> dict:
         """The record keys this verdict sets (``probability_std`` only for an ensemble)."""
@@ -65,32 +72,39 @@ class Verdict:
         if self.probability_std is not None:
             out["probability_std"] = dict(self.probability_std)
         out.update(uncertainty=self.uncertainty, needs_review=self.needs_review,
-                   grades=dict(self.grades), tier=self.tier)
+                   grades=dict(self.grades), tier=self.tier,
+                   measured_noise_grade=self.measured_noise_grade)
         return out
 
 
-def verdict(probs: dict, thresholds: dict, stds: dict | None = None) -> Verdict:
-    """The verdict from ``{detector: probability}`` (all six), per-detector ``thresholds`` and,
-    for an ensemble, the members' ``{detector: std}``."""
+def verdict(probs: dict, thresholds: dict, stds: dict | None = None,
+            wm_snr: float | None = None) -> Verdict:
+    """The verdict from ``{detector: probability}`` (all six), per-detector ``thresholds``, for
+    an ensemble the members' ``{detector: std}``, and the scan's measured white-matter SNR
+    (``None`` or NaN: the noise grade is the detectors' alone)."""
     probs = {d: float(probs[d]) for d in DETECTORS}
     thresholds = {d: float(thresholds[d]) for d in DETECTORS}
     stds = None if stds is None else {d: float(stds[d]) for d in DETECTORS}
     grades = grades_from_probabilities(probs, thresholds)
+    measured = noise_grade(wm_snr)
+    if measured is not None:
+        grades["noise"] = max(grades["noise"], measured)
     uncertainty, needs_review = review(probs, thresholds, stds)
     return Verdict(probabilities=probs, probability_std=stds, thresholds=thresholds,
                    positives={d: bool(positive(probs[d], thresholds[d])) for d in DETECTORS},
                    grades=grades, tier=tier_from_grades(grades), uncertainty=uncertainty,
-                   needs_review=needs_review)
+                   needs_review=needs_review, measured_noise_grade=measured)
 
 
-def assess_volume(bundle, volume) -> Verdict:
+def assess_volume(bundle, volume, wm_snr: float | None = None) -> Verdict:
     """Run ``bundle`` (a :class:`~bids_qc.models.DetectorBundle`) on one model-grid volume
     (``(D, H, W)`` float32 array or tensor, as :func:`bids_qc.preprocessing.preprocess` makes it)
-    and return the verdict at the bundle's thresholds; the std term only for an ensemble."""
+    and return the verdict at the bundle's thresholds (``wm_snr``: :func:`verdict`); the std
+    term only for an ensemble."""
     import torch
 
     x = torch.as_tensor(np.asarray(volume))[None, None]
     mean, std = bundle.predict(x)
     probs = {d: float(mean[d][0]) for d in DETECTORS}
     stds = {d: float(std[d][0]) for d in DETECTORS} if len(bundle.members) > 1 else None
-    return verdict(probs, bundle.thresholds, stds)
+    return verdict(probs, bundle.thresholds, stds, wm_snr)

@@ -42,9 +42,29 @@ def test_tiers_and_review():
 def test_record_fields():
     probs = {d: 0.1 for d in DETECTORS}
     single = verdict(probs, {d: 0.5 for d in DETECTORS}).record_fields()
-    assert list(single) == ["probabilities", "uncertainty", "needs_review", "grades", "tier"]
+    assert list(single) == ["probabilities", "uncertainty", "needs_review", "grades", "tier",
+                            "measured_noise_grade"]
     ensemble = verdict(probs, {d: 0.5 for d in DETECTORS}, stds={d: 0.0 for d in DETECTORS})
     assert "probability_std" in ensemble.record_fields()
+
+
+@pytest.mark.parametrize(("snr", "detector_grade", "expected"), [
+    (None, 0, 0), (float("nan"), 1, 1), (80.0, 0, 0), (80.0, 2, 2),  # the detectors alone
+    (40.0, 0, 1), (20.0, 0, 2), (20.0, 1, 2), (40.0, 2, 2),  # the larger of the two
+])
+def test_measured_wm_snr_raises_the_noise_grade_never_lowers_it(snr, detector_grade, expected):
+    thresholds = {d: 0.5 for d in DETECTORS}
+    probs = {d: 0.1 for d in DETECTORS}
+    if detector_grade >= 1:
+        probs["noise_moderate"] = 0.9
+    if detector_grade == 2:
+        probs["noise_severe"] = 0.9
+    v = verdict(probs, thresholds, wm_snr=snr)
+    assert v.grades["noise"] == expected
+    assert v.grades["motion"] == v.grades["contrast"] == 0
+    assert v.tier == {0: 1, 1: 2, 2: 3}[expected]
+    assert v.measured_noise_grade == (None if snr is None or snr != snr else
+                                      0 if snr >= 52 else 1 if snr >= 27.5 else 2)
 
 
 def test_assess_volume_is_what_rescoring_writes(tmp_path):

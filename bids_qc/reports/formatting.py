@@ -19,6 +19,9 @@ METRIC_INFO = {
     "tenengrad": ("Tenengrad", "gradient energy (sharpness); higher is better"),
     "snr_native": ("SNR (native)", "head intensity / std of the air around it, before preprocessing; "
                    "noise and motion ghosts lower it; also computed for slabs; higher is better"),
+    "wm_snr": ("SNR (WM, 1.5 mm)", "white-matter level / Rician noise sigma of the air, at 1.5 mm "
+               "before bias correction; defines the noise grade (< 52 moderate, < 27.5 severe; "
+               "published: ~74 clean, 38-44 moderate, 25-27 severe); higher is better"),
 }
 _ENTITY_RE = re.compile(r"(?:^|_)(sub|ses|run)-([a-zA-Z0-9]+)")
 TIER_COLOURS = {1: "#2e9d52", 2: "#e0a526", 3: "#d2433a", None: "#8a8f98"}

@@ -127,19 +127,29 @@ def _tier_before_after(rated, table, parent, oof) -> dict:
         grades = {a: int(getattr(row, a)) for a in ARTEFACTS}
         true.append(tier_from_grades(grades))
         pb = {d: float(parent_p.loc[row.bids_name, f"p_{d}"]) for d in DETECTORS}
-        before.append(verdict(pb, parent.thresholds).tier)
+        snr = _wm_snr(parent_p, row.bids_name)
+        before.append(verdict(pb, parent.thresholds, wm_snr=snr).tier)
         pa = {d: oof.get(d, {}).get(row.bids_name, pb[d]) for d in DETECTORS}
-        after.append(verdict(pa, parent.thresholds).tier)
+        after.append(verdict(pa, parent.thresholds, wm_snr=snr).tier)
     true, before, after = map(np.array, (true, before, after))
     return {"n_scans": int(len(true)), "before": tier_scores(true, before),
             "after": tier_scores(true, after)}
 
 
+def _wm_snr(by_name: pd.DataFrame, name: str) -> float | None:
+    """The scan's measured WM SNR from the group table (``None`` in tables without it)."""
+    if "wm_snr" not in by_name:
+        return None
+    value = by_name.loc[name, "wm_snr"]
+    return None if pd.isna(value) else float(value)
+
+
 def rescore(table: pd.DataFrame, inputs: dict, bundle: DetectorBundle) -> pd.DataFrame:
     """The verdict of ``bundle`` on every scan of ``table`` with an input, as new columns
     (index aligned with ``table``; missing where a scan has no input)."""
-    verdicts = {name: assess_volume(bundle, inputs[name]) for name in table["bids_name"]
-                if name in inputs}
+    by_name = table.set_index("bids_name")
+    verdicts = {name: assess_volume(bundle, inputs[name], wm_snr=_wm_snr(by_name, name))
+                for name in table["bids_name"] if name in inputs}
 
     def column(get):
         return [get(verdicts[n]) if n in verdicts else None for n in table["bids_name"]]
