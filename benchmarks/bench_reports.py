@@ -102,7 +102,7 @@ def main(argv=None) -> int:
             **{f"p_{d}": rng.uniform(0, 1, n) for d in DETECTORS},
             "snr": rng.normal(20, 4, n), "nd_wgm": rng.normal(0.3, 0.05, n),
             "aes": rng.normal(0.4, 0.05, n), "tenengrad": rng.normal(3, 0.5, n),
-            "model_id": "conv5fc3-ixi-v1", "needs_review": rng.uniform(0, 1, n) < 0.1,
+            "model_id": "conv5fc3-ixi-v2.6", "needs_review": rng.uniform(0, 1, n) < 0.1,
             "uncertainty": rng.uniform(0, 1, n), "site": rng.choice(["HH", "Guys", "IOP"], n)})
         with tempfile.TemporaryDirectory() as tmp:
             wall, cpu, text = timed(lambda t=table, d=tmp: render_group_report(

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Scanner-space benchmark: detectors on artefacts made another way, per site, beside the metrics.
 
-    python benchmarks/bench_scanner_space.py --models bids_qc/data/models/conv5fc3-ixi-v1 [OTHER_MODEL ...] \
+    python benchmarks/bench_scanner_space.py --models bids_qc/data/models/conv5fc3-ixi-v2.6 [OTHER_MODEL ...] \
         [--data ../shared/data] [--cache /tmp/bids_qc_ss_bench] [--seed 777]
 
 One run prints, for every model given, on the *same* images:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from importlib.resources import files
 from pathlib import Path
 
-DEFAULT_MODEL = "conv5fc3-ixi-v1"
+DEFAULT_MODEL = "conv5fc3-ixi-v2.6"
 DEFAULT_SLAB_MODEL = "slab-motion-ixi-v1"
 
 

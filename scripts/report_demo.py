@@ -19,7 +19,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 EVIL = '<script>window.__pwned=1</script>'
-SHIPPED = ROOT / "bids_qc" / "data" / "models" / "conv5fc3-ixi-v1" / "manifest.json"
+SHIPPED = ROOT / "bids_qc" / "data" / "models" / "conv5fc3-ixi-v2.6" / "manifest.json"
 SLAB_THRESHOLD = 0.5
 FT_SUFFIX = "-finetuned-2026-12-06"
 
@@ -65,7 +65,7 @@ def demo_assessment(bids_name: str, *, native=None, zooms=(2.0, 2.0, 2.0), error
     model_id, thresholds = shipped_model()
     record = new_record(f"/data/{bids_name}.nii.gz")
     record.update(bids_name=bids_name, entities=_entities(bids_name),
-                  model={"id": model_id, "trained": not untrained, "dir": "models/conv5fc3-ixi-v1",
+                  model={"id": model_id, "trained": not untrained, "dir": "models/conv5fc3-ixi-v2.6",
                          "thresholds": dict(thresholds)})
     if error:
         set_error(record, ValueError("file is empty (0 bytes)"), "load")

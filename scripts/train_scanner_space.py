@@ -5,7 +5,7 @@ generated training images; the weight average (EMA) of the epoch with the lowest
 loss is kept per detector (the starting weights are epoch 0 and win if nothing beats them).
 Thresholds: the tier objective on the validation images. Writes a model folder.
 
-    python scripts/train_scanner_space.py /work/ss /work/ss/model --init-from bids_qc/data/models/conv5fc3-ixi-v1 \
+    python scripts/train_scanner_space.py /work/ss /work/ss/model --init-from bids_qc/data/models/conv5fc3-ixi-v2.6 \
         --model-id conv5fc3-ss-v3.0 --epochs 6 --max-minutes 40
 """
 from __future__ import annotations

@@ -21,9 +21,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "ixi_mini"
-SHIPPED = ("bids_qc/data/models/conv5fc3-ixi-v1/manifest.json",
-           "bids_qc/data/models/conv5fc3-ixi-v1/weights.safetensors",
-           "bids_qc/data/models/conv5fc3-ixi-v1/reference_outputs.json",
+SHIPPED = ("bids_qc/data/models/conv5fc3-ixi-v2.6/manifest.json",
+           "bids_qc/data/models/conv5fc3-ixi-v2.6/weights.safetensors",
+           "bids_qc/data/models/conv5fc3-ixi-v2.6/reference_outputs.json",
            "bids_qc/data/models/slab-motion-ixi-v1/manifest.json",
            "bids_qc/data/models/slab-motion-ixi-v1/weights.safetensors",
            "bids_qc/data/templates/participant.html.j2",

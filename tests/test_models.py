@@ -56,3 +56,15 @@ def test_missing_folder_and_manifest(tmp_path):
 def test_grades_and_tier(probs, grades, tier):
     assert grades_from_probabilities(probs) == grades
     assert tier_from_grades(grades) == tier
+
+
+def test_every_shipped_model_folder_is_named_by_its_model_id():
+    """A folder name users type (``--model-dir``) never says another version than the model's."""
+    import json
+
+    from bids_qc.resources import data_path
+
+    folders = [p for p in data_path("models").iterdir() if (p / "manifest.json").is_file()]
+    assert folders
+    for folder in folders:
+        assert json.loads((folder / "manifest.json").read_text())["model_id"] == folder.name

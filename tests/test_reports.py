@@ -364,7 +364,7 @@ def test_group_site_column_in_table_wins(tmp_path):
 
 def test_finetune_summary_of_the_group_level():
     """The nested summary written by bids_qc.training.finetune_group is shown as before/after tables."""
-    summary = {"model_id": "conv5fc3-ixi-v1-finetuned-2026-11-25", "n_rated": 40, "k_folds": 5,
+    summary = {"model_id": "conv5fc3-ixi-v2.6-finetuned-2026-11-25", "n_rated": 40, "k_folds": 5,
                "detectors": {
                    "motion_severe": {"status": "fine-tuned", "n_scans": 40, "folds": 5,
                                      "before": {"balanced_accuracy": 0.62, "sensitivity": 0.5},
