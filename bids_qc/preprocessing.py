@@ -386,7 +386,9 @@ def preprocess_volume(data: np.ndarray, affine: np.ndarray, zooms, grid: ModelGr
         reg_params["template_to_subject_ras"] = transform_to_ras_matrix(transform)
         out.record["registration"] = reg_params
         out.timings["registration"] = time.perf_counter() - t
+        t = time.perf_counter()
         out.record["wm_snr"] = _wm_snr(img, transform)
+        out.timings["wm_snr"] = time.perf_counter() - t
 
         t = time.perf_counter()
         box = resample(corrected, transform, grid.shape, grid.affine)
