@@ -41,6 +41,7 @@ sys.path.insert(0, str(ROOT))
 
 from bids_qc.config import DEFAULT_MODEL_DIR  # noqa: E402
 from bids_qc.evaluation.independent_artefacts import corrupt  # noqa: E402
+from bids_qc.evaluation.real_motion_pairs import real_pairs as heldout_real_pairs  # noqa: E402
 from bids_qc.grading import binary_labels, grades_from_probabilities, tier_from_grades  # noqa: E402
 from bids_qc.metrics import compute_metrics, load_priors  # noqa: E402
 from bids_qc.models import load_bundle  # noqa: E402
@@ -283,9 +284,6 @@ def main(argv=None) -> int:
 
 def real_pairs(data: Path) -> dict:
     """The slab detector and native metrics on the real motion pairs (bench_heldout's check)."""
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    from bench_heldout import real_pairs as heldout_real_pairs
-
     return heldout_real_pairs(data, load_bundle(DEFAULT_MODEL_DIR))
 
 

@@ -1,19 +1,15 @@
-"""benchmarks/bench_heldout.py: each artefact alone vs clean, the detector beside its baseline metric."""
-import importlib.util
-from pathlib import Path
-
+"""bids_qc.evaluation (benchmarks/bench_heldout.py): each artefact alone vs clean, the detector
+beside its baseline metric; invariance counts."""
 import numpy as np
 import pytest
 
+from bids_qc.evaluation.baseline_metrics import BaselineMetrics, artefact_vs_clean
+from bids_qc.evaluation.invariance import invariance
 from bids_qc.masks import priors_on_grid
 from bids_qc.preprocessing import ModelGrid
-from bids_qc.record import ARTEFACTS
+from bids_qc.record import ARTEFACTS, DETECTORS
 from bids_qc.simulation import SEVERITY_NAMES
 
-ROOT = Path(__file__).resolve().parent.parent
-_spec = importlib.util.spec_from_file_location("bench_heldout", ROOT / "benchmarks" / "bench_heldout.py")
-bench_heldout = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(bench_heldout)
 
 def _phantom() -> np.ndarray:
     """Tissue on the model grid from the template priors (WM 200, GM 120, reference scale)."""
@@ -24,7 +20,7 @@ def _phantom() -> np.ndarray:
 
 
 def test_baseline_metrics_say_worse_for_each_artefact():
-    metrics = bench_heldout.BaselineMetrics(ModelGrid())
+    metrics = BaselineMetrics(ModelGrid())
     clean = _phantom()
     noisy = clean + np.random.default_rng(1).normal(0, 15, clean.shape).astype(np.float32)
     low_contrast = (clean / clean.max()) ** 0.8 * clean.max()  # gamma < 1: grey nearer white
@@ -47,7 +43,7 @@ def test_each_artefact_is_scored_against_the_shared_clean_images(capsys):
     # contrast: the detector ranks every artefact image above clean, the metric ranks them below
     rows += [_row("contrast", g, 0.9, -1.0) for g in (1, 1, 2, 2)]
     rows += [_row(a, g, 0.9, 1.0) for a in ("motion", "noise") for g in (1, 1, 2, 2)]
-    out = bench_heldout.artefact_vs_clean(rows)
+    out = artefact_vs_clean(rows)
     cm = out["contrast"]["moderate vs clean"]
     assert out["contrast"]["metric"] == "ND-WGM"
     assert cm["detector"] == "contrast_moderate" and cm["n"] == 5  # 3 clean + 2 moderate only
@@ -58,11 +54,11 @@ def test_each_artefact_is_scored_against_the_shared_clean_images(capsys):
 
 def test_invariance_counts_clean_scans_called_positive_at_each_factor(capsys):
     factors = (0.95, 1.0, 1.05)
-    thresholds = {d: 0.5 for d in bench_heldout.DETECTORS}
+    thresholds = {d: 0.5 for d in DETECTORS}
     # two scans: the contrast detector follows the factor (positive when brightened), the rest flat
-    rows = [[{d: (p if d == "contrast_moderate" else 0.1) for d in bench_heldout.DETECTORS} for p in ps]
+    rows = [[{d: (p if d == "contrast_moderate" else 0.1) for d in DETECTORS} for p in ps]
             for ps in ((0.9, 0.4, 0.1), (0.6, 0.6, 0.2))]
-    out = bench_heldout.invariance(rows, thresholds, factors, "Clip-level invariance: {n} scans at {factors}")
+    out = invariance(rows, thresholds, factors, "Clip-level invariance: {n} scans at {factors}")
     assert out["factors"] == [0.95, 1.0, 1.05] and out["n_scans"] == 2
     assert out["detectors"]["contrast_moderate"]["positive"] == [2, 1, 0]
     assert out["detectors"]["contrast_moderate"]["mean_abs_shift"] == pytest.approx((0.8 + 0.4) / 2)
