@@ -1,14 +1,10 @@
-"""benchmarks/bench_draws.py: the per-draw and mean table of several held-out benchmark draws."""
-import importlib.util
+"""bids_qc.evaluation.draws (benchmarks/bench_draws.py): the per-draw and mean table of several
+held-out benchmark draws."""
 import json
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-_spec = importlib.util.spec_from_file_location("bench_draws", ROOT / "benchmarks" / "bench_draws.py")
-bench_draws = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(bench_draws)
+from bids_qc.evaluation.draws import print_summary, summarise_draws, summary_record
 
 
 def _draw(seed, model="m-1", **bacc):
@@ -19,7 +15,7 @@ def _draw(seed, model="m-1", **bacc):
 
 
 def test_mean_and_by_draw_in_percent():
-    s = bench_draws.summarise_draws([_draw(1, noise_severe=0.97, tier_1_vs_2=0.90),
+    s = summarise_draws([_draw(1, noise_severe=0.97, tier_1_vs_2=0.90),
                                      _draw(2, noise_severe=0.95, tier_1_vs_2=0.96)])
     assert s["noise_severe"]["by_draw"] == pytest.approx([97.0, 95.0])
     assert s["noise_severe"]["mean"] == pytest.approx(96.0)
@@ -27,25 +23,26 @@ def test_mean_and_by_draw_in_percent():
 
 
 def test_decision_missing_from_a_draw_is_left_out():
-    s = bench_draws.summarise_draws([_draw(1, noise_severe=0.97, motion_severe=1.0),
+    s = summarise_draws([_draw(1, noise_severe=0.97, motion_severe=1.0),
                                      _draw(2, noise_severe=0.95)])
     assert list(s) == ["noise_severe"]
 
 
 def test_draws_of_different_models_are_refused():
     with pytest.raises(ValueError, match="m-1.*m-2"):
-        bench_draws.summarise_draws([_draw(1, noise_severe=0.9), _draw(2, model="m-2", noise_severe=0.9)])
+        summarise_draws([_draw(1, noise_severe=0.9), _draw(2, model="m-2", noise_severe=0.9)])
 
 
-def test_from_json_prints_the_table_and_writes_the_summary(tmp_path, capsys):
+def test_the_table_is_printed_and_the_summary_recorded(tmp_path, capsys):
     files = []
     for seed, v in ((7, 0.80), (8, 0.90)):
         files.append(tmp_path / f"d{seed}.json")
         files[-1].write_text(json.dumps(_draw(seed, contrast_moderate=v)))
-    out = tmp_path / "summary.json"
-    assert bench_draws.main(["--from-json", *map(str, files), "--json", str(out)]) == 0
+    results = [json.loads(p.read_text()) for p in files]  # as bench_draws.py --from-json reads them
+    summary = summarise_draws(results)
+    print_summary(results, summary)
     printed = capsys.readouterr().out
     assert "seed 7" in printed and "seed 8" in printed and "85.0" in printed
-    summary = json.loads(out.read_text())
-    assert summary["seeds"] == [7, 8]
-    assert summary["decisions"]["contrast_moderate"]["mean"] == pytest.approx(85.0)
+    record = json.loads(json.dumps(summary_record(results, summary)))
+    assert record["seeds"] == [7, 8] and record["n_images"] == 480
+    assert record["decisions"]["contrast_moderate"]["mean"] == pytest.approx(85.0)
