@@ -1,10 +1,9 @@
-"""benchmarks/bench_intensity_observer.py: intensity features, the observer and its comparison."""
-import importlib.util
-from pathlib import Path
-
+"""bids_qc.evaluation.intensity_observer (benchmarks/bench_intensity_observer.py): intensity
+features, the observer and its comparison."""
 import numpy as np
 import pytest
 
+from bids_qc.evaluation import intensity_observer as observer
 from bids_qc.grading import LABEL_SCHEMES
 from bids_qc.masks import priors_on_grid
 from bids_qc.preprocessing import ModelGrid
@@ -13,11 +12,6 @@ from bids_qc.simulation import simulate
 from bids_qc.training.data import simulated_draws
 
 pytest.importorskip("sklearn", reason="the observer benchmark needs scikit-learn")
-ROOT = Path(__file__).resolve().parent.parent
-_spec = importlib.util.spec_from_file_location("bench_intensity_observer",
-                                               ROOT / "benchmarks" / "bench_intensity_observer.py")
-observer = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(observer)
 
 
 def _phantom(seed: int = 0) -> np.ndarray:
@@ -76,8 +70,8 @@ def test_compare_scores_the_observer_beside_the_network_on_the_same_images():
     assert r["observer_auc"] > 0.9 and r["network_auc"] == pytest.approx(0.0)
     assert set(r["by_seed"]) == {1, 2}
     assert r["network_errors_by_subject"]["total"] == int((contrast == 0).sum())  # 1.0: false alarms
-    y_train = observer._labels("contrast_moderate", g_train, LABEL_SCHEMES)
-    y = observer._labels("contrast_moderate", g_test, LABEL_SCHEMES)
+    y_train = observer.detector_labels("contrast_moderate", g_train, LABEL_SCHEMES)
+    y = observer.detector_labels("contrast_moderate", g_test, LABEL_SCHEMES)
     keep, k = y_train >= 0, y >= 0
     curve = observer.learning_curve(f_train[keep], y_train[keep], subjects[keep], f_test[k], y[k], [5, 40],
                                     repeats=2)
