@@ -215,6 +215,7 @@ def test_missing_templates_fail_clearly(tmp_path, monkeypatch):
     ("sub-02_acq-MPRAGE_T1w", {"subject": "02", "session": None, "run": float("nan")},
      ("sub-02", "n/a", "n/a")),
     ("weird", {"subject": "sub-07", "run": 2.0}, ("sub-07", "n/a", "2")),
+    ("sub-01_run-a_T1w", None, ("sub-01", "n/a", "a")),  # a label pybids would drop (not digits)
 ])
 def test_annotation_keys(name, entities, expected):
     keys = annotation_keys(name, entities)

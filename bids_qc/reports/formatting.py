@@ -23,6 +23,8 @@ METRIC_INFO = {
                "before bias correction; defines the noise grade (< 52 moderate, < 27.5 severe; "
                "published: ~74 clean, 38-44 moderate, 25-27 severe); higher is better"),
 }
+# Not pybids' parse_file_entities: it reads run labels as digits only (``run-a`` gives no run, so
+# two such scans of a subject would share their annotation keys) and needs a leading "/".
 _ENTITY_RE = re.compile(r"(?:^|_)(sub|ses|run)-([a-zA-Z0-9]+)")
 TIER_COLOURS = {1: "#2e9d52", 2: "#e0a526", 3: "#d2433a", None: "#8a8f98"}
 GRADE_COLOURS = ("#2e9d52", "#e0a526", "#d2433a")
