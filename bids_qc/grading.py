@@ -51,6 +51,16 @@ def grades_from_probabilities(probs: dict, thresholds: dict | None = None) -> di
     return {a: int(g) for a, g in zip(ARTEFACTS, row)}
 
 
+def grade_from(value: float, limits, lower_is_worse: bool) -> int:
+    """0, 1 or 2 from a measured value and its two limits ``(grade 1, grade 2)``, e.g. an SNR
+    (``lower_is_worse``: below the first limit grade 1, below the second grade 2) or a contrast
+    drop (at or above the first grade 1, at or above the second grade 2)."""
+    first, second = limits
+    if lower_is_worse:
+        return 2 if value < second else 1 if value < first else 0
+    return 2 if value >= second else 1 if value >= first else 0
+
+
 def tier_from_grades(grades: dict) -> int:
     return int(tiers_of([[int(g) for g in grades.values()]])[0])
 

@@ -46,8 +46,9 @@ import torch
 import torchio as tio
 from nibabel.affines import voxel_sizes
 
+from bids_qc.grading import grade_from
 from bids_qc.images import from_sitk, load_template, to_sitk
-from bids_qc.wm_snr import NOISE_SNR_LIMITS, air_sigma  # noqa: F401 (air_sigma: part of this API)
+from bids_qc.wm_snr import NOISE_SNR_LIMITS, air_sigma
 
 NOISE_SNR_TARGETS = {1: (33.0, 48.0), 2: (18.0, 27.0)}  # drawn uniformly (published 38-44 / 25-27)
 CONTRAST_DROP_LIMITS = (0.03, 0.22)
@@ -88,14 +89,6 @@ def tissue_masks(shape, affine, template_to_subject, level: float = 0.9):
 def nd_wgm_native(data: np.ndarray, wm: np.ndarray, gm: np.ndarray) -> float:
     w, g = float(np.median(data[wm])), float(np.median(data[gm]))
     return abs(w - g) / (w + g) if w + g > 0 else float("nan")
-
-
-def grade_from(value: float, limits, lower_is_worse: bool) -> int:
-    """0, 1 or 2 from a measured value and the two limits of :data:`NOISE_SNR_LIMITS` style."""
-    first, second = limits
-    if lower_is_worse:
-        return 2 if value < second else 1 if value < first else 0
-    return 2 if value >= second else 1 if value >= first else 0
 
 
 # ----------------------------------------------------------------------------- site randomisation

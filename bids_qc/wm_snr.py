@@ -17,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 import SimpleITK as sitk
 
+from bids_qc.grading import grade_from
 from bids_qc.images import from_sitk, load_template, to_sitk
 from bids_qc.metrics import MIN_AIR_VOXELS, MetricUndefined, head_and_air
 
@@ -54,5 +55,4 @@ def noise_grade(snr: float) -> int | None:
     """0, 1 or 2 by :data:`NOISE_SNR_LIMITS`; None for a missing SNR."""
     if snr is None or not np.isfinite(snr):
         return None
-    first, second = NOISE_SNR_LIMITS
-    return 2 if snr < second else 1 if snr < first else 0
+    return grade_from(snr, NOISE_SNR_LIMITS, lower_is_worse=True)
