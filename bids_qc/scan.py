@@ -57,10 +57,10 @@ def _metrics(pre, record: dict) -> None:
                                          fov=pre.fov)
         record["metrics"].update({k: float(v) for k, v in metrics.items()})
         record["metrics_notes"].update(notes)
-        _wm_snr(pre, record)
     except Exception as exc:  # metrics must never kill the scan's other results
         LOGGER.warning("%s: metrics failed: %s", record["source_file"], exc)
-        record["metrics_notes"] = {m: f"metrics failed: {exc}" for m in METRICS}
+        # wm_snr was measured by preprocessing, not here: its value and note stand
+        record["metrics_notes"].update({m: f"metrics failed: {exc}" for m in METRICS if m != "wm_snr"})
 
 
 def _saliency(bundle: DetectorBundle, x: torch.Tensor, verdict: Verdict) -> dict:
@@ -106,6 +106,7 @@ def assess_scan(path, bundle: DetectorBundle, *, omp_nthreads: int = 1,
         grid: ModelGrid = bundle.grid
         pre = preprocess(path, grid=grid, threads=omp_nthreads)
         record["preprocessing"] = pre.record
+        wm_snr = _wm_snr(pre, record)
         record["warnings"].extend(pre.warnings)
         record["timings"].update({k: round(v, 4) for k, v in pre.timings.items()})
         out.model_input = pre.model_input  # kept always: the group level reuses it
@@ -119,7 +120,7 @@ def assess_scan(path, bundle: DetectorBundle, *, omp_nthreads: int = 1,
         if pre.model_input is not None and not refusal:
             stage = "inference"
             t = time.perf_counter()
-            verdict = assess_volume(bundle, pre.model_input, wm_snr=_wm_snr(pre, record))
+            verdict = assess_volume(bundle, pre.model_input, wm_snr=wm_snr)
             record.update(verdict.record_fields())
             record["timings"]["inference"] = round(time.perf_counter() - t, 4)
             if want_images:
