@@ -34,15 +34,15 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bids_qc.config import DEFAULT_MODEL_DIR  # noqa: E402
+from bids_qc.evaluation.detector_probabilities import predict  # noqa: E402
 from bids_qc.evaluation.independent_artefacts import corrupt  # noqa: E402
 from bids_qc.evaluation.real_motion_pairs import real_pairs as heldout_real_pairs  # noqa: E402
-from bids_qc.grading import binary_labels, grades_from_probabilities, tier_from_grades  # noqa: E402
+from bids_qc.grading import binary_labels, tier_from_grades  # noqa: E402
 from bids_qc.metrics import compute_metrics, load_priors  # noqa: E402
 from bids_qc.models import load_bundle  # noqa: E402
 from bids_qc.preprocessing import preprocess  # noqa: E402
@@ -55,7 +55,7 @@ from bids_qc.training.scanner_data import (  # noqa: E402
     prepare_scans,
     shared_data_sources,
 )
-from bids_qc.wm_snr import noise_grade  # noqa: E402
+from bids_qc.verdict import verdict  # noqa: E402
 
 BASELINES = {"motion": (("tenengrad", -1), ("snr_native", -1)),
              "noise": (("snr_native", -1), ("snr", -1), ("wm_snr", -1)),
@@ -112,26 +112,28 @@ def make_images(prepared: list[Path], cache: Path, seed: int, n_per_scan: dict) 
     return done
 
 
-def score(bundle, images: list[Path], fuse_noise: bool = False) -> list[dict]:
-    """Each image's probabilities, grades and tier; ``fuse_noise``: the noise grade is the larger
-    of the network's and the measured white-matter SNR's (:func:`bids_qc.wm_snr.noise_grade`)."""
+def probabilities(bundle, images: list[Path]) -> list[dict]:
+    """Each image's record (cache metadata) with the model's probabilities ``probs``."""
     rows = []
     for path in images:
         with np.load(path) as z:
             # the model box at the reference scale, normalised as this model's manifest says
             # (an older cache holds a min-max input: every normalisation of it gives the same)
             box = z["box"] if "box" in z.files else z["x"]
-            x = torch.from_numpy(bundle.grid.normalise(box.astype(np.float32)))[None, None]
             meta = json.loads(str(z["meta"]))
-        mean, _ = bundle.predict(x)
-        probs = {d: float(mean[d][0]) for d in DETECTORS}
-        grades = grades_from_probabilities(probs, bundle.thresholds)
-        measured = noise_grade(meta["metrics"].get("wm_snr"))
-        if fuse_noise and measured is not None:
-            grades["noise"] = max(grades["noise"], measured)
-        rows.append({**meta, "probs": probs, "pred": grades, "tier": tier_from_grades(grades),
-                     "true_tier": tier_from_grades(meta["grades"])})
+        rows.append({**meta, "probs": predict(bundle, bundle.grid.normalise(box.astype(np.float32)))})
     return rows
+
+
+def decide(rows: list[dict], thresholds: dict, fuse_noise: bool) -> list[dict]:
+    """The app's verdict (:func:`bids_qc.verdict.verdict`) on each row: grades ``pred`` and
+    ``tier``; ``fuse_noise`` passes the measured white-matter SNR (the app's default), without it
+    the noise grade is the detectors' alone."""
+    out = []
+    for r in rows:
+        v = verdict(r["probs"], thresholds, wm_snr=r["metrics"].get("wm_snr") if fuse_noise else None)
+        out.append({**r, "pred": v.grades, "tier": v.tier, "true_tier": tier_from_grades(r["grades"])})
+    return out
 
 
 def decision_table(rows: list[dict]) -> dict:
@@ -272,9 +274,10 @@ def main(argv=None) -> int:
     results = {}
     for model_dir in args.models:
         bundle = load_bundle(model_dir)
+        rows = probabilities(bundle, images)  # once per model: both verdicts read the same
         for fuse in (False, True):
             name = bundle.model_id + (" + measured WM SNR for noise" if fuse else "")
-            results[name] = report(name, score(bundle, images, fuse_noise=fuse), heldout_sites)
+            results[name] = report(name, decide(rows, bundle.thresholds, fuse), heldout_sites)
     pairs = real_pairs(args.data)
     results["real_motion_pairs"] = pairs
     if args.json:
