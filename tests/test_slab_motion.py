@@ -105,13 +105,13 @@ def test_training_runs_and_learns_something(tmp_path):
         moved = [slices.to_ras_stack(apply_motion(data, affine, sample_motion(
             np.random.default_rng(seed * 10 + k), amplitude=a)), affine) for k, a in enumerate((1.0, 3.0))]
         scale = 200 / np.percentile(clean[clean > 0], 99.5)
-        stacks.append(Stacks(f"s{seed}", _to_uint8(clean[30:60], scale),
-                             np.stack([_to_uint8(m[30:60], scale) for m in moved]),
+        stacks.append(Stacks(f"s{seed}", [_to_uint8(clean[30:60], scale)] * 2,
+                             [_to_uint8(m[30:60], scale) for m in moved],
                              np.array([1.0, 3.0], np.float32)))
     net, history, val = train(stacks[:1], stacks[1:], epochs=2, batches=3, batch_size=4,
                               progress=lambda *_: None)
     assert len(history) == 2 and np.isfinite(history[-1]["loss"])
-    assert len(val["scores"]) == 3  # one still + two moved validation stacks
+    assert len(val["scores"]) == 4  # two still/moved validation pairs
     assert min(val["scores"]) <= sensitivity_threshold(val["scores"], val["amplitudes"]) <= max(val["scores"])
 
 

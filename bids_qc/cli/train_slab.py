@@ -21,7 +21,7 @@ from bids_qc import __version__
 from bids_qc.slab_detector.detector import load_detector, save_detector
 from bids_qc.training.cache import find_t1w
 from bids_qc.training.slab import evaluation, model_card
-from bids_qc.training.slab.cache import build_cache
+from bids_qc.training.slab.cache import CACHE_VERSION, P_SITE, build_cache
 from bids_qc.training.slab.simulation import AMPLITUDE_RANGE, MOVEMENTS
 from bids_qc.training.slab.train import load_stacks, sensitivity_threshold, train
 from bids_qc.training.splits import holdout_split, kfold_by_subject
@@ -48,9 +48,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--nprocs", type=int, default=2, help="processes for the cache")
+    p.add_argument("--extra-scan", type=Path, action="append", default=[], metavar="NIFTI",
+                   help="a clean scan of another scanner, used for training only (never held "
+                   "out or validated on); repeat for several")
     p.add_argument("--real-pairs", type=Path, help="folder with labels.tsv of real motion pairs "
                    "(reported only; never used for training or for choosing anything)")
     return p
+
+
+def extra_id(path: Path) -> str:
+    """Cache key of an extra scan: ``x`` + its file name without ``sub-`` and suffixes (IXI
+    subject labels are digits only, so these cannot collide)."""
+    name = path.name.split(".")[0].removeprefix("sub-")
+    return "x" + "".join(c if c.isalnum() else "-" for c in name)
 
 
 def main(argv=None) -> int:
@@ -61,9 +71,11 @@ def main(argv=None) -> int:
     if not scans:
         LOGGER.error("no T1w scans found in %s", args.bids_dir)
         return 1
-    paths = build_cache(scans, args.cache_dir, args.variants, args.seed, args.nprocs)
+    extra_scans = [(extra_id(p), p) for p in args.extra_scan]
+    paths = build_cache(scans + extra_scans, args.cache_dir, args.variants, args.seed, args.nprocs)
     pool, test = holdout_split([s for s, _ in scans], args.n_test, args.seed)
     train_ids, val_ids = kfold_by_subject(pool, args.k, args.seed)[args.fold]
+    train_ids = list(train_ids) + [s for s, _ in extra_scans]
     LOGGER.info("%d train, %d validation, %d held-out subjects", len(train_ids), len(val_ids), len(test))
     net, history, val = train(load_stacks(paths, train_ids), load_stacks(paths, val_ids),
                               epochs=args.epochs, batches=args.batches, batch_size=args.batch_size,
@@ -73,8 +85,10 @@ def main(argv=None) -> int:
     command = "bids-qc-train-slab " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
     extra = {"bids_qc_version": __version__, "seed": args.seed, "command": command,
              "simulation": {"amplitude_deg_mm": list(AMPLITUDE_RANGE), "movements": list(MOVEMENTS),
-                            "variants_per_subject": args.variants},
+                            "variants_per_subject": args.variants,
+                            "site_variation": f"{P_SITE:.0%} of pairs after the first (cache v{CACHE_VERSION})"},
              "training": {"data": str(args.bids_dir), "train_subjects": len(train_ids),
+                          "extra_training_scans": [str(p) for p in args.extra_scan],
                           "val_subjects": len(val_ids), "test_subjects": test,
                           "epochs_run": len(history),
                           "best_epoch": min(history, key=lambda r: r["loss"])["epoch"],

@@ -1,9 +1,20 @@
-"""Training cache for the slab detector: per subject one ``.npz`` with the clean sagittal stack
-and ``n_variants`` mildly moved copies (uint8, 2 mm RAS, only the slices that hold head)."""
+"""Training cache for the slab detector: per scan one ``.npz`` of ``n_variants`` still/moved
+pairs of sagittal stacks (uint8, 2 mm RAS, only the slices that hold head).
+
+Each pair shares one acquisition: with probability ``P_SITE`` a site-like variation of the scan
+(:func:`bids_qc.scanner_space.sample_site`: acquisition grid 1.3-2 mm or thick slices, field of
+view, bias field, intensity scale, bit depth), else the scan as stored. The motion is made on that
+acquisition grid, then both copies go through the same stacking as inference
+(:func:`bids_qc.slab_detector.slices.to_ras_stack`). Pairs teach the network the difference that
+motion makes *within* one scanner, so what differs between scanners (blur of thick slices,
+quantisation, shading) is seen on both sides of the label; the first cache (v1) had one still copy
+per subject, as stored, and its threshold flagged 5 of 7 clean scans of other scanners.
+"""
 from __future__ import annotations
 
 import json
 import logging
+import zlib
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -15,11 +26,34 @@ from bids_qc.slab_detector.slices import HEAD_FRACTION_OF_PEAK, slice_foreground
 from bids_qc.training.slab.simulation import apply_motion, sample_motion
 
 LOGGER = logging.getLogger(__name__)
-CACHE_VERSION = "1"
+CACHE_VERSION = "2"
+P_SITE = 0.75  # share of pairs made on a site-like variation of the scan
 
 
 def _to_uint8(stack: np.ndarray, scale: float) -> np.ndarray:
     return np.clip(np.rint(stack * scale), 0, 255).astype(np.uint8)
+
+
+def make_pair(volume: np.ndarray, affine: np.ndarray, rng: np.random.Generator,
+              p_site: float = P_SITE) -> tuple[np.ndarray, np.ndarray, dict]:
+    """One still/moved pair of uint8 RAS stacks (cropped to the head's slices) and its record."""
+    from nibabel.affines import voxel_sizes
+
+    from bids_qc.scanner_space import apply_site, quantise, sample_site
+
+    site = sample_site(rng, voxel_sizes(affine)) if rng.random() < p_site else None
+    data, grid = apply_site(volume, affine, site) if site else (volume, affine)
+    motion = sample_motion(rng)
+    moved = apply_motion(data, grid, motion)
+    if site:
+        data, moved = quantise(data, site["bits"]), quantise(moved, site["bits"])
+    still_stack, moved_stack = to_ras_stack(data, grid), to_ras_stack(moved, grid)
+    frac = slice_foreground(still_stack)
+    kept = np.flatnonzero(frac >= HEAD_FRACTION_OF_PEAK * frac.max())
+    lo, hi = max(kept[0] - 1, 0), min(kept[-1] + 2, still_stack.shape[0])
+    scale = 200.0 / max(float(np.percentile(still_stack[still_stack > 0], 99.5)), 1e-6)
+    return (_to_uint8(still_stack[lo:hi], scale), _to_uint8(moved_stack[lo:hi], scale),
+            {"site": site, "motion": motion})
 
 
 def cache_subject(args) -> tuple[str, str | None]:
@@ -30,22 +64,16 @@ def cache_subject(args) -> tuple[str, str | None]:
     try:
         img = nib.load(str(path))
         volume = np.asarray(img.get_fdata(dtype=np.float32))
-        clean = to_ras_stack(volume, img.affine)
-        frac = slice_foreground(clean)
-        kept = np.flatnonzero(frac >= HEAD_FRACTION_OF_PEAK * frac.max())
-        lo, hi = max(kept[0] - 1, 0), min(kept[-1] + 2, clean.shape[0])
-        scale = 200.0 / max(float(np.percentile(clean[clean > 0], 99.5)), 1e-6)
-        rng = np.random.default_rng([seed, int(''.join(c for c in subject if c.isdigit()) or 0)])
-        moved, params = [], []
-        for _ in range(n_variants):
-            p = sample_motion(rng)
-            moved.append(_to_uint8(to_ras_stack(apply_motion(volume, img.affine, p), img.affine)
-                                   [lo:hi], scale))
-            params.append(p)
+        rng = np.random.default_rng([seed, zlib.crc32(subject.encode())])
+        arrays, records = {}, []
+        for k in range(n_variants):
+            # the first pair is always the scan as stored: the training site's own look stays in
+            arrays[f"still_{k}"], arrays[f"moved_{k}"], record = make_pair(
+                volume, img.affine, rng, p_site=0.0 if k == 0 else P_SITE)
+            records.append(record)
         tmp = out.with_suffix(".tmp.npz")
-        np.savez(tmp, clean=_to_uint8(clean[lo:hi], scale), motion=np.stack(moved),
-                 amplitude=np.array([p["amplitude"] for p in params], np.float32),
-                 params=json.dumps(params))
+        np.savez(tmp, **arrays, amplitude=np.array([r["motion"]["amplitude"] for r in records], np.float32),
+                 params=json.dumps(records))
         tmp.rename(out)
         return subject, None
     except Exception as exc:  # one bad scan must not stop the cache

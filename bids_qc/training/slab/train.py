@@ -29,39 +29,45 @@ TARGET_SENSITIVITY = 0.9  # of validation scans moved by >= CLEAR_MOTION (see se
 
 @dataclass
 class Stacks:
+    """One scan's still/moved pairs: ``still[k]`` and ``moved[k]`` share an acquisition
+    (:mod:`.cache`), so their slices line up; ``amplitude[k]`` is the motion of ``moved[k]``."""
     subject: str
-    clean: np.ndarray  # (n, H, W) uint8
-    motion: np.ndarray  # (k, n, H, W) uint8
+    still: list[np.ndarray]  # (n_k, H, W) uint8 each
+    moved: list[np.ndarray]
     amplitude: np.ndarray  # (k,)
 
     @classmethod
     def load(cls, subject: str, path) -> Stacks:
         with np.load(path) as z:
-            return cls(subject, z["clean"], z["motion"], z["amplitude"])
+            n = len(z["amplitude"])
+            return cls(subject, [z[f"still_{k}"] for k in range(n)],
+                       [z[f"moved_{k}"] for k in range(n)], z["amplitude"])
 
-    def centres(self) -> np.ndarray:
-        return triplet_centres(self.clean.astype(np.float32), HEAD_FRACTION_OF_PEAK)
+    def centres(self) -> list[np.ndarray]:
+        return [triplet_centres(s.astype(np.float32), HEAD_FRACTION_OF_PEAK) for s in self.still]
 
     def scans(self):
-        """``(amplitude, float32 stack)`` of the still scan (amplitude 0), then each moved one."""
-        yield 0.0, self.clean.astype(np.float32)
-        for a, stack in zip(self.amplitude.tolist(), self.motion):
-            yield float(a), stack.astype(np.float32)
+        """``(amplitude, float32 stack)`` of every still scan (amplitude 0) and moved scan."""
+        for a, still, moved in zip(self.amplitude.tolist(), self.still, self.moved):
+            yield 0.0, still.astype(np.float32)
+            yield float(a), moved.astype(np.float32)
 
 
-def draw_batch(subjects: list[Stacks], centres: list[np.ndarray], size: int,
+def draw_batch(subjects: list[Stacks], centres: list[list[np.ndarray]], size: int,
                rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Half still, half moved triplets; each moved triplet's still twin (same scan, acquisition and
+    slices) is in the batch too, so the loss contrasts motion, not scanners."""
     xs, ys = [], []
-    for i in range(size):
+    for _ in range(size // 2):
         s = int(rng.integers(len(subjects)))
-        stacks, c = subjects[s], int(rng.choice(centres[s]))
-        if i % 2 == 0:
-            stack, target = stacks.clean, 0.0
-        else:
-            k = int(rng.integers(len(stacks.amplitude)))
-            stack, target = stacks.motion[k], soft_target(float(stacks.amplitude[k]))
-        xs.append(normalise(stack[c - 1:c + 2].astype(np.float32)))
-        ys.append(target)
+        stacks = subjects[s]
+        k = int(rng.integers(len(stacks.amplitude)))
+        if len(centres[s][k]) == 0:
+            k = 0
+        c = int(rng.choice(centres[s][k]))
+        for stack, target in ((stacks.still[k], 0.0), (stacks.moved[k], soft_target(float(stacks.amplitude[k])))):
+            xs.append(normalise(stack[c - 1:c + 2].astype(np.float32)))
+            ys.append(target)
     x = torch.from_numpy(np.stack(xs))
     return augment(x, rng), torch.tensor(ys, dtype=torch.float32)
 
