@@ -125,8 +125,10 @@ class DetectorBundle:
         return mean, std
 
 
-def load_bundle(folder) -> DetectorBundle:
-    """Load and verify a model folder. Raises :class:`ModelError` naming the folder."""
+def read_manifest(folder, architecture: str) -> dict:
+    """The verified manifest of a model folder of ``architecture`` (every model folder, the six
+    detectors' bundle and the slab detector alike): it exists and parses, names ``architecture``,
+    and every listed weights file matches its sha256. Raises :class:`ModelError` naming the folder."""
     folder = Path(folder)
     manifest_path = folder / MANIFEST
     if not manifest_path.is_file():
@@ -138,8 +140,23 @@ def load_bundle(folder) -> DetectorBundle:
     for key in ("input", "files", "architecture"):
         if key not in manifest:
             raise ModelError(folder, f"{MANIFEST} lacks the key {key!r}")
-    if manifest["architecture"] != "Conv5FC3":
-        raise ModelError(folder, f"unknown architecture {manifest['architecture']!r}")
+    if manifest["architecture"] != architecture:
+        raise ModelError(folder, f"architecture {manifest['architecture']!r}, expected {architecture!r}")
+    verify_files(folder, manifest["files"])
+    return manifest
+
+
+def load_tensors(folder: Path, name: str) -> dict[str, torch.Tensor]:
+    try:
+        return load_file(str(Path(folder) / name))
+    except Exception as exc:
+        raise ModelError(folder, f"{name} is not a readable safetensors file: {exc}") from exc
+
+
+def load_bundle(folder) -> DetectorBundle:
+    """Load and verify a model folder. Raises :class:`ModelError` naming the folder."""
+    folder = Path(folder)
+    manifest = read_manifest(folder, "Conv5FC3")
     if str(manifest.get("preprocessing_version")) != PREPROCESSING_VERSION:
         LOGGER.warning("model %s was made for preprocessing version %s, this is %s", folder,
                        manifest.get("preprocessing_version"), PREPROCESSING_VERSION)
@@ -148,50 +165,46 @@ def load_bundle(folder) -> DetectorBundle:
     except (KeyError, TypeError, ValueError) as exc:
         raise ModelError(folder, f"input description in {MANIFEST} is invalid: {exc}") from exc
     bundle = DetectorBundle(folder=folder, manifest=manifest)
-    verify_files(folder, manifest["files"])
     for name in manifest["files"]:
-        path = folder / name
-        try:
-            tensors = load_file(str(path))
-        except Exception as exc:
-            raise ModelError(folder, f"{name} is not a readable safetensors file: {exc}") from exc
-        bundle.members.append(tensors_to_nets(tensors, grid, folder))
+        bundle.members.append(tensors_to_nets(load_tensors(folder, name), grid, folder))
     if not bundle.members:
         raise ModelError(folder, "the manifest lists no weights files")
     return bundle
 
 
-def save_bundle(folder, members: list[dict[str, Conv5FC3]], *, model_id: str, trained: bool,
-                grid: ModelGrid, detectors: dict, extra: dict | None = None,
-                dtype=torch.float16) -> Path:
-    """Write a model folder (weights, manifest with sha256 of each file). Returns the folder.
-
-    Each file is written atomically (:mod:`bids_qc.outputs`; the group level writes fine-tuned
-    models into the derivatives), the manifest last: a folder without it is not a model."""
+def write_folder(folder, weights: dict[str, dict[str, torch.Tensor]], manifest: dict) -> Path:
+    """Write a model folder: each ``{file name: tensors}`` as safetensors, then ``manifest.json``
+    (``manifest`` + format version, creation time and the sha256 of each file; it must name its
+    ``model_id``, ``architecture`` and ``input``). Each file is written atomically
+    (:mod:`bids_qc.outputs`; the group level writes fine-tuned models into the derivatives), the
+    manifest last: a folder without it is not a model."""
     from bids_qc.outputs import atomic_path, atomic_write_text
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     files = {}
-    for i, nets in enumerate(members):
-        name = "weights.safetensors" if len(members) == 1 else f"weights-member{i}.safetensors"
+    for name, tensors in weights.items():
         with atomic_path(folder / name) as tmp:
-            save_file(state_to_tensors(nets, dtype), str(tmp), metadata={"model_id": model_id})
+            save_file(tensors, str(tmp), metadata={"model_id": manifest["model_id"]})
         files[name] = sha256(folder / name)
-    manifest = {
-        "format_version": FORMAT_VERSION,
-        "model_id": model_id,
-        "architecture": "Conv5FC3",
-        "trained": trained,
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "input": {**grid.to_dict(), "channels": 1},
-        "preprocessing_version": PREPROCESSING_VERSION,
-        "detectors": detectors,
-        "files": files,
-        **(extra or {}),
-    }
-    atomic_write_text(folder / MANIFEST, json.dumps(manifest, indent=2) + "\n")
+    head = {"format_version": FORMAT_VERSION, "model_id": manifest["model_id"],
+            "architecture": manifest["architecture"], "trained": manifest.get("trained", True),
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+    atomic_write_text(folder / MANIFEST, json.dumps({**head, **manifest, "files": files}, indent=2) + "\n")
     return folder
+
+
+def save_bundle(folder, members: list[dict[str, Conv5FC3]], *, model_id: str, trained: bool,
+                grid: ModelGrid, detectors: dict, extra: dict | None = None,
+                dtype=torch.float16) -> Path:
+    """Write a model folder of ``members`` (:func:`write_folder`). Returns the folder."""
+    names = ["weights.safetensors"] if len(members) == 1 else \
+        [f"weights-member{i}.safetensors" for i in range(len(members))]
+    manifest = {"model_id": model_id, "architecture": "Conv5FC3", "trained": trained,
+                "input": {**grid.to_dict(), "channels": 1},
+                "preprocessing_version": PREPROCESSING_VERSION, "detectors": detectors, **(extra or {})}
+    return write_folder(folder, {name: state_to_tensors(nets, dtype) for name, nets in zip(names, members)},
+                        manifest)
 
 
 def make_untrained_bundle(folder, grid: ModelGrid = ModelGrid(), seed: int = 0) -> Path:

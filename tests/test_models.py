@@ -47,6 +47,23 @@ def test_missing_folder_and_manifest(tmp_path):
         load_bundle(tmp_path / "nothing")
 
 
+def test_one_folder_layout_for_both_architectures(tmp_path):
+    """The six-detector bundle and the slab detector share the folder format of bids_qc.models:
+    the same manifest head, and each loader refuses the other's folder by its architecture."""
+    from bids_qc.slab_detector.detector import load_detector, save_detector
+    from bids_qc.slab_detector.network import SlabNet
+
+    bundle = make_untrained_bundle(tmp_path / "bundle", grid=TINY)
+    slab = save_detector(tmp_path / "slab", SlabNet(), model_id="s", threshold=0.5, extra={})
+    heads = [json.loads((f / "manifest.json").read_text()) for f in (bundle, slab)]
+    for key in ("format_version", "model_id", "architecture", "trained", "created", "input", "files"):
+        assert all(key in h for h in heads), key
+    with pytest.raises(ModelError, match="architecture 'SlabNet', expected 'Conv5FC3'"):
+        load_bundle(slab)
+    with pytest.raises(ModelError, match="architecture 'Conv5FC3', expected 'SlabNet'"):
+        load_detector(bundle)
+
+
 @pytest.mark.parametrize("probs,grades,tier", [
     ({d: 0.1 for d in DETECTORS}, {"motion": 0, "noise": 0, "contrast": 0}, 1),
     ({**{d: 0.1 for d in DETECTORS}, "noise_moderate": 0.7}, {"motion": 0, "noise": 1, "contrast": 0}, 2),

@@ -1,19 +1,16 @@
 """Load a slab motion model folder and score scans with it.
 
 A folder holds ``weights.safetensors`` and ``manifest.json`` (architecture ``SlabNet``, threshold,
-sha256 of the weights). The score of a scan is the sigmoid of the mean logit over its slice
+sha256 of the weights), written and verified by :mod:`bids_qc.models` like every model folder. The score of a scan is the sigmoid of the mean logit over its slice
 triplets (:mod:`.slices`); scans whose stack has no triplet with head in it get no score.
 """
 from __future__ import annotations
 
-import datetime as _dt
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
 
 from bids_qc.config import DEFAULT_SLAB_MODEL_DIR
 from bids_qc.exceptions import ModelError
@@ -90,41 +87,31 @@ def ras_extent_mm(shape, affine: np.ndarray) -> np.ndarray:
 
 
 def save_detector(folder, net: SlabNet, *, model_id: str, threshold: float, extra: dict) -> Path:
-    from bids_qc.models import sha256
+    """Write a slab model folder through :func:`bids_qc.models.write_folder` (one layout for
+    every model folder)."""
+    from bids_qc.models import write_folder
 
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().half().contiguous() for k, v in net.state_dict().items()
              if not k.endswith("num_batches_tracked")}
-    save_file(state, str(folder / "weights.safetensors"), metadata={"model_id": model_id})
-    manifest = {"format_version": 1, "model_id": model_id, "architecture": ARCHITECTURE,
-                "trained": True,
-                "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    manifest = {"model_id": model_id, "architecture": ARCHITECTURE, "trained": True,
                 "input": {"slices": "3 adjacent sagittal slices, RAS, 2 mm, 128 x 128 in-plane",
                           "normalisation": "foreground p99 of each triplet = 1, clipped at 1.5"},
-                "threshold": threshold,
-                "files": {"weights.safetensors": sha256(folder / "weights.safetensors")}, **extra}
-    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-    return folder
+                "threshold": threshold, **extra}
+    return write_folder(folder, {"weights.safetensors": state}, manifest)
 
 
 def load_detector(folder=DEFAULT_SLAB_MODEL_DIR) -> SlabDetector:
     """Load and verify a slab model folder; :class:`ModelError` names the folder on any problem."""
-    from bids_qc.models import verify_files
+    from bids_qc.models import load_tensors, read_manifest
 
     folder = Path(folder)
-    try:
-        manifest = json.loads((folder / "manifest.json").read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ModelError(folder, f"manifest.json is missing or unreadable: {exc}") from exc
-    if manifest.get("architecture") != ARCHITECTURE:
-        raise ModelError(folder, f"not a slab motion model (architecture {manifest.get('architecture')!r})")
-    verify_files(folder, manifest.get("files", {}))
+    manifest = read_manifest(folder, ARCHITECTURE)
     net = SlabNet()
-    try:
-        state = {k: v.float() for k, v in load_file(str(folder / "weights.safetensors")).items()}
-        net.load_state_dict(state, strict=False)
-    except Exception as exc:
-        raise ModelError(folder, f"weights do not fit SlabNet: {exc}") from exc
+    for name in manifest["files"]:
+        state = {k: v.float() for k, v in load_tensors(folder, name).items()}
+        try:
+            net.load_state_dict(state, strict=False)
+        except Exception as exc:
+            raise ModelError(folder, f"weights do not fit SlabNet: {exc}") from exc
     net.eval()
     return SlabDetector(folder, manifest, net)
