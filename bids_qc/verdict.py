@@ -13,10 +13,8 @@ in the model's manifest (:attr:`bids_qc.models.DetectorBundle.thresholds`), neve
   < 27.5 severe) when it could be measured. The detectors alone missed scanner-space noise on
   other scanners (balanced accuracy 50 % on held-out sites); with the measurement, tier 1+2 vs 3
   rose from 64 to 86 % there (``benchmarks/bench_scanner_space.py``, model card).
-- Uncertainty = max over detectors of max(ensemble std, MARGIN - |p - threshold|), at least 0:
-  0 when every detector is far from its threshold and the members agree.
-  ``needs_review`` when a detector is within MARGIN of its threshold or its members' std
-  exceeds SPREAD. Without an ensemble (one member) the std term is absent.
+- ``uncertainty`` (bits, summed decision entropy at each detector's threshold) and
+  ``needs_review``: :func:`bids_qc.review_priority.scan_review`, the one definition.
 """
 from __future__ import annotations
 
@@ -26,30 +24,13 @@ import numpy as np
 
 from bids_qc.grading import grades_from_probabilities, tier_from_grades
 from bids_qc.record import DETECTORS
+from bids_qc.review_priority import scan_review
 from bids_qc.wm_snr import noise_grade
-
-MARGIN = 0.15  # |p - threshold| below this is "near the threshold"
-SPREAD = 0.15  # ensemble standard deviation above this is "the folds disagree"
 
 
 def positive(probability, threshold: float):
     """Whether a detector fires: ``probability >= threshold`` (scalars or arrays)."""
     return np.asarray(probability) >= threshold
-
-
-def review(probs: dict, thresholds: dict, stds: dict | None = None) -> tuple[float, bool]:
-    """``(uncertainty, needs_review)`` of one scan (definitions in the module docstring).
-    ``probs``/``stds``: ``{detector: float}``; a ``None`` probability is skipped."""
-    stds = stds or {}
-    scores, flag = [], False
-    for det, p in probs.items():
-        if p is None:
-            continue
-        margin = abs(float(p) - float(thresholds[det]))
-        spread = float(stds.get(det, 0.0) or 0.0)
-        scores.append(max(spread, MARGIN - margin, 0.0))
-        flag = flag or margin < MARGIN or spread > SPREAD
-    return (round(max(scores), 4) if scores else 0.0), flag
 
 
 @dataclass(frozen=True)
@@ -62,7 +43,7 @@ class Verdict:
     positives: dict[str, bool]           # {detector: fired}
     grades: dict[str, int]               # {artefact: 0|1|2}
     tier: int                            # 1 good, 2 medium, 3 reject
-    uncertainty: float
+    uncertainty: float                   # bits (bids_qc.review_priority)
     needs_review: bool
     measured_noise_grade: int | None = None  # from the measured WM SNR; None: not measured
 
@@ -89,7 +70,7 @@ def verdict(probs: dict, thresholds: dict, stds: dict | None = None,
     measured = noise_grade(wm_snr)
     if measured is not None:
         grades["noise"] = max(grades["noise"], measured)
-    uncertainty, needs_review = review(probs, thresholds, stds)
+    uncertainty, needs_review = scan_review(probs, thresholds)
     return Verdict(probabilities=probs, probability_std=stds, thresholds=thresholds,
                    positives={d: bool(positive(probs[d], thresholds[d])) for d in DETECTORS},
                    grades=grades, tier=tier_from_grades(grades), uncertainty=uncertainty,

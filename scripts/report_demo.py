@@ -182,7 +182,7 @@ def finetuned_table(table):
     import pandas as pd
 
     from bids_qc.record import ARTEFACTS, DETECTORS
-    from bids_qc.review_priority import review_bits, review_queue
+    from bids_qc.review_priority import review_queue
     from bids_qc.verdict import verdict
 
     model_id, thresholds = shipped_model()
@@ -201,8 +201,7 @@ def finetuned_table(table):
                                          for i in out.index], dtype="Int64")
     out["tier_ft"] = pd.array([verdicts[i].tier if i in verdicts else None for i in out.index], dtype="Int64")
     out["uncertainty"] = [verdicts[i].uncertainty if i in verdicts else None for i in out.index]
-    bits = [review_bits(verdicts[i].probabilities, thresholds) if i in verdicts else None for i in out.index]
-    queue = review_queue(out["bids_name"], bits)
+    queue = review_queue(out["bids_name"], out["uncertainty"].tolist())
     for column in queue:
         out[column] = queue[column].array
     out["model_id_ft"] = [model_id + FT_SUFFIX if i in verdicts else None for i in out.index]

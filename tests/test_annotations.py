@@ -4,7 +4,7 @@ import pytest
 
 from bids_qc.annotations import read_annotations
 from bids_qc.exceptions import AnnotationError
-from bids_qc.verdict import review
+from bids_qc.review_priority import scan_review
 
 
 @pytest.fixture
@@ -55,11 +55,11 @@ def test_errors_name_the_row(tmp_path, table, body, match):
 def test_review_flags():
     half = {"a": 0.5, "b": 0.5}
     far = {"a": 0.02, "b": 0.97}
-    assert review(far, half) == (0.0, False)
-    near_u, near = review({"a": 0.45, "b": 0.99}, half)
-    assert near and near_u > 0
-    spread_u, spread = review({"a": 0.02}, half, {"a": 0.3})
-    assert spread and spread_u == pytest.approx(0.3)
+    far_u, far_flag = scan_review(far, half)
+    assert far_u < 0.4 and not far_flag
+    near_u, near = scan_review({"a": 0.45, "b": 0.99}, half)
+    assert near and near_u > far_u
     # near means near the detector's own threshold, not 0.5
-    assert review({"a": 0.5}, {"a": 0.9}) == (0.0, False)
-    assert review({"a": 0.85}, {"a": 0.9}) == (pytest.approx(0.1), True)
+    assert not scan_review({"a": 0.5}, {"a": 0.9})[1]
+    assert scan_review({"a": 0.85}, {"a": 0.9})[1]
+    assert scan_review({}, half) == (0.0, False)

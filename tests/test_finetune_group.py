@@ -58,14 +58,14 @@ def test_group_finetuning_writes_a_model_and_rescores(rated_run):
     assert noise["status"] == "fine-tuned" and "before" in noise and "after" in noise
     assert len(manifest["files"]) == manifest["finetuning"]["k_folds"] >= 2
     table = pd.read_csv(out / "group_T1w.tsv", sep="\t")
-    for col in ("p_noise_moderate_ft", "tier_ft", "uncertainty", "needs_review", "review_bits",
+    for col in ("p_noise_moderate_ft", "tier_ft", "uncertainty", "needs_review",
                 "review_rank", "model_id_ft"):
         assert col in table and table[col].notna().all(), col
     assert (table["model_id_ft"] == folders[0].name).all()
     # the queue orders: ranks 1..8 by decreasing information, only the top 20 % flagged
     assert sorted(table["review_rank"]) == list(range(1, 9))
     by_rank = table.sort_values("review_rank")
-    assert by_rank["review_bits"].is_monotonic_decreasing
+    assert by_rank["uncertainty"].is_monotonic_decreasing
     flagged = table[table["needs_review"]]
     assert 1 <= len(flagged) <= 2 and set(flagged["review_rank"]) <= {1, 2}
     summary = json.loads((out / "group_summary.json").read_text())

@@ -341,16 +341,15 @@ def test_group_without_optional_columns(tmp_path):
     assert not ctx["has_review"] and not ctx["has_uncertainty"] and ctx["group_cols"] == []
     # no thresholds, no uncertainty: none is guessed at 0.5
     assert [r["uncertainty"] for r in ctx["queue"]] == [None, None]
-    # with the model's thresholds, the verdict's definition: 0.15 - |p - threshold|, at least 0
+    # with the model's thresholds, the verdict's definition (bids_qc.review_priority): bits
     thresholds = {d: 0.9 for d in DETECTORS}
     ctx = group_context(table, tmp_path / "g.html", tmp_path, thresholds=thresholds)
     assert [r["bids_name"] for r in ctx["queue"]] == ["sub-02_T1w", "sub-01_T1w"]
-    assert ctx["queue"][0]["uncertainty"] == pytest.approx(0.1)  # p 0.95 vs threshold 0.9
-    assert ctx["queue"][1]["uncertainty"] == pytest.approx(0.0)
-    from bids_qc.verdict import review
+    from bids_qc.review_priority import scan_review
 
     probs = {"motion_moderate": 0.95, "noise_moderate": 0.02}
-    assert ctx["queue"][0]["uncertainty"] == review(probs, thresholds)[0]
+    assert ctx["queue"][0]["uncertainty"] == scan_review(probs, thresholds)[0]  # p 0.95 vs 0.9
+    assert ctx["queue"][1]["uncertainty"] < ctx["queue"][0]["uncertainty"]
     text = write_group_report(table, tmp_path / "g.html", tmp_path, thresholds=thresholds).read_text()
     assert "uncertainty*" in text and 'id="errors"' not in text and 'id="finetune"' not in text
 

@@ -8,7 +8,7 @@ from bids_qc.models import load_bundle, make_untrained_bundle, save_bundle
 from bids_qc.preprocessing import ModelGrid
 from bids_qc.record import ARTEFACTS, DETECTORS
 from bids_qc.training.finetune_group import rescore
-from bids_qc.verdict import MARGIN, assess_volume, positive, verdict
+from bids_qc.verdict import assess_volume, positive, verdict
 
 SMALL = ModelGrid(shape=(16, 20, 16))
 
@@ -30,13 +30,19 @@ def test_tiers_and_review():
     low = {d: 0.0 for d in DETECTORS}
     thresholds = {d: 0.8 for d in DETECTORS}
     assert verdict(low, thresholds).tier == 1
-    moderate = verdict(low | {"contrast_moderate": 0.9}, thresholds)
+    moderate = verdict(low | {"contrast_moderate": 0.88}, thresholds)
     assert moderate.tier == 2 and moderate.grades["contrast"] == 1
-    assert moderate.uncertainty == pytest.approx(MARGIN - 0.1) and moderate.needs_review
+    # uncertainty: bids_qc.review_priority's, the one definition (p 0.88 at threshold 0.8 is
+    # near it: q = 0.65, 0.94 bit, plus five clear detectors' ~0 bits)
+    from bids_qc.review_priority import REVIEW_BITS, scan_review
+
+    assert (moderate.uncertainty, moderate.needs_review) == scan_review(moderate.probabilities, thresholds)
+    assert moderate.uncertainty >= REVIEW_BITS and moderate.needs_review
     calm = verdict(low | {"contrast_moderate": 0.99}, thresholds)
-    assert calm.uncertainty == 0.0 and not calm.needs_review
+    assert calm.uncertainty < 0.3 and not calm.needs_review  # p 0.99: 0.24 bit
+    # an ensemble's spread is recorded, the flag reads the mean probability
     spread = verdict(low, thresholds, stds={d: 0.2 for d in DETECTORS})
-    assert spread.needs_review and spread.uncertainty == pytest.approx(0.2)
+    assert spread.probability_std["noise_moderate"] == 0.2 and not spread.needs_review
 
 
 def test_record_fields():
@@ -92,9 +98,9 @@ def test_assess_volume_is_what_rescoring_writes(tmp_path):
     assert [row[f"grade_{a}_ft"] for a in ARTEFACTS] == [ve.grades[a] for a in ARTEFACTS]
     assert (row["tier_ft"], row["uncertainty"]) == (ve.tier, ve.uncertainty)
     # the review flag is the rating queue's (bids_qc.review_priority): the one scored scan
-    # ranks first and is flagged when its detectors hold at least MIN_BITS of uncertainty
-    from bids_qc.review_priority import MIN_BITS, review_bits
+    # ranks first and is flagged when its uncertainty reaches REVIEW_BITS, as at participant level
+    from bids_qc.review_priority import REVIEW_BITS
 
-    assert row["review_bits"] == review_bits(ve.probabilities, thresholds) and row["review_rank"] == 1
-    assert row["needs_review"] == (row["review_bits"] >= MIN_BITS)
+    assert row["review_rank"] == 1 and "review_bits" not in table
+    assert row["needs_review"] == (row["uncertainty"] >= REVIEW_BITS) == ve.needs_review
     assert pd.isna(table.iloc[1]["tier_ft"]) and pd.isna(table.iloc[1]["needs_review"])

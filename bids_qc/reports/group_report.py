@@ -39,7 +39,7 @@ from bids_qc.reports.formatting import (
 from bids_qc.reports.group_verdicts import as_bool, decision, row_verdict, slab_summary
 from bids_qc.reports.site_scanner import add_site_scanner
 from bids_qc.reports.templating import render_template
-from bids_qc.verdict import review
+from bids_qc.review_priority import scan_review
 
 _ENTITY_COLUMNS = ("session", "run", "acquisition", "task", "reconstruction", "ceagent", "part",
                    "chunk", "echo", "inversion")
@@ -53,13 +53,13 @@ def _error_text(value) -> str:
 
 
 def _uncertainty(probs: dict, thresholds: dict | None) -> float | None:
-    """The verdict's uncertainty (:func:`bids_qc.verdict.review`, no ensemble spread) from the
+    """The verdict's uncertainty (:func:`bids_qc.review_priority.scan_review`) from the
     probabilities present, for a table without an ``uncertainty`` column; None without
     ``thresholds`` (no threshold is assumed) or probabilities."""
     present = {d: p for d, p in probs.items() if p is not None}
     if not thresholds or not present:
         return None
-    return review(present, thresholds)[0]
+    return scan_review(present, thresholds)[0]
 
 
 def _rows(df, html_path: Path, out_dir: Path, cols: dict, decided: dict, thresholds) -> list[dict]:

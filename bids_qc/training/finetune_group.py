@@ -10,7 +10,7 @@ The last three fully connected layers of each detector are fine-tuned with K-fol
 (K = 5 or fewer when there are fewer subjects; members = fold heads), every scan is re-scored
 with the fold ensemble through :mod:`bids_qc.verdict`: columns ``p_<detector>_ft``,
 ``grade_<artefact>_ft``, ``tier_ft``, ``uncertainty``, and the rating queue of
-:mod:`bids_qc.review_priority` (``review_bits``, ``review_rank``, ``needs_review``: only the
+:mod:`bids_qc.review_priority` (``uncertainty``, ``review_rank``, ``needs_review``: only the
 most informative fraction of the scans is flagged, ranked by the entropy of each detector's
 decision at its calibrated threshold).
 
@@ -30,7 +30,7 @@ from bids_qc.grading import binary_labels, tier_from_grades
 from bids_qc.models import DetectorBundle, as_saved
 from bids_qc.networks import Conv5FC3
 from bids_qc.record import ARTEFACTS, DETECTORS
-from bids_qc.review_priority import review_bits, review_queue
+from bids_qc.review_priority import review_queue
 from bids_qc.training.evaluate import tier_scores
 from bids_qc.training.finetune import cross_validated_finetune
 from bids_qc.verdict import assess_volume, verdict
@@ -161,8 +161,7 @@ def rescore(table: pd.DataFrame, inputs: dict, bundle: DetectorBundle) -> pd.Dat
         out[f"grade_{a}_ft"] = pd.array(column(lambda v, a=a: v.grades[a]), dtype="Int64")
     out["tier_ft"] = pd.array(column(lambda v: v.tier), dtype="Int64")
     out["uncertainty"] = column(lambda v: v.uncertainty)
-    bits = column(lambda v: review_bits(v.probabilities, v.thresholds))
-    queue = review_queue(table["bids_name"], bits)
+    queue = review_queue(table["bids_name"], out["uncertainty"].tolist())
     for name in queue:
         out[name] = queue[name].array  # positional: queue follows table["bids_name"]
     return out
