@@ -47,6 +47,8 @@ from bids_qc.metrics import compute_metrics, load_priors  # noqa: E402
 from bids_qc.models import load_bundle  # noqa: E402
 from bids_qc.preprocessing import preprocess  # noqa: E402
 from bids_qc.record import ARTEFACTS, DETECTORS  # noqa: E402
+from bids_qc.slab_detector.detector import load_detector, score_stack  # noqa: E402
+from bids_qc.slab_detector.slices import to_ras_stack  # noqa: E402
 from bids_qc.training.data import GRADE_PROBS, draw_grades  # noqa: E402
 from bids_qc.training.metrics import auc, binary_scores  # noqa: E402
 from bids_qc.training.scanner_data import (  # noqa: E402
@@ -76,7 +78,10 @@ def _metrics(pre) -> dict:
 
 
 def make_images(prepared: list[Path], cache: Path, seed: int, n_per_scan: dict) -> list[Path]:
-    """Simulate, write, preprocess; cache the model input and metrics of each image."""
+    """Simulate, write, preprocess; cache the model input, metrics and slab stack of each image.
+
+    An image cached by an older version without its slab stack is simulated again (same seed,
+    so the same image: its grades must match the cached ones) and only the stack is added."""
     cache.mkdir(parents=True, exist_ok=True)
     done = []
     for k, scan_path in enumerate(prepared):
@@ -84,7 +89,8 @@ def make_images(prepared: list[Path], cache: Path, seed: int, n_per_scan: dict) 
         n = n_per_scan.get(scan.site, n_per_scan["default"])
         for i in range(n + 1):  # image 0: the clean scan itself
             out = cache / f"{scan.name}-{i:03d}.npz"
-            if out.exists():
+            cached = dict(np.load(out)) if out.exists() else None
+            if cached is not None and "slab" in cached:
                 done.append(out)
                 continue
             rng = np.random.default_rng([seed, k, i])
@@ -96,13 +102,22 @@ def make_images(prepared: list[Path], cache: Path, seed: int, n_per_scan: dict) 
             else:
                 grades = draw_grades(rng, GRADE_PROBS)
                 data, measured, info = corrupt(scan, grades, rng)
+            slab = to_ras_stack(data, scan.affine).astype(np.float16)
+            if cached is not None:
+                meta = json.loads(str(cached["meta"]))
+                if meta["grades"] != (measured or grades):
+                    raise RuntimeError(f"{out}: re-simulated grades {measured or grades} differ from "
+                                       f"the cached {meta['grades']}")
+                np.savez(out, **cached, slab=slab)
+                done.append(out)
+                continue
             with tempfile.TemporaryDirectory() as tmp:
                 path = Path(tmp) / "scan.nii.gz"
                 nib.save(nib.Nifti1Image(data.astype(np.float32), scan.affine), path)
                 pre = preprocess(path)
             if pre.model_input is None:
                 continue
-            np.savez(out, box=pre.scaled.astype(np.float32),
+            np.savez(out, box=pre.scaled.astype(np.float32), slab=slab,
                      meta=json.dumps({"scan": scan.name, "site": scan.site, "index": i,
                                       "asked": grades, "grades": measured or grades,
                                       "info": info, "metrics": _metrics(pre),
@@ -125,13 +140,28 @@ def probabilities(bundle, images: list[Path]) -> list[dict]:
     return rows
 
 
-def decide(rows: list[dict], thresholds: dict, fuse_noise: bool) -> list[dict]:
+def slab_scores(folder: Path, images: list[Path]) -> tuple[str, float, list[float | None]]:
+    """``(model id, threshold, score of each image)`` of the slab detector in ``folder``."""
+    detector = load_detector(folder)
+    scores = []
+    for path in images:
+        with np.load(path) as z:
+            scores.append(score_stack(detector.net, z["slab"].astype(np.float32)))
+    return detector.model_id, detector.threshold, scores
+
+
+def decide(rows: list[dict], thresholds: dict, fuse_noise: bool, slab=None) -> list[dict]:
     """The app's verdict (:func:`bids_qc.verdict.verdict`) on each row: grades ``pred`` and
     ``tier``; ``fuse_noise`` passes the measured white-matter SNR (the app's default), without it
-    the noise grade is the detectors' alone."""
+    the noise grade is the detectors' alone; ``slab`` (:func:`slab_scores`) passes each image's
+    slab verdict for the motion grade."""
     out = []
-    for r in rows:
-        v = verdict(r["probs"], thresholds, wm_snr=r["metrics"].get("wm_snr") if fuse_noise else None)
+    for i, r in enumerate(rows):
+        slab_motion = None
+        if slab is not None and slab[2][i] is not None:
+            slab_motion = bool(slab[2][i] >= slab[1])
+        v = verdict(r["probs"], thresholds, wm_snr=r["metrics"].get("wm_snr") if fuse_noise else None,
+                    slab_motion=slab_motion)
         out.append({**r, "pred": v.grades, "tier": v.tier, "true_tier": tier_from_grades(r["grades"])})
     return out
 
@@ -244,6 +274,41 @@ def report(model: str, rows: list[dict], heldout_sites) -> dict:
     return summary
 
 
+def rows_meta(images: list[Path]) -> list[dict]:
+    out = []
+    for path in images:
+        with np.load(path) as z:
+            out.append(json.loads(str(z["meta"])))
+    return out
+
+
+def slab_summary(model_id: str, threshold: float, meta: list[dict], scores) -> dict:
+    """The slab detector alone on the same images: AUC motion (any grade) vs no motion per group,
+    and how many images without motion it calls "motion" (clean scans apart), beside Tenengrad."""
+    print(f"\n== slab detector {model_id} (threshold {threshold:.3g}) on the same images")
+    out = {}
+    for group, keep in (("ixi-hh", lambda m: m["site"] == "ixi-hh"),
+                        ("held-out sites", lambda m: m["site"] in HELDOUT_SITES),
+                        ("other sites", lambda m: m["site"] not in HELDOUT_SITES and m["site"] != "ixi-hh")):
+        sel = [(m, s) for m, s in zip(meta, scores) if keep(m) and s is not None]
+        if not sel:
+            continue
+        moved = [int(m["grades"]["motion"] > 0) for m, _ in sel]
+        entry = {"n": len(sel), "auc_motion": auc(moved, [s for _, s in sel]),
+                 "auc_tenengrad": auc(moved, [-m["metrics"].get("tenengrad", np.nan) for m, _ in sel]),
+                 "flagged_without_motion": sum(1 for (m, s), y in zip(sel, moved) if not y and s >= threshold),
+                 "without_motion": moved.count(0),
+                 "found_motion": sum(1 for (m, s), y in zip(sel, moved) if y and s >= threshold),
+                 "with_motion": sum(moved),
+                 "clean_flagged": [m["scan"] for m, s in sel if m["index"] == 0 and s >= threshold]}
+        out[group] = entry
+        print(f"  {group:<16} n={entry['n']:<4} AUC motion {entry['auc_motion']:.3f} (Tenengrad "
+              f"{entry['auc_tenengrad']:.3f}); flags {entry['found_motion']}/{entry['with_motion']} with "
+              f"motion, {entry['flagged_without_motion']}/{entry['without_motion']} without; clean scans "
+              f"flagged: {', '.join(entry['clean_flagged']) or 'none'}")
+    return out
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", nargs="+", type=Path, default=[DEFAULT_MODEL_DIR])
@@ -255,6 +320,9 @@ def main(argv=None) -> int:
     p.add_argument("--per-trained-site-scan", type=int, default=6,
                    help="images per scan of the other sites that training saw")
     p.add_argument("--heldout-sites", default=",".join(HELDOUT_SITES))
+    p.add_argument("--slab-models", nargs="*", type=Path, default=[],
+                   help="slab detector folders: each adds a verdict with its motion verdict fused "
+                   "(bids_qc.verdict.slab_fused_motion) to the last one")
     p.add_argument("--json", type=Path, default=None)
     p.add_argument("--nprocs", type=int, default=1)
     args = p.parse_args(argv)
@@ -272,12 +340,18 @@ def main(argv=None) -> int:
                           "default": args.per_trained_site_scan})
     print(f"{len(images)} images ready in {time.perf_counter() - t0:.0f} s")
     results = {}
+    slabs = [slab_scores(folder, images) for folder in args.slab_models]
+    for model_id, threshold, scores in slabs:
+        results[f"slab {model_id}"] = slab_summary(model_id, threshold, rows_meta(images), scores)
     for model_dir in args.models:
         bundle = load_bundle(model_dir)
         rows = probabilities(bundle, images)  # once per model: both verdicts read the same
         for fuse in (False, True):
             name = bundle.model_id + (" + measured WM SNR for noise" if fuse else "")
             results[name] = report(name, decide(rows, bundle.thresholds, fuse), heldout_sites)
+        for slab in slabs:
+            name = f"{bundle.model_id} + measured WM SNR + slab {slab[0]} for motion"
+            results[name] = report(name, decide(rows, bundle.thresholds, True, slab), heldout_sites)
     pairs = real_pairs(args.data)
     results["real_motion_pairs"] = pairs
     if args.json:

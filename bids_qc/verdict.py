@@ -58,11 +58,24 @@ class Verdict:
         return out
 
 
+def slab_fused_motion(grade: int, slab_motion: bool | None) -> int:
+    """The motion grade of the 3D detectors read together with the slab detector's verdict on the
+    native-resolution sagittal slices (``None``: not scored, the grade stands): a slab "motion"
+    makes the grade at least 1; without it, a moderate call of the 3D detectors alone is dropped
+    and a severe one stands."""
+    if slab_motion is None:
+        return grade
+    if slab_motion:
+        return max(grade, 1)
+    return 2 if grade == 2 else 0
+
+
 def verdict(probs: dict, thresholds: dict, stds: dict | None = None,
-            wm_snr: float | None = None) -> Verdict:
+            wm_snr: float | None = None, slab_motion: bool | None = None) -> Verdict:
     """The verdict from ``{detector: probability}`` (all six), per-detector ``thresholds``, for
     an ensemble the members' ``{detector: std}``, and the scan's measured white-matter SNR
-    (``None`` or NaN: the noise grade is the detectors' alone)."""
+    (``None`` or NaN: the noise grade is the detectors' alone), and the slab detector's verdict
+    ``slab_motion`` (:func:`slab_fused_motion`; ``None``: the motion grade is the detectors')."""
     probs = {d: float(probs[d]) for d in DETECTORS}
     thresholds = {d: float(thresholds[d]) for d in DETECTORS}
     stds = None if stds is None else {d: float(stds[d]) for d in DETECTORS}
@@ -70,6 +83,7 @@ def verdict(probs: dict, thresholds: dict, stds: dict | None = None,
     measured = noise_grade(wm_snr)
     if measured is not None:
         grades["noise"] = max(grades["noise"], measured)
+    grades["motion"] = slab_fused_motion(grades["motion"], slab_motion)
     uncertainty, needs_review = scan_review(probs, thresholds)
     return Verdict(probabilities=probs, probability_std=stds, thresholds=thresholds,
                    positives={d: bool(positive(probs[d], thresholds[d])) for d in DETECTORS},

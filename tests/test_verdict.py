@@ -104,3 +104,18 @@ def test_assess_volume_is_what_rescoring_writes(tmp_path):
     assert row["review_rank"] == 1 and "review_bits" not in table
     assert row["needs_review"] == (row["uncertainty"] >= REVIEW_BITS) == ve.needs_review
     assert pd.isna(table.iloc[1]["tier_ft"]) and pd.isna(table.iloc[1]["needs_review"])
+
+
+def test_slab_verdict_fuses_into_the_motion_grade():
+    """The slab detector corroborates motion: its 'motion' lifts the grade to at least 1, its
+    'still' drops a moderate 3D call but not a severe one; not scored (None) changes nothing."""
+    from bids_qc.verdict import slab_fused_motion
+
+    assert [slab_fused_motion(g, None) for g in (0, 1, 2)] == [0, 1, 2]
+    assert [slab_fused_motion(g, True) for g in (0, 1, 2)] == [1, 1, 2]
+    assert [slab_fused_motion(g, False) for g in (0, 1, 2)] == [0, 0, 2]
+    probs = {d: 0.0 for d in DETECTORS} | {"motion_moderate": 0.9}
+    thresholds = {d: 0.5 for d in DETECTORS}
+    assert verdict(probs, thresholds).grades["motion"] == 1
+    assert verdict(probs, thresholds, slab_motion=False).tier == 1
+    assert verdict({d: 0.0 for d in DETECTORS}, thresholds, slab_motion=True).tier == 2
