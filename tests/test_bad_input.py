@@ -8,6 +8,9 @@ group report, and overall: exit code 65, the others completed, the input untouch
 As root, file modes do not stop reads, so the participant run goes through ``setpriv``
 without CAP_DAC_OVERRIDE (corpus.unprivileged_prefix); without it, the ``unreadable`` kind
 is skipped with a message.
+
+The tests of that run are marked ``slow`` (the run takes 15-25 s on two cores: 38 scans, 17 of
+them assessed in full); ``.ci/run`` runs them: ``pytest -m slow tests/test_bad_input.py``.
 """
 from __future__ import annotations
 
@@ -66,14 +69,17 @@ def expected_error_kinds(run):
 
 
 # --------------------------------------------------------------------------- the whole run
+@pytest.mark.slow
 def test_exit_codes(corpus_run):
     assert corpus_run["rc"] == (65, 0), corpus_run["log"][-3000:]
 
 
+@pytest.mark.slow
 def test_input_dataset_untouched(corpus_run):
     assert corpus_run["after"] == corpus_run["before"]
 
 
+@pytest.mark.slow
 def test_one_record_per_scan_and_nothing_else(corpus_run):
     out = corpus_run["out"]
     expected = {f"{name}_qc.json" for k in corpus_run["kinds"].values() for name in k.bids_names}
@@ -86,6 +92,7 @@ def test_one_record_per_scan_and_nothing_else(corpus_run):
     assert [p for p in out.rglob(".*")] == [], "temporary files left behind"
 
 
+@pytest.mark.slow
 def test_progress_log_and_summary(corpus_run):
     kinds = corpus_run["kinds"]
     n_scans = sum(len(k.files) for k in kinds.values())
@@ -97,6 +104,7 @@ def test_progress_log_and_summary(corpus_run):
         assert re.search(rf"\] {re.escape(kind.bids_names[0])}: ERROR: .*", log), kind.name
 
 
+@pytest.mark.slow
 def test_group_summary(corpus_run):
     summary = strict_json(corpus_run["out"] / "group_summary.json")
     errors = expected_error_kinds(corpus_run)
@@ -151,6 +159,7 @@ def _check_record(kind, record, permissions):
     assert unexpected == [], f"{kind.name}: unexpected warnings {unexpected}"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["good", "good2", *[k for k in KINDS if k != "good"]])
 def test_kind(corpus_run, name):
     """The JSON, the group-table row, the participant report and the group report."""
@@ -194,6 +203,7 @@ def test_kind(corpus_run, name):
 
 
 # --------------------------------------------------------------------------- names
+@pytest.mark.slow
 def test_reports_escape_hostile_names(corpus_run):
     out = corpus_run["out"]
     kind = corpus_run["kinds"]["script_name"]
@@ -204,6 +214,7 @@ def test_reports_escape_hostile_names(corpus_run):
         assert "&lt;script&gt;alert(1)&lt;script&gt;&lt;img src=x onerror=alert(2)&gt;" in html
 
 
+@pytest.mark.slow
 def test_hostile_name_assessed_without_validation(corpus_run, tiny_model, tmp_path):
     """--skip-bids-validation assesses the <script> name; its outputs stay inert text."""
     kind = corpus_run["kinds"]["script_name"]

@@ -46,3 +46,15 @@ def test_the_table_is_printed_and_the_summary_recorded(tmp_path, capsys):
     record = json.loads(json.dumps(summary_record(results, summary)))
     assert record["seeds"] == [7, 8] and record["n_images"] == 480
     assert record["decisions"]["contrast_moderate"]["mean"] == pytest.approx(85.0)
+
+
+def test_a_model_without_held_out_subjects_is_refused():
+    """bench_heldout.py and bench_draws.py share the draw (bids_qc.evaluation.heldout_draw); a
+    manifest without held-out subjects stops it before any work."""
+    from types import SimpleNamespace
+
+    from bids_qc.evaluation.heldout_draw import NoHeldOutSubjects, heldout_draw
+
+    bundle = SimpleNamespace(manifest={"detectors": {}, "training": {"test_subjects": []}})
+    with pytest.raises(NoHeldOutSubjects, match="no held-out subjects"):
+        heldout_draw(bundle, "data")

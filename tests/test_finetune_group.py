@@ -1,4 +1,7 @@
-"""Group level with annotations, end to end: fine-tune, re-score, flag, reuse the new model."""
+"""Group level with annotations, end to end: fine-tune, re-score, flag, reuse the new model.
+
+The tests of that run are marked ``slow`` (a participant run of 8 scans plus the group level: 15-25 s
+on two cores); ``.ci/run`` runs them: ``pytest -m slow tests/test_finetune_group.py``."""
 import json
 import shutil
 
@@ -46,6 +49,7 @@ def rated_run(tmp_path_factory):
             "rc": (rc_p, rc_g)}
 
 
+@pytest.mark.slow
 def test_group_finetuning_writes_a_model_and_rescores(rated_run):
     assert rated_run["rc"] == (0, 0)
     out = rated_run["out"]
@@ -82,6 +86,7 @@ def test_group_finetuning_writes_a_model_and_rescores(rated_run):
         assert volume.min() == 0.0 and volume.max() == pytest.approx(1.0, abs=1e-4), path.name
 
 
+@pytest.mark.slow
 def test_participant_level_accepts_the_finetuned_model(rated_run, tmp_path):
     folder = next((rated_run["out"] / "models").glob("*-finetuned-*"))
     out = tmp_path / "again"
@@ -92,6 +97,7 @@ def test_participant_level_accepts_the_finetuned_model(rated_run, tmp_path):
     assert "probability_std" in record and record["needs_review"] in (True, False)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("body", ["bids_name\tmotion\tnoise\tcontrast\nsub-00_T1w\t0\t5\t0\n",
                                   "bids_name\tmotion\tnoise\tcontrast\nsub-99_T1w\t0\t0\t0\n"])
 def test_bad_ratings_exit_65(rated_run, tmp_path, body, caplog):
@@ -109,6 +115,7 @@ def _group_again(rated_run, out, ratings):
                  "--model-dir", str(rated_run["model"])])
 
 
+@pytest.mark.slow
 def test_rerun_never_overwrites_a_finetuned_model(rated_run, tmp_path):
     out = tmp_path / "out"
     shutil.copytree(rated_run["out"], out)
@@ -131,6 +138,7 @@ def test_rerun_never_overwrites_a_finetuned_model(rated_run, tmp_path):
         assert f'data-tier="{row.tier_ft}"' in report.split(f'data-name="{row.bids_name.lower()}"')[0].rsplit("<tr", 1)[1]
 
 
+@pytest.mark.slow
 def test_no_model_is_written_when_nothing_can_be_tuned(rated_run, tmp_path, caplog):
     """Every scan rated 0 for everything: no detector has both classes, so nothing is tuned,
     no model folder is written and the table keeps the shipped verdicts only."""

@@ -42,3 +42,12 @@ def test_the_slab_detector_is_core_and_its_training_is_training():
     assert {"train.py", "cache.py", "simulation.py", "augment.py", "evaluation.py",
             "model_card.py"} <= trained
     assert not (PACKAGE / "slab_motion" / "training.py").exists()
+
+
+def test_no_benchmark_imports_another():
+    """Benchmarks share code through bids_qc (bids_qc/evaluation), not by importing each other."""
+    benchmarks = PACKAGE.parent / "benchmarks"
+    names = {p.stem for p in benchmarks.glob("*.py")}
+    offenders = {p.name: sorted(m for m in _imported(p) if m.split(".")[0] in names)
+                 for p in sorted(benchmarks.glob("*.py"))}
+    assert {k: v for k, v in offenders.items() if v} == {}
