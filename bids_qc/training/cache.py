@@ -35,12 +35,12 @@ class CacheEntry:
 
 
 def find_t1w(bids_dir) -> list[tuple[str, Path]]:
-    """``(subject, path)`` of every T1w in a BIDS dataset (pybids, no validation, nothing written)."""
-    from bids import BIDSLayout
+    """``(subject, path)`` of every T1w in a BIDS dataset, found as the app finds them
+    (:func:`bids_qc.bids_io.find_t1w`: same query, folder labels, nothing written)."""
+    from bids_qc import bids_io
 
-    layout = BIDSLayout(str(bids_dir), validate=False, derivatives=False)
-    files = layout.get(suffix="T1w", extension=[".nii", ".nii.gz"], return_type="object")
-    return sorted((f.entities["subject"], Path(f.path)) for f in files)
+    layout = bids_io.build_layout(Path(bids_dir), validate=False)
+    return sorted((s.entities["subject"], s.path) for s in bids_io.find_t1w(layout))
 
 
 def _cache_one(args) -> tuple[str, str, str | None]:
