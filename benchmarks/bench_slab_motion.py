@@ -16,6 +16,10 @@ images, so a candidate and the shipped model are compared in one run.
    many each model calls "motion", for the sites held out of all training
    (:data:`bids_qc.training.scanner_data.HELDOUT_SITES`) and for the others apart (a model may
    have trained on those: its manifest lists ``extra_training_scans``).
+4. What the score reacts to without motion (:mod:`bids_qc.training.slab.confounds`): a few
+   held-out IXI scans and every other-site clean scan, unchanged, blurred (1 and 2 mm Gaussian)
+   and with Rician noise (SNR 40 and 25): a score that rises with blur flags clean scans of
+   smoother scanners.
 """
 from __future__ import annotations
 
@@ -35,7 +39,7 @@ from bids_qc.config import DEFAULT_SLAB_MODEL_DIR  # noqa: E402
 from bids_qc.slab_detector.detector import load_detector  # noqa: E402
 from bids_qc.training.cache import find_t1w  # noqa: E402
 from bids_qc.training.scanner_data import HELDOUT_SITES, shared_data_sources  # noqa: E402
-from bids_qc.training.slab import evaluation  # noqa: E402
+from bids_qc.training.slab import confounds, evaluation  # noqa: E402
 from bids_qc.training.slab.cache import build_cache  # noqa: E402
 from bids_qc.training.slab.train import load_stacks  # noqa: E402
 
@@ -63,6 +67,22 @@ def clean_other_sites(detector, data: Path) -> dict:
     return {"rows": rows, "counts": counts}
 
 
+def confound_rows(detector, data: Path, ixi_subjects: list[str]) -> list[dict]:
+    """:func:`confounds.responses` for the given IXI subjects and every other-site clean scan."""
+    import nibabel as nib
+    import numpy as np
+
+    rows = []
+    for name, site, path in shared_data_sources(data):
+        if site == "ixi-hh" and name not in ixi_subjects:
+            continue
+        img = nib.load(str(path))
+        rows.append({"scan": name, "site": site,
+                     "responses": confounds.responses(detector, np.asarray(img.dataobj, np.float32),
+                                                      img.affine)})
+    return rows
+
+
 def format_clean(model_id: str, clean: dict) -> str:
     lines = [f"Clean scans of other scanners, {model_id}: 'motion' verdicts", "",
              "| scan | site | group | score | motion |", "|---|---|---|---|---|"]
@@ -81,6 +101,8 @@ def main(argv=None) -> int:
     ap.add_argument("--variants", type=int, default=8, help="simulated motions per held-out subject")
     ap.add_argument("--seed", type=int, default=1234, help="simulation seed (training used 0)")
     ap.add_argument("--nprocs", type=int, default=2)
+    ap.add_argument("--confound-ixi", type=int, default=4,
+                    help="held-out IXI scans in the blur/noise probe (section 4)")
     ap.add_argument("--json", type=Path, help="also write the figures here")
     args = ap.parse_args(argv)
     torch.set_num_threads(2)
@@ -101,7 +123,7 @@ def main(argv=None) -> int:
         else:
             print(f"no IXI data at {ixi}: simulated evaluation skipped")
         for detector, test in zip(detectors, tests):
-            sim = real = clean = None
+            sim = real = clean = probe = None
             if paths:
                 sim = evaluation.simulated(detector, load_stacks(paths, sorted(s for s in paths if s in test)))
             if pairs.is_dir():
@@ -113,14 +135,18 @@ def main(argv=None) -> int:
                 print(f"no motion pairs at {pairs}: real-motion evaluation skipped")
             if (args.data / "vendors").is_dir():
                 clean = clean_other_sites(detector, args.data)
+                probe = confound_rows(detector, args.data, sorted(test)[:args.confound_ixi])
             print(f"\n## model {detector.model_id}, threshold {detector.threshold:.4g}\n")
             print(evaluation.format_tables(sim, real))
             if clean:
                 print("\n" + format_clean(detector.model_id, clean))
+            if probe:
+                print("\n" + confounds.format_table(detector.model_id, probe))
             results[detector.model_id] = {"threshold": detector.threshold,
                                           "simulated": sim and sim["table"],
                                           "real_pairs": real and real["summary"],
-                                          "real_rows": real and real["rows"], "clean_other_sites": clean}
+                                          "real_rows": real and real["rows"], "clean_other_sites": clean,
+                                          "confounds": probe}
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
     return 0

@@ -248,3 +248,24 @@ def test_app_judges_real_slabs_end_to_end(tmp_path, caplog):
     assert ("Site threshold: adopted" if site["adopted"] else "Site threshold: kept the shipped") in report
     assert f"{ba['shipped_threshold']:.3f}" in report and f"{ba['site_threshold_cross_validated']:.3f}" in report
     assert re.search(r'id="n-slab-motion"[^>]*><div class="n">\d+</div>', report)
+
+
+def test_confound_probe_changes_one_thing_at_a_time():
+    """The blur/noise probe: the unchanged condition is the app's own score, blur changes the
+    stack, and the Rician noise lands at the SNR asked for."""
+    from bids_qc.training.slab import confounds
+
+    rng = np.random.default_rng(0)
+    head = np.full((40, 40, 40), 100.0, np.float32)
+    noisy = confounds.rician(head, 25, rng)
+    assert abs(noisy.std() - 4.0) < 0.2 and abs(noisy.mean() - 100.0) < 0.5
+
+    img = synthetic_head(zoom=2.0)
+    volume, affine = np.asarray(img.dataobj, np.float32), img.affine
+    detector = load_detector()
+    out = confounds.responses(detector, volume, affine)
+    assert set(out) == {"clean", "blur_1mm", "blur_2mm", "snr_40", "snr_25"}
+    assert out["clean"]["score"] == pytest.approx(detector.assess(volume, affine)["score"], abs=1e-6)
+    assert out["blur_2mm"]["score"] != pytest.approx(out["clean"]["score"], abs=1e-6)
+    table = confounds.format_table(detector.model_id, [{"scan": "x", "site": "s", "responses": out}])
+    assert "| flagged |" in table and "blur_1mm" in table

@@ -1,0 +1,83 @@
+"""What the slab motion score reacts to when there is no motion: blur and noise on clean scans.
+
+A motion detector that also fires on a scan that is only smoother (a lower-resolution or more
+filtered acquisition) or noisier than its training site will flag clean scans of other scanners.
+This probe takes clean scans, changes one thing that is not motion, and reports the score:
+
+- ``blur_<s>mm``: the 2 mm sagittal stack smoothed by a Gaussian of ``s`` mm (sigma), i.e. an
+  acquisition with a wider point-spread function;
+- ``snr_<k>``: Rician noise added on the scan's native grid, sigma = (90th percentile of the head's
+  intensities) / ``k``, i.e. white-matter SNR near ``k``.
+
+Each is reported as the detector's score and its mean logit (the score's log-odds), beside the
+unchanged scan. Nothing here is used for training or choosing a threshold.
+"""
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+from bids_qc.slab_detector.detector import SlabDetector, score_stack
+from bids_qc.slab_detector.slices import SPACING_MM, to_ras_stack
+
+BLUR_MM = (1.0, 2.0)
+NOISE_SNR = (40, 25)
+FOREGROUND_FRACTION = 0.1
+
+
+def rician(volume: np.ndarray, snr: float, rng: np.random.Generator) -> np.ndarray:
+    """``volume`` with Rician noise whose sigma puts the head's 90th percentile at SNR ``snr``."""
+    volume = np.asarray(volume, np.float32)
+    ref = np.percentile(volume, 99)
+    head = volume[volume > FOREGROUND_FRACTION * ref] if ref > 0 else volume.ravel()
+    sigma = float(np.percentile(head, 90)) / snr
+    real = volume + rng.normal(0.0, sigma, volume.shape).astype(np.float32)
+    imag = rng.normal(0.0, sigma, volume.shape).astype(np.float32)
+    return np.sqrt(real * real + imag * imag)
+
+
+def _logit(p: float | None) -> float | None:
+    if p is None:
+        return None
+    p = min(max(p, 1e-7), 1 - 1e-7)
+    return float(np.log(p / (1 - p)))
+
+
+def responses(detector: SlabDetector, volume: np.ndarray, affine: np.ndarray,
+              seed: int = 0) -> dict:
+    """``{condition: {"score", "logit", "motion"}}`` for the clean scan and each change of it."""
+    rng = np.random.default_rng(seed)
+    stack = to_ras_stack(volume, affine)
+    stacks = {"clean": stack}
+    for mm in BLUR_MM:
+        stacks[f"blur_{mm:g}mm"] = ndimage.gaussian_filter(stack, mm / SPACING_MM)
+    for snr in NOISE_SNR:
+        stacks[f"snr_{snr}"] = to_ras_stack(rician(volume, snr, rng), affine)
+    out = {}
+    for name, s in stacks.items():
+        score = score_stack(detector.net, s)
+        out[name] = {"score": score, "logit": _logit(score),
+                     "motion": None if score is None else bool(score >= detector.threshold)}
+    return out
+
+
+def format_table(model_id: str, rows: list[dict]) -> str:
+    """Markdown: one line per scan (``{"scan", "site", "responses"}``), the mean logit per
+    condition, and how many scans each condition turns into 'motion'."""
+    if not rows:
+        return ""
+    conditions = list(rows[0]["responses"])
+    lines = [f"What the score of {model_id} reacts to without motion: mean logit (score's log-odds) "
+             "of each clean scan, unchanged and changed by one thing that is not motion; "
+             "* = verdict 'motion'", "",
+             "| scan | site | " + " | ".join(conditions) + " |",
+             "|---|---|" + "---|" * len(conditions)]
+    for row in rows:
+        cells = []
+        for c in conditions:
+            r = row["responses"][c]
+            cells.append("n/a" if r["logit"] is None else f"{r['logit']:.2f}{'*' if r['motion'] else ''}")
+        lines.append(f"| {row['scan']} | {row['site']} | " + " | ".join(cells) + " |")
+    flagged = [sum(bool(row["responses"][c]["motion"]) for row in rows) for c in conditions]
+    lines.append("| flagged | | " + " | ".join(f"{f} of {len(rows)}" for f in flagged) + " |")
+    return "\n".join(lines)
