@@ -281,12 +281,17 @@ def apply_artefacts(data, affine, applied: list[dict], wm, gm) -> tuple[np.ndarr
         add = float(np.sqrt(max(target**2 - sigma0**2, 0.0)))
         rng = np.random.default_rng(params["seed"])
         native_sigma = add / max(reduction, 1e-6)
-        real = out + rng.normal(0.0, native_sigma, out.shape).astype(np.float32)
-        imag = rng.normal(0.0, native_sigma, out.shape).astype(np.float32)
-        out = np.sqrt(real**2 + imag**2).astype(np.float32)
+        out = add_rician(out, native_sigma, rng)
         sigma = float(np.hypot(sigma0, add))
     evidence["snr"] = wm_level / sigma if sigma > 0 else float("inf")
     return out, evidence
+
+
+def add_rician(data: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
+    """``data`` as a magnitude image with Rician noise of ``sigma`` (float32 draws, float32 out)."""
+    real = data + rng.normal(0.0, sigma, data.shape).astype(np.float32)
+    imag = rng.normal(0.0, sigma, data.shape).astype(np.float32)
+    return np.sqrt(real**2 + imag**2).astype(np.float32)
 
 
 def measured_grades(applied: list[dict], evidence: dict) -> dict:

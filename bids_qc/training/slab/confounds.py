@@ -17,12 +17,12 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+from bids_qc.scanner_space import add_rician
 from bids_qc.slab_detector.detector import SlabDetector, score_stack
-from bids_qc.slab_detector.slices import SPACING_MM, to_ras_stack
+from bids_qc.slab_detector.slices import FOREGROUND_FRACTION, SPACING_MM, to_ras_stack
 
 BLUR_MM = (1.0, 2.0)
 NOISE_SNR = (40, 25)
-FOREGROUND_FRACTION = 0.1
 
 
 def rician(volume: np.ndarray, snr: float, rng: np.random.Generator) -> np.ndarray:
@@ -30,10 +30,7 @@ def rician(volume: np.ndarray, snr: float, rng: np.random.Generator) -> np.ndarr
     volume = np.asarray(volume, np.float32)
     ref = np.percentile(volume, 99)
     head = volume[volume > FOREGROUND_FRACTION * ref] if ref > 0 else volume.ravel()
-    sigma = float(np.percentile(head, 90)) / snr
-    real = volume + rng.normal(0.0, sigma, volume.shape).astype(np.float32)
-    imag = rng.normal(0.0, sigma, volume.shape).astype(np.float32)
-    return np.sqrt(real * real + imag * imag)
+    return add_rician(volume, float(np.percentile(head, 90)) / snr, rng)
 
 
 def _logit(p: float | None) -> float | None:
