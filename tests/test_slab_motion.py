@@ -75,6 +75,41 @@ def test_motion_simulation_moves_the_image_and_is_reproducible():
     json.dumps(params)  # recordable
 
 
+def test_wider_psf_smooths_along_its_axes_only_and_keeps_the_mean():
+    from bids_qc.training.slab.psf import apply_psf, sample_psf
+
+    data, _ = _marked_volume()
+    smooth = apply_psf(data, {"factors": [2.0, 1.0, 1.0]})
+    assert smooth.shape == data.shape and smooth.dtype == np.float32
+    np.testing.assert_allclose(smooth.mean(), data.mean(), rtol=0.02)  # |ringing| adds a little
+
+    def fine_detail(volume, axis):  # energy above half the Nyquist frequency along ``axis``
+        spectrum = np.abs(np.fft.fft(volume - volume.mean(), axis=axis)) ** 2
+        high = np.abs(np.fft.fftfreq(volume.shape[axis])) > 0.25
+        return np.moveaxis(spectrum, axis, 0)[high].sum()
+
+    assert fine_detail(smooth, 0) < 0.05 * fine_detail(data, 0)  # gone along x
+    assert fine_detail(smooth, 1) > 0.5 * fine_detail(data, 1)  # kept along y
+    params = sample_psf(np.random.default_rng(0))
+    assert all(1.0 <= f <= 2.25 for f in params["factors"])
+    json.dumps(params)
+
+
+def test_psf_pairs_share_the_smoothing_and_leave_other_draws_alone():
+    from bids_qc.training.slab.cache import make_pair
+
+    data, affine = _marked_volume()
+    plain = make_pair(data, affine, np.random.default_rng(5), p_site=0.0)
+    again = make_pair(data, affine, np.random.default_rng(5), p_site=0.0, p_psf=0.0)
+    assert plain[2] == again[2]  # asking for no PSF draws nothing more
+    np.testing.assert_array_equal(plain[0], again[0])
+    still, moved, record = make_pair(data, affine, np.random.default_rng(5), p_site=0.0, p_psf=1.0)
+    assert record["psf"] is not None and record["site"] is None
+    sharp = np.abs(np.diff(plain[0].astype(float), axis=1)).mean()
+    assert np.abs(np.diff(still.astype(float), axis=1)).mean() < sharp  # the still twin is smooth too
+    assert np.abs(still.astype(float) - moved.astype(float)).mean() > 0.5
+
+
 def test_model_folder_round_trip_and_corruption(tmp_path):
     torch.manual_seed(0)
     net = SlabNet().eval()

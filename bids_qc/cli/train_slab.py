@@ -21,7 +21,7 @@ from bids_qc import __version__
 from bids_qc.slab_detector.detector import load_detector, save_detector
 from bids_qc.training.cache import find_t1w
 from bids_qc.training.slab import evaluation, model_card
-from bids_qc.training.slab.cache import CACHE_VERSION, P_SITE, build_cache
+from bids_qc.training.slab.cache import CACHE_VERSION, P_PSF, P_SITE, build_cache
 from bids_qc.training.slab.simulation import AMPLITUDE_RANGE, MOVEMENTS
 from bids_qc.training.slab.train import load_stacks, sensitivity_threshold, train
 from bids_qc.training.splits import holdout_split, kfold_by_subject
@@ -48,6 +48,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--nprocs", type=int, default=2, help="processes for the cache")
+    p.add_argument("--site-fraction", type=float, default=P_SITE,
+                   help="share of pairs (after each scan's first) made on a site-like variation")
+    p.add_argument("--psf-fraction", type=float, default=P_PSF,
+                   help="share of pairs (after each scan's first) made with a wider point-spread function")
     p.add_argument("--extra-scan", type=Path, action="append", default=[], metavar="NIFTI",
                    help="a clean scan of another scanner, used for training only (never held "
                    "out or validated on); repeat for several")
@@ -72,7 +76,8 @@ def main(argv=None) -> int:
         LOGGER.error("no T1w scans found in %s", args.bids_dir)
         return 1
     extra_scans = [(extra_id(p), p) for p in args.extra_scan]
-    paths = build_cache(scans + extra_scans, args.cache_dir, args.variants, args.seed, args.nprocs)
+    paths = build_cache(scans + extra_scans, args.cache_dir, args.variants, args.seed, args.nprocs,
+                        p_site=args.site_fraction, p_psf=args.psf_fraction)
     pool, test = holdout_split([s for s, _ in scans], args.n_test, args.seed)
     train_ids, val_ids = kfold_by_subject(pool, args.k, args.seed)[args.fold]
     train_ids = list(train_ids) + [s for s, _ in extra_scans]
@@ -86,7 +91,9 @@ def main(argv=None) -> int:
     extra = {"bids_qc_version": __version__, "seed": args.seed, "command": command,
              "simulation": {"amplitude_deg_mm": list(AMPLITUDE_RANGE), "movements": list(MOVEMENTS),
                             "variants_per_subject": args.variants,
-                            "site_variation": f"{P_SITE:.0%} of pairs after the first (cache v{CACHE_VERSION})"},
+                            "site_variation": f"{args.site_fraction:.0%} of pairs after the first",
+                            "psf_variation": f"{args.psf_fraction:.0%} of pairs after the first",
+                            "cache_version": CACHE_VERSION},
              "training": {"data": str(args.bids_dir), "train_subjects": len(train_ids),
                           "extra_training_scans": [str(p) for p in args.extra_scan],
                           "val_subjects": len(val_ids), "test_subjects": test,
