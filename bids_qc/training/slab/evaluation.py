@@ -29,7 +29,7 @@ def auc_by_amplitude(amplitudes, scores) -> dict:
     return out
 
 
-def _formulas(volume: np.ndarray, zooms) -> dict:
+def baseline_formulas(volume: np.ndarray, zooms) -> dict:
     from bids_qc.metrics import MetricUndefined, snr_native, tenengrad
 
     out = {}
@@ -49,7 +49,7 @@ def simulated(detector: SlabDetector, stacks) -> dict:
         for amp, stack in s.scans():
             rows.append({"subject": s.subject, "amplitude": amp,
                          "detector": score_stack(detector.net, stack),
-                         **_formulas(stack, (SPACING_MM,) * 3)})
+                         **baseline_formulas(stack, (SPACING_MM,) * 3)})
     amps = np.array([r["amplitude"] for r in rows])
     table = {score: auc_by_amplitude(amps, [r[score] for r in rows])
              for score in ("detector", "tenengrad", "snr_native")}
@@ -75,7 +75,7 @@ def real_pairs(detector: SlabDetector, pairs_dir) -> dict:
         rows.append({"path": row["path"], "subject": row["participant_id"],
                      "motion": int(row["motion"]), "detector": result["score"],
                      "verdict": result["motion"],
-                     **_formulas(data, img.header.get_zooms()[:3])})
+                     **baseline_formulas(data, img.header.get_zooms()[:3])})
     summary = {}
     for score in ("detector", "tenengrad", "snr_native"):
         by_subject = {}
