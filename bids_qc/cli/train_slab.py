@@ -52,6 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="share of pairs (after each scan's first) made on a site-like variation")
     p.add_argument("--psf-fraction", type=float, default=P_PSF,
                    help="share of pairs (after each scan's first) made with a wider point-spread function")
+    p.add_argument("--input-blur-mm", type=float, default=0.0,
+                   help="fixed in-plane Gaussian (sigma, mm) the network applies to its input "
+                   "(SlabNet: one sharpness for every scanner)")
     p.add_argument("--extra-scan", type=Path, action="append", default=[], metavar="NIFTI",
                    help="a clean scan of another scanner, used for training only (never held "
                    "out or validated on); repeat for several")
@@ -85,6 +88,7 @@ def main(argv=None) -> int:
     net, history, val = train(load_stacks(paths, train_ids), load_stacks(paths, val_ids),
                               epochs=args.epochs, batches=args.batches, batch_size=args.batch_size,
                               lr=args.lr, seed=args.seed, max_minutes=args.max_minutes,
+                              input_blur_mm=args.input_blur_mm,
                               progress=LOGGER.info)
     threshold = sensitivity_threshold(val["scores"], val["amplitudes"])
     command = "bids-qc-train-slab " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))

@@ -95,7 +95,8 @@ def save_detector(folder, net: SlabNet, *, model_id: str, threshold: float, extr
              if not k.endswith("num_batches_tracked")}
     manifest = {"model_id": model_id, "architecture": ARCHITECTURE, "trained": True,
                 "input": {"slices": "3 adjacent sagittal slices, RAS, 2 mm, 128 x 128 in-plane",
-                          "normalisation": "foreground p99 of each triplet = 1, clipped at 1.5"},
+                          "normalisation": "foreground p99 of each triplet = 1, clipped at 1.5",
+                          "blur_mm": net.input_blur_mm},
                 "threshold": threshold, **extra}
     return write_folder(folder, {"weights.safetensors": state}, manifest)
 
@@ -106,7 +107,7 @@ def load_detector(folder=DEFAULT_SLAB_MODEL_DIR) -> SlabDetector:
 
     folder = Path(folder)
     manifest = read_manifest(folder, ARCHITECTURE)
-    net = SlabNet()
+    net = SlabNet(input_blur_mm=float(manifest.get("input", {}).get("blur_mm", 0.0)))
     for name in manifest["files"]:
         state = {k: v.float() for k, v in load_tensors(folder, name).items()}
         try:

@@ -3,18 +3,37 @@
 Five ``Conv2d(3x3) -> BatchNorm -> ReLU -> MaxPool(2)`` blocks (16-32-64-128-128 channels), global
 average pooling, ``Dropout -> Linear(128, 32) -> ReLU -> Linear(32, 1)``: one motion logit per
 triplet. About 0.3 M parameters: a whole head is ~60 triplets and scores in well under a second.
+
+``input_blur_mm`` > 0 puts a fixed in-plane Gaussian (sigma in mm, slices of 2 mm) before the
+first block, in training and at inference alike: every scanner's slices are brought to one coarser
+sharpness, so that how sharp a scanner is cannot be read as motion. It is part of the model (its
+folder's manifest says ``input.blur_mm``), not of the stacking.
 """
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 CHANNELS = (16, 32, 64, 128, 128)
+SLICE_MM = 2.0
+
+
+def gaussian_kernel(sigma_vox: float) -> torch.Tensor:
+    radius = max(1, math.ceil(3 * sigma_vox))
+    t = torch.arange(-radius, radius + 1, dtype=torch.float32)
+    k = torch.exp(-0.5 * (t / sigma_vox) ** 2)
+    return k / k.sum()
 
 
 class SlabNet(nn.Module):
-    def __init__(self, dropout: float = 0.3):
+    def __init__(self, dropout: float = 0.3, input_blur_mm: float = 0.0):
         super().__init__()
+        self.input_blur_mm = float(input_blur_mm)
+        if self.input_blur_mm > 0:  # not a weight: rebuilt from the manifest, not stored
+            self.register_buffer("blur", gaussian_kernel(self.input_blur_mm / SLICE_MM), persistent=False)
         layers, c_in = [], 3
         for c_out in CHANNELS:
             layers += [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out),
@@ -26,4 +45,13 @@ class SlabNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (N, 3, H, W) -> (N,) motion logits."""
+        if self.input_blur_mm > 0:
+            x = self._blur(x)
         return self.head(self.features(x))[:, 0]
+
+    def _blur(self, x: torch.Tensor) -> torch.Tensor:
+        """Separable in-plane Gaussian per slice, edges replicated."""
+        c, r = x.shape[1], self.blur.numel() // 2
+        kx = self.blur.view(1, 1, 1, -1).expand(c, 1, 1, -1)
+        x = F.conv2d(F.pad(x, (r, r, 0, 0), mode="replicate"), kx, groups=c)
+        return F.conv2d(F.pad(x, (0, 0, r, r), mode="replicate"), kx.transpose(2, 3), groups=c)

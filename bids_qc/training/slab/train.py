@@ -107,11 +107,11 @@ def sensitivity_threshold(scores, amplitudes, sensitivity: float = TARGET_SENSIT
 
 def train(train_set: list[Stacks], val_set: list[Stacks], *, epochs: int, batches: int,
           batch_size: int = 32, lr: float = 1e-3, seed: int = 0, max_minutes: float = 1e9,
-          progress=print) -> tuple[SlabNet, list[dict], dict]:
+          input_blur_mm: float = 0.0, progress=print) -> tuple[SlabNet, list[dict], dict]:
     """Returns the best network (lowest validation loss), the epoch history and its validation."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    net = SlabNet()
+    net = SlabNet(input_blur_mm=input_blur_mm)
     opt = torch.optim.Adam(net.parameters(), lr=lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs * batches)
     centres = [s.centres() for s in train_set]
