@@ -1,7 +1,10 @@
 #!/usr/bin/env python
 """The slab motion verdict per site, on artefacts made in each scanner's own space, in one command.
 
-    python benchmarks/bench_slab_sites.py [--seed 2028] [--model-dir DIR] [--json out.json]
+    python benchmarks/bench_slab_sites.py [--seed 2028] [--model-dir DIR ...] [--json out.json]
+
+``--model-dir`` (repeatable; default: the shipped slab model) scores every model on the very same
+images, so a candidate and the shipped model are compared in one run.
 
 Each clean scan of the shared data (the slab model's held-out IXI subjects and every other
 scanner) is corrupted on its raw grid by the independent scanner-space simulator
@@ -12,7 +15,7 @@ scan, the others get motion, noise and contrast grades drawn at random (P(0, 1, 
 - the AUC of motion (grade >= 1) vs none for the detector and, beside it on the same images,
   Tenengrad and native SNR (negated, higher = worse);
 - the shipped verdict (score >= the model's threshold) and the scanner-group verdict
-  (:mod:`bids_qc.slab_group_verdict`, the site as the group): images without motion flagged,
+  (:mod:`bids_qc.evaluation.slab_group_verdict`, the site as the group): images without motion flagged,
   images with motion flagged, balanced accuracy (a site with fewer than ``slab_group_verdict.MIN_GROUP`` scored
   images keeps the shipped verdict, as the app does).
 
@@ -38,9 +41,9 @@ sys.path.insert(0, str(ROOT))
 
 from bids_qc.config import DEFAULT_SLAB_MODEL_DIR  # noqa: E402
 from bids_qc.evaluation.independent_artefacts import corrupt  # noqa: E402
+from bids_qc.evaluation.slab_group_verdict import relative_flags  # noqa: E402
 from bids_qc.slab_detector.detector import load_detector, score_stack  # noqa: E402
 from bids_qc.slab_detector.slices import SPACING_MM, to_ras_stack  # noqa: E402
-from bids_qc.slab_group_verdict import relative_flags  # noqa: E402
 from bids_qc.training.data import GRADE_PROBS, draw_grades  # noqa: E402
 from bids_qc.training.metrics import auc, binary_scores  # noqa: E402
 from bids_qc.training.scanner_data import (  # noqa: E402
@@ -153,7 +156,7 @@ def format_table(model_id: str, table: dict, pairs: dict | None) -> str:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model-dir", type=Path, default=DEFAULT_SLAB_MODEL_DIR)
+    ap.add_argument("--model-dir", type=Path, action="append")
     ap.add_argument("--data", type=Path, default=ROOT / ".." / "shared" / "data")
     ap.add_argument("--scans", type=Path, default=Path(tempfile.gettempdir()) / "bids_qc_slab_sites",
                     help="prepared clean scans (made here when missing, reused after)")
@@ -167,8 +170,8 @@ def main(argv=None) -> int:
     if not (args.data / "vendors").is_dir():
         print(f"no shared data at {args.data}: nothing to evaluate")
         return 0
-    detector = load_detector(args.model_dir)
-    test = set(detector.manifest["training"]["test_subjects"])
+    detectors = [load_detector(d) for d in (args.model_dir or [DEFAULT_SLAB_MODEL_DIR])]
+    test = set().union(*(d.manifest["training"]["test_subjects"] for d in detectors))
     sources = [(n, s, p) for n, s, p in shared_data_sources(args.data) if s != "ixi-hh" or n in test]
     t = time.perf_counter()
     scans = prepare_scans(sources, args.scans, args.nprocs)
@@ -177,15 +180,21 @@ def main(argv=None) -> int:
     rows = make_images(scans, args.seed, {"ixi-hh": args.per_subject, "default": args.per_site_scan},
                        args.nprocs)
     print(f"{len(rows)} images simulated in {time.perf_counter() - t:.0f} s")
-    for r in rows:
-        r["detector"] = score_stack(detector.net, r.pop("stack").astype(np.float32))
-    table = site_table(rows, detector.threshold)
-    pairs = real_pair_group(detector, args.data / "motion_pairs") if (args.data / "motion_pairs").is_dir() else None
-    print("\n" + format_table(detector.model_id, table, pairs))
+    results = {}
+    stacks = [r.pop("stack").astype(np.float32) for r in rows]
+    for detector in detectors:
+        for r, stack in zip(rows, stacks):
+            r["detector"] = score_stack(detector.net, stack)
+        table = site_table(rows, detector.threshold)
+        pairs = (real_pair_group(detector, args.data / "motion_pairs")
+                 if (args.data / "motion_pairs").is_dir() else None)
+        print("\n" + format_table(detector.model_id, table, pairs))
+        results[detector.model_id] = {"threshold": detector.threshold, "sites": table,
+                                      "real_pairs": pairs,
+                                      "scores": {r["name"]: r["detector"] for r in rows}}
     if args.json:
-        args.json.write_text(json.dumps({"model": detector.model_id, "seed": args.seed,
-                                         "sites": table, "real_pairs": pairs,
-                                         "images": [{k: v for k, v in r.items()} for r in rows]},
+        images = [{k: v for k, v in r.items() if k != "detector"} for r in rows]
+        args.json.write_text(json.dumps({"seed": args.seed, "models": results, "images": images},
                                         indent=1, default=float) + "\n")
     return 0
 
