@@ -128,6 +128,26 @@ def test_model_folder_round_trip_and_corruption(tmp_path):
         load_detector(tmp_path / "nowhere")
 
 
+def test_input_blur_is_part_of_the_model_folder(tmp_path):
+    """A network that blurs its input keeps doing so after save/load (the manifest says how much),
+    a flat image stays flat, and an edge is softened."""
+    torch.manual_seed(0)
+    net = SlabNet(input_blur_mm=1.5).eval()
+    flat = torch.full((1, 3, 32, 32), 0.7)
+    torch.testing.assert_close(net._blur(flat), flat)
+    edge = torch.zeros(1, 3, 32, 32)
+    edge[..., 16:] = 1.0
+    blurred = net._blur(edge)
+    assert 0.0 < blurred[0, 0, 5, 15] < 0.5 < blurred[0, 0, 5, 16] < 1.0
+    folder = save_detector(tmp_path / "b", net, model_id="blur", threshold=0.5, extra={})
+    detector = load_detector(folder)
+    assert detector.manifest["input"]["blur_mm"] == 1.5 and detector.net.input_blur_mm == 1.5
+    x = torch.rand(2, 3, 64, 64)
+    torch.testing.assert_close(detector.net(x), net(x), atol=2e-2, rtol=1e-2)  # float16 weights
+    assert load_detector(save_detector(tmp_path / "p", SlabNet().eval(), model_id="p", threshold=0.5,
+                                       extra={})).net.input_blur_mm == 0.0
+
+
 def test_training_runs_and_learns_something(tmp_path):
     """Two synthetic subjects, a few batches: the loop, validation and threshold work end to end."""
     from bids_qc.training.slab.cache import _to_uint8
