@@ -306,8 +306,8 @@ def test_app_judges_real_slabs_end_to_end(tmp_path, caplog):
 
 
 def test_confound_probe_changes_one_thing_at_a_time():
-    """The blur/noise probe: the unchanged condition is the app's own score, blur changes the
-    stack, and the Rician noise lands at the SNR asked for."""
+    """The probe: the unchanged condition is the app's own score, blur changes the stack, the
+    Rician noise lands at the SNR asked for, and the head mask keeps the head and drops the air."""
     from bids_qc.training.slab import confounds
 
     rng = np.random.default_rng(0)
@@ -317,9 +317,13 @@ def test_confound_probe_changes_one_thing_at_a_time():
 
     img = synthetic_head(zoom=2.0)
     volume, affine = np.asarray(img.dataobj, np.float32), img.affine
+    stack = slices.to_ras_stack(volume, affine)
+    mask = confounds.head_mask(stack)
+    head = stack > slices.FOREGROUND_FRACTION * np.percentile(stack, 99)
+    assert mask[head].all() and head.sum() < mask.sum() < 0.5 * mask.size  # head kept, air dropped
     detector = load_detector()
     out = confounds.responses(detector, volume, affine)
-    assert set(out) == {"clean", "blur_1mm", "blur_2mm", "snr_40", "snr_25"}
+    assert set(out) == {"clean", "blur_1mm", "blur_2mm", "snr_40", "snr_25", "air_zeroed", "uint8"}
     assert out["clean"]["score"] == pytest.approx(detector.assess(volume, affine)["score"], abs=1e-6)
     assert out["blur_2mm"]["score"] != pytest.approx(out["clean"]["score"], abs=1e-6)
     table = confounds.format_table(detector.model_id, [{"scan": "x", "site": "s", "responses": out}])

@@ -7,7 +7,10 @@ This probe takes clean scans, changes one thing that is not motion, and reports 
 - ``blur_<s>mm``: the 2 mm sagittal stack smoothed by a Gaussian of ``s`` mm (sigma), i.e. an
   acquisition with a wider point-spread function;
 - ``snr_<k>``: Rician noise added on the scan's native grid, sigma = (90th percentile of the head's
-  intensities) / ``k``, i.e. white-matter SNR near ``k``.
+  intensities) / ``k``, i.e. white-matter SNR near ``k``;
+- ``air_zeroed``: everything outside the head (foreground, holes filled, dilated 2 voxels) set to 0,
+  as a masked or heavily thresholded export would store it;
+- ``uint8``: the stack quantised to 8 bits (IXI, the training site, is stored in 8 bits).
 
 Each is reported as the detector's score and its mean logit (the score's log-odds), beside the
 unchanged scan. Nothing here is used for training or choosing a threshold.
@@ -33,6 +36,15 @@ def rician(volume: np.ndarray, snr: float, rng: np.random.Generator) -> np.ndarr
     return add_rician(volume, float(np.percentile(head, 90)) / snr, rng)
 
 
+def head_mask(stack: np.ndarray) -> np.ndarray:
+    """The head of a stack: foreground (:data:`FOREGROUND_FRACTION` of the 99th percentile), closed,
+    holes filled slice by slice, dilated by 2 voxels."""
+    ref = np.percentile(stack, 99)
+    fg = ndimage.binary_closing(stack > FOREGROUND_FRACTION * ref, iterations=2)
+    fg = np.stack([ndimage.binary_fill_holes(s) for s in fg])
+    return ndimage.binary_dilation(fg, iterations=2)
+
+
 def _logit(p: float | None) -> float | None:
     if p is None:
         return None
@@ -50,6 +62,10 @@ def responses(detector: SlabDetector, volume: np.ndarray, affine: np.ndarray,
         stacks[f"blur_{mm:g}mm"] = ndimage.gaussian_filter(stack, mm / SPACING_MM)
     for snr in NOISE_SNR:
         stacks[f"snr_{snr}"] = to_ras_stack(rician(volume, snr, rng), affine)
+    stacks["air_zeroed"] = stack * head_mask(stack)
+    top = float(np.percentile(stack, 99.9))
+    stacks["uint8"] = (np.round(np.clip(stack / top, 0, 1) * 255) * (top / 255)).astype(np.float32) \
+        if top > 0 else stack
     out = {}
     for name, s in stacks.items():
         score = score_stack(detector.net, s)
