@@ -40,7 +40,7 @@ sys.path.insert(0, str(ROOT))
 
 from bids_qc.config import DEFAULT_MODEL_DIR  # noqa: E402
 from bids_qc.evaluation.detector_probabilities import predict  # noqa: E402
-from bids_qc.evaluation.independent_artefacts import corrupt  # noqa: E402
+from bids_qc.evaluation.independent_artefacts import draw_image  # noqa: E402
 from bids_qc.evaluation.real_motion_pairs import real_pairs as heldout_real_pairs  # noqa: E402
 from bids_qc.grading import binary_labels, tier_from_grades  # noqa: E402
 from bids_qc.metrics import compute_metrics, load_priors  # noqa: E402
@@ -49,7 +49,7 @@ from bids_qc.preprocessing import preprocess  # noqa: E402
 from bids_qc.record import ARTEFACTS, DETECTORS  # noqa: E402
 from bids_qc.slab_detector.detector import load_detector, score_stack  # noqa: E402
 from bids_qc.slab_detector.slices import to_ras_stack  # noqa: E402
-from bids_qc.training.data import GRADE_PROBS, draw_grades  # noqa: E402
+from bids_qc.training.data import GRADE_PROBS  # noqa: E402
 from bids_qc.training.metrics import auc, binary_scores  # noqa: E402
 from bids_qc.training.scanner_data import (  # noqa: E402
     HELDOUT_SITES,
@@ -93,15 +93,8 @@ def make_images(prepared: list[Path], cache: Path, seed: int, n_per_scan: dict) 
             if cached is not None and "slab" in cached:
                 done.append(out)
                 continue
-            rng = np.random.default_rng([seed, k, i])
             t = time.perf_counter()
-            if i == 0:
-                grades = {a: 0 for a in ARTEFACTS}
-                data, info = scan.data, {"clean": True}
-                measured = None
-            else:
-                grades = draw_grades(rng, GRADE_PROBS)
-                data, measured, info = corrupt(scan, grades, rng)
+            data, grades, measured, info = draw_image(scan, seed, k, i, GRADE_PROBS)
             slab = to_ras_stack(data, scan.affine).astype(np.float16)
             if cached is not None:
                 meta = json.loads(str(cached["meta"]))

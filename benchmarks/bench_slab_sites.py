@@ -40,11 +40,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bids_qc.config import DEFAULT_SLAB_MODEL_DIR  # noqa: E402
-from bids_qc.evaluation.independent_artefacts import corrupt  # noqa: E402
+from bids_qc.evaluation.independent_artefacts import draw_image  # noqa: E402
 from bids_qc.evaluation.slab_group_verdict import relative_flags  # noqa: E402
 from bids_qc.slab_detector.detector import load_detector, score_stack  # noqa: E402
 from bids_qc.slab_detector.slices import SPACING_MM, to_ras_stack  # noqa: E402
-from bids_qc.training.data import GRADE_PROBS, draw_grades  # noqa: E402
 from bids_qc.training.metrics import auc, binary_scores  # noqa: E402
 from bids_qc.training.scanner_data import (  # noqa: E402
     HELDOUT_SITES,
@@ -61,12 +60,8 @@ def _image(job) -> dict:
     """One image of one prepared scan: its slab stack and motion label (a worker's job)."""
     scan_path, k, i, seed = job
     scan = load_scan_npz(scan_path)
-    rng = np.random.default_rng([seed, k, i])
-    if i == 0:
-        grades, data = {"motion": 0, "noise": 0, "contrast": 0}, scan.data
-    else:
-        grades = draw_grades(rng, GRADE_PROBS)
-        data, grades, _ = corrupt(scan, grades, rng)
+    data, asked, measured, _ = draw_image(scan, seed, k, i)
+    grades = measured or asked
     stack = to_ras_stack(data, scan.affine)
     return {"name": f"{scan.name}-{i:03d}", "site": scan.site, "grades": grades,
             "stack": stack.astype(np.float16), **baseline_formulas(stack, (SPACING_MM,) * 3)}
@@ -114,13 +109,13 @@ def site_table(rows: list[dict], threshold: float) -> dict:
     groups["other sites"] = ~np.isin(sites, HELDOUT_SITES) & (sites != "ixi-hh")
     out = {}
     for name, sel in groups.items():
-        if not sel.any():
+        idx = np.flatnonzero(sel)
+        if idx.size == 0:
             continue
-        out[name] = {"n": int(sel.sum()),
-                     "auc": {s: _auc(motion[sel], [scored[i][s] for i in np.flatnonzero(sel)])
-                             for s in SCORES},
-                     "shipped": _verdict_row(motion[sel], shipped[sel]),
-                     "group": _verdict_row(motion[sel], [group[i] for i in np.flatnonzero(sel)])}
+        out[name] = {"n": int(idx.size),
+                     "auc": {s: _auc(motion[idx], [scored[i][s] for i in idx]) for s in SCORES},
+                     "shipped": _verdict_row(motion[idx], shipped[idx]),
+                     "group": _verdict_row(motion[idx], [group[i] for i in idx])}
     return out
 
 

@@ -148,6 +148,18 @@ def test_input_blur_is_part_of_the_model_folder(tmp_path):
                                        extra={})).net.input_blur_mm == 0.0
 
 
+def test_slab_card_says_when_sharpness_was_varied():
+    from bids_qc.resources import model_dir
+    from bids_qc.training.slab.model_card import render_card
+
+    folder = model_dir("slab-motion-ixi-v1")
+    manifest = json.loads((folder / "manifest.json").read_text())
+    bench = json.loads((folder / "heldout_benchmark.json").read_text())
+    assert "Sharpness varied" not in render_card(manifest, bench)
+    manifest["simulation"]["psf_fraction"] = 0.5
+    assert "- Sharpness varied: in 50% of each scan's pairs" in render_card(manifest, bench)
+
+
 def test_training_runs_and_learns_something(tmp_path):
     """Two synthetic subjects, a few batches: the loop, validation and threshold work end to end."""
     from bids_qc.training.slab.cache import _to_uint8

@@ -27,6 +27,8 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from bids_qc import scanner_space as ss
+from bids_qc.record import ARTEFACTS
+from bids_qc.training.data import GRADE_PROBS, draw_grades
 
 MOTION_MM = {1: (2.0, 4.0), 2: (5.0, 8.0)}
 CONTRAST_POWER = {1: (0.78, 0.95), 2: (0.55, 0.72)}
@@ -123,3 +125,18 @@ def corrupt(scan: ss.NativeScan, grades: dict, rng: np.random.Generator) -> tupl
         evidence["snr"] = level / max(added, sigma0)
     applied = [{"artefact": "motion", "grade": grades["motion"]}] if grades["motion"] else []
     return data, ss.measured_grades(applied, evidence), {"done": done, "evidence": evidence}
+
+
+def draw_image(scan: ss.NativeScan, seed: int, scan_index: int, image_index: int,
+               probs=GRADE_PROBS) -> tuple[np.ndarray, dict, dict | None, dict]:
+    """Image ``image_index`` of the ``scan_index``-th scan of a draw: image 0 is the clean scan,
+    the others get grades drawn from ``probs`` and :func:`corrupt`. The generator is seeded with
+    ``[seed, scan_index, image_index]``, so every benchmark drawing with one seed makes the same
+    images. Returns ``(data, asked grades, measured grades or None for image 0, info)``."""
+    rng = np.random.default_rng([seed, scan_index, image_index])
+    if image_index == 0:
+        return scan.data, dict.fromkeys(ARTEFACTS, 0), None, {"clean": True}
+    asked = draw_grades(rng, probs)
+    data, measured, info = corrupt(scan, asked, rng)
+    return data, asked, measured, info
+

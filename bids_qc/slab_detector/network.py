@@ -17,8 +17,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from bids_qc.slab_detector.slices import SPACING_MM
+
 CHANNELS = (16, 32, 64, 128, 128)
-SLICE_MM = 2.0
 
 
 def gaussian_kernel(sigma_vox: float) -> torch.Tensor:
@@ -33,7 +34,7 @@ class SlabNet(nn.Module):
         super().__init__()
         self.input_blur_mm = float(input_blur_mm)
         if self.input_blur_mm > 0:  # not a weight: rebuilt from the manifest, not stored
-            self.register_buffer("blur", gaussian_kernel(self.input_blur_mm / SLICE_MM), persistent=False)
+            self.register_buffer("blur", gaussian_kernel(self.input_blur_mm / SPACING_MM), persistent=False)
         layers, c_in = [], 3
         for c_out in CHANNELS:
             layers += [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out),

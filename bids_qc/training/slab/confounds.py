@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from bids_qc.scanner_space import add_rician
+from bids_qc.scanner_space import add_rician, quantise
 from bids_qc.slab_detector.detector import SlabDetector, score_stack
 from bids_qc.slab_detector.slices import FOREGROUND_FRACTION, SPACING_MM, to_ras_stack
 
@@ -63,9 +63,7 @@ def responses(detector: SlabDetector, volume: np.ndarray, affine: np.ndarray,
     for snr in NOISE_SNR:
         stacks[f"snr_{snr}"] = to_ras_stack(rician(volume, snr, rng), affine)
     stacks["air_zeroed"] = stack * head_mask(stack)
-    top = float(np.percentile(stack, 99.9))
-    stacks["uint8"] = (np.round(np.clip(stack / top, 0, 1) * 255) * (top / 255)).astype(np.float32) \
-        if top > 0 else stack
+    stacks["uint8"] = quantise(stack, 8)
     out = {}
     for name, s in stacks.items():
         score = score_stack(detector.net, s)

@@ -89,12 +89,13 @@ def _span(history: list[dict], key: str, digits: int) -> str:
 
 def _psf_line(sim: dict) -> str:
     """The training bullet on smoothing, for models trained with a wider PSF (cache v3)."""
-    share = sim.get("psf_variation")
-    if not share or share.startswith("0%"):
+    share = sim.get("psf_fraction", 0.0)
+    if not share:
         return ""
-    return (f"- Sharpness varied: in {share} of each scan's pairs both twins are first smoothed by "
-            "a wider point-spread function (k-space apodised by a Fermi filter to 1-2.25x the voxel "
-            "size per axis, `bids_qc.training.slab.psf`), so a smoother scanner is not motion.\n")
+    return (f"- Sharpness varied: in {share:.0%} of each scan's pairs after the first, both twins "
+            "are first smoothed by a wider point-spread function (k-space apodised by a Fermi "
+            "filter to 1-2.25x the voxel size per axis, `bids_qc.training.slab.psf`), so a "
+            "smoother scanner is not motion.\n")
 
 
 def _verdict_limit(bench: dict) -> str:
