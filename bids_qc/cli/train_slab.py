@@ -58,6 +58,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--extra-scan", type=Path, action="append", default=[], metavar="NIFTI",
                    help="a clean scan of another scanner, used for training only (never held "
                    "out or validated on); repeat for several")
+    p.add_argument("--extra-variants", type=int, help="simulated motions per extra scan "
+                   "(default: --variants; a few scans of other scanners need more to show their "
+                   "look under many motions)")
+    p.add_argument("--extra-share", type=float, default=0.0,
+                   help="share of training pairs drawn from the extra scans (0: drawn like any "
+                   "subject)")
+    p.add_argument("--contrast-fraction", type=float, default=0.0,
+                   help="share of training triplets given a random monotone tone curve (T1 "
+                   "contrast of other sequences)")
     p.add_argument("--real-pairs", type=Path, help="folder with labels.tsv of real motion pairs "
                    "(reported only; never used for training or for choosing anything)")
     return p
@@ -79,25 +88,34 @@ def main(argv=None) -> int:
         LOGGER.error("no T1w scans found in %s", args.bids_dir)
         return 1
     extra_scans = [(extra_id(p), p) for p in args.extra_scan]
-    paths = build_cache(scans + extra_scans, args.cache_dir, args.variants, args.seed, args.nprocs,
-                        p_site=args.site_fraction, p_psf=args.psf_fraction)
+    extra_variants = args.extra_variants or args.variants
+    cache = dict(seed=args.seed, nprocs=args.nprocs, p_site=args.site_fraction, p_psf=args.psf_fraction)
+    if extra_variants == args.variants:
+        paths = build_cache(scans + extra_scans, args.cache_dir, args.variants, **cache)
+    else:
+        paths = {**build_cache(scans, args.cache_dir, args.variants, **cache),
+                 **build_cache(extra_scans, args.cache_dir, extra_variants, **cache)}
     pool, test = holdout_split([s for s, _ in scans], args.n_test, args.seed)
     train_ids, val_ids = kfold_by_subject(pool, args.k, args.seed)[args.fold]
-    train_ids = list(train_ids) + [s for s, _ in extra_scans]
-    LOGGER.info("%d train, %d validation, %d held-out subjects", len(train_ids), len(val_ids), len(test))
+    extra_ids = [s for s, _ in extra_scans]
+    LOGGER.info("%d train (+%d extra scans), %d validation, %d held-out subjects", len(train_ids),
+                len(extra_ids), len(val_ids), len(test))
     net, history, val = train(load_stacks(paths, train_ids), load_stacks(paths, val_ids),
                               epochs=args.epochs, batches=args.batches, batch_size=args.batch_size,
                               lr=args.lr, seed=args.seed, max_minutes=args.max_minutes,
                               input_blur_mm=args.input_blur_mm,
-                              progress=LOGGER.info)
+                              extra_set=load_stacks(paths, extra_ids), extra_share=args.extra_share,
+                              contrast_fraction=args.contrast_fraction, progress=LOGGER.info)
     threshold = sensitivity_threshold(val["scores"], val["amplitudes"])
     command = "bids-qc-train-slab " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
     extra = {"bids_qc_version": __version__, "seed": args.seed, "command": command,
              "simulation": {"amplitude_deg_mm": list(AMPLITUDE_RANGE), "movements": list(MOVEMENTS),
                             "variants_per_subject": args.variants,
                             "site_fraction": args.site_fraction, "psf_fraction": args.psf_fraction,
-                            "cache_version": CACHE_VERSION},
-             "training": {"data": str(args.bids_dir), "train_subjects": len(train_ids),
+                            "cache_version": CACHE_VERSION, "extra_variants": extra_variants,
+                            "extra_share": args.extra_share,
+                            "contrast_fraction": args.contrast_fraction},
+             "training": {"data": str(args.bids_dir), "train_subjects": len(train_ids) + len(extra_ids),
                           "extra_training_scans": [str(p) for p in args.extra_scan],
                           "val_subjects": len(val_ids), "test_subjects": test,
                           "epochs_run": len(history),

@@ -1,7 +1,9 @@
 """Batch augmentation for slab training (torch, in place of the scanner variety IXI lacks).
 
 Geometry: in-plane zoom 0.8-1.15 (heads fill the field of view differently), rotation +-8 deg,
-shift +-8 %; intensity: gamma exp(+-0.35), and in 30 % of images Rician noise up to 8 % of the
+shift +-8 %; intensity: gamma exp(+-0.35), optionally (``contrast_fraction`` of images) a random
+monotone tone curve (:func:`tone_curve`: T1 contrast differs between sequences and field
+strengths, and none of that is motion), and in 30 % of images Rician noise up to 8 % of the
 bright level (so noise alone does not read as motion); the left/right order of the three slices
 is flipped at random.
 """
@@ -12,7 +14,31 @@ import torch
 from torch.nn import functional as F
 
 
-def augment(x: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+# knots of the tone curve, in units of the triplet's normalised bright level (slices.normalise)
+CURVE_KNOTS = (0.0, 0.15, 0.35, 0.55, 0.75, 1.0, 1.5)
+CURVE_SPREAD = 0.8  # log-range of each segment's slope
+
+
+def tone_curve(x: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+    """A random monotone piecewise-linear intensity map per image of ``x`` (N, C, H, W) that
+    keeps 0 at 0 and the bright level (1) at 1: segment slopes vary by exp(+-``CURVE_SPREAD``/2),
+    so grey/white/CSF levels move relative to each other as they do between T1 sequences."""
+    knots = torch.tensor(CURVE_KNOTS, dtype=x.dtype)
+    widths = np.diff(CURVE_KNOTS)
+    out = torch.empty_like(x)
+    for i in range(x.shape[0]):
+        rise = widths * np.exp(rng.uniform(-CURVE_SPREAD / 2, CURVE_SPREAD / 2, widths.size))
+        values = np.concatenate([[0.0], np.cumsum(rise)])
+        values = values / values[CURVE_KNOTS.index(1.0)]
+        values = torch.tensor(values, dtype=x.dtype)
+        v = x[i].clamp(0, knots[-1])
+        seg = torch.bucketize(v, knots[1:-1])  # 0 .. len(knots) - 2
+        t = (v - knots[seg]) / (knots[seg + 1] - knots[seg])
+        out[i] = values[seg] + t * (values[seg + 1] - values[seg])
+    return out
+
+
+def augment(x: torch.Tensor, rng: np.random.Generator, contrast_fraction: float = 0.0) -> torch.Tensor:
     n = x.shape[0]
     zoom = rng.uniform(0.8, 1.15, n)
     angle = np.deg2rad(rng.uniform(-8, 8, n))
@@ -27,6 +53,10 @@ def augment(x: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
     x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     gamma = torch.from_numpy(np.exp(rng.uniform(-0.35, 0.35, n)).astype(np.float32))
     x = x.clamp_min(0).pow(gamma.view(-1, 1, 1, 1))
+    if contrast_fraction > 0:  # drawn only when asked for: runs without it keep their draws
+        curved = torch.from_numpy(rng.random(n) < contrast_fraction)
+        if curved.any():
+            x[curved] = tone_curve(x[curved], rng)
     noisy = rng.random(n) < 0.3
     if noisy.any():
         sigma = torch.from_numpy((rng.uniform(0.0, 0.08, n) * noisy).astype(np.float32)).view(-1, 1, 1, 1)

@@ -54,12 +54,14 @@ class Stacks:
 
 
 def draw_batch(subjects: list[Stacks], centres: list[list[np.ndarray]], size: int,
-               rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+               rng: np.random.Generator, weights: np.ndarray | None = None,
+               contrast_fraction: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
     """Half still, half moved triplets; each moved triplet's still twin (same scan, acquisition and
-    slices) is in the batch too, so the loss contrasts motion, not scanners."""
+    slices) is in the batch too, so the loss contrasts motion, not scanners. ``weights``: the
+    probability of drawing each subject (default: uniform)."""
     xs, ys = [], []
     for _ in range(size // 2):
-        s = int(rng.integers(len(subjects)))
+        s = int(rng.integers(len(subjects))) if weights is None else int(rng.choice(len(subjects), p=weights))
         stacks = subjects[s]
         k = int(rng.integers(len(stacks.amplitude)))
         if len(centres[s][k]) == 0:
@@ -69,7 +71,18 @@ def draw_batch(subjects: list[Stacks], centres: list[list[np.ndarray]], size: in
             xs.append(normalise(stack[c - 1:c + 2].astype(np.float32)))
             ys.append(target)
     x = torch.from_numpy(np.stack(xs))
-    return augment(x, rng), torch.tensor(ys, dtype=torch.float32)
+    return augment(x, rng, contrast_fraction), torch.tensor(ys, dtype=torch.float32)
+
+
+def subject_weights(n_site: int, n_extra: int, extra_share: float) -> np.ndarray | None:
+    """Draw probabilities: the ``n_extra`` scans of other scanners (listed after the training
+    site's ``n_site`` subjects) together get ``extra_share`` of the pairs; None = uniform."""
+    if n_extra == 0 or extra_share <= 0:
+        return None
+    if n_site == 0:
+        return np.full(n_extra, 1.0 / n_extra)
+    return np.concatenate([np.full(n_site, (1 - extra_share) / n_site),
+                           np.full(n_extra, extra_share / n_extra)])
 
 
 def evaluate(net: SlabNet, subjects: list[Stacks], stride: int = 2) -> dict:
@@ -107,13 +120,20 @@ def sensitivity_threshold(scores, amplitudes, sensitivity: float = TARGET_SENSIT
 
 def train(train_set: list[Stacks], val_set: list[Stacks], *, epochs: int, batches: int,
           batch_size: int = 32, lr: float = 1e-3, seed: int = 0, max_minutes: float = 1e9,
-          input_blur_mm: float = 0.0, progress=print) -> tuple[SlabNet, list[dict], dict]:
-    """Returns the best network (lowest validation loss), the epoch history and its validation."""
+          input_blur_mm: float = 0.0, extra_set: list[Stacks] = (), extra_share: float = 0.0,
+          contrast_fraction: float = 0.0, progress=print) -> tuple[SlabNet, list[dict], dict]:
+    """Returns the best network (lowest validation loss), the epoch history and its validation.
+
+    ``extra_set``: still/moved pairs of other scanners' scans, trained on only, drawn for
+    ``extra_share`` of the pairs (:func:`subject_weights`); ``contrast_fraction``: share of
+    triplets given a random tone curve (:func:`.augment.tone_curve`)."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     net = SlabNet(input_blur_mm=input_blur_mm)
     opt = torch.optim.Adam(net.parameters(), lr=lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs * batches)
+    weights = subject_weights(len(train_set), len(extra_set), extra_share)
+    train_set = list(train_set) + list(extra_set)
     centres = [s.centres() for s in train_set]
     history, best, best_state, best_val = [], np.inf, None, None
     t0 = time.time()
@@ -121,7 +141,7 @@ def train(train_set: list[Stacks], val_set: list[Stacks], *, epochs: int, batche
         net.train()
         losses = []
         for _ in range(batches):
-            x, y = draw_batch(train_set, centres, batch_size, rng)
+            x, y = draw_batch(train_set, centres, batch_size, rng, weights, contrast_fraction)
             loss = F.binary_cross_entropy_with_logits(net(x), y)
             opt.zero_grad()
             loss.backward()
