@@ -160,6 +160,31 @@ def test_slab_card_says_when_sharpness_was_varied():
     assert "- Sharpness varied: in 50% of each scan's pairs" in render_card(manifest, bench)
 
 
+def test_tone_curve_is_monotone_and_keeps_black_and_the_bright_level():
+    from bids_qc.training.slab.augment import augment, tone_curve
+
+    ramp = torch.linspace(0, 1.5, 301).view(1, 1, 1, -1).repeat(8, 3, 1, 1)
+    curved = tone_curve(ramp, np.random.default_rng(0))
+    assert (curved.diff(dim=-1) >= 0).all()  # order of intensities kept
+    at = {v: int(round(v / 0.005)) for v in (0.0, 1.0)}
+    assert torch.allclose(curved[..., at[0.0]], torch.zeros(1)) and torch.allclose(curved[..., at[1.0]], torch.ones(1))
+    assert (curved - ramp).abs().amax(dim=(1, 2, 3)).min() > 0.01  # every image's curve bends
+    assert not torch.allclose(curved[0], curved[1])  # one curve per image
+    plain = augment(ramp.clone(), np.random.default_rng(3))
+    assert torch.equal(plain, augment(ramp.clone(), np.random.default_rng(3), contrast_fraction=0.0))
+    assert not torch.equal(plain, augment(ramp.clone(), np.random.default_rng(3), contrast_fraction=1.0))
+
+
+def test_extra_scans_get_their_share_of_pairs():
+    from bids_qc.training.slab.train import subject_weights
+
+    assert subject_weights(10, 0, 0.25) is None and subject_weights(10, 3, 0.0) is None
+    w = subject_weights(10, 2, 0.25)
+    assert w.shape == (12,) and np.isclose(w.sum(), 1) and np.isclose(w[10:].sum(), 0.25)
+    drawn = np.random.default_rng(0).choice(12, size=4000, p=w)
+    assert abs((drawn >= 10).mean() - 0.25) < 0.03
+
+
 def test_training_runs_and_learns_something(tmp_path):
     """Two synthetic subjects, a few batches: the loop, validation and threshold work end to end."""
     from bids_qc.training.slab.cache import _to_uint8
@@ -180,6 +205,11 @@ def test_training_runs_and_learns_something(tmp_path):
     assert len(history) == 2 and np.isfinite(history[-1]["loss"])
     assert len(val["scores"]) == 4  # two still/moved validation pairs
     assert min(val["scores"]) <= sensitivity_threshold(val["scores"], val["amplitudes"]) <= max(val["scores"])
+    # other scanners' scans join the draws, with tone curves: still one network, validated as before
+    _, history, val = train(stacks[:1], stacks[1:], epochs=1, batches=2, batch_size=4,
+                            extra_set=stacks[1:], extra_share=0.5, contrast_fraction=0.5,
+                            progress=lambda *_: None)
+    assert len(history) == 1 and len(val["scores"]) == 4
 
 
 def test_only_sagittal_slabs_are_scored(tmp_path):
