@@ -158,6 +158,12 @@ def test_slab_card_says_when_sharpness_was_varied():
     assert "Sharpness varied" not in render_card(manifest, bench)
     manifest["simulation"]["psf_fraction"] = 0.5
     assert "- Sharpness varied: in 50% of each scan's pairs" in render_card(manifest, bench)
+    assert "Other scanners" not in render_card(manifest, bench)
+    manifest["training"]["extra_training_scans"] = ["/data/sub-utah_T1w.nii.gz"]
+    manifest["simulation"].update(extra_variants=36, extra_share=0.25, contrast_fraction=0.5)
+    card = render_card(manifest, bench)
+    assert "`sub-utah_T1w.nii.gz`, 36 still/moved pairs each, drawn for 25% of the training pairs" in card
+    assert "- T1 contrast varied: 50% of training triplets" in card
 
 
 def test_tone_curve_is_monotone_and_keeps_black_and_the_bright_level():

@@ -43,7 +43,7 @@ bids_qc runs it on every scan and writes `slab_motion` (score, threshold, verdic
   (milder than the published 2-8: the motion of real scans is mostly sub-degree to a few degrees),
   {sim['movements'][0]}-{sim['movements'][1]} movements at random k-space times, and the k-space
   axis of the movements (phase-encoding order) drawn per image.
-{_psf_line(sim)}- Target: 0 still, ramping to 1 at 1 deg/mm (barely visible sub-threshold motion is not asked to
+{_psf_line(sim)}{_sites_line(sim, training)}- Target: 0 still, ramping to 1 at 1 deg/mm (barely visible sub-threshold motion is not asked to
   be called motion with full confidence). Batches half still, half moved; augmentation: in-plane
   zoom/rotation/shift, gamma, Rician noise in 30 % of images (so noise alone is not motion).
 - Adam lr 1e-3 with cosine decay, batch 32, {training['epochs_run']} epochs; kept epoch
@@ -96,6 +96,24 @@ def _psf_line(sim: dict) -> str:
             "are first smoothed by a wider point-spread function (k-space apodised by a Fermi "
             "filter to 1-2.25x the voxel size per axis, `bids_qc.training.slab.psf`), so a "
             "smoother scanner is not motion.\n")
+
+
+def _sites_line(sim: dict, training: dict) -> str:
+    """The training bullet on other scanners' scans and tone curves, for models trained with them."""
+    extra, curve = training.get("extra_training_scans") or [], sim.get("contrast_fraction", 0.0)
+    lines = ""
+    if extra:
+        names = ", ".join(f"`{Path(p).name}`" for p in extra)
+        share = sim.get("extra_share", 0.0)
+        drawn = f"drawn for {share:.0%} of the training pairs" if share else "drawn like any subject"
+        lines += (f"- Other scanners, training only (never validated or held out on): {names}, "
+                  f"{sim.get('extra_variants', sim['variants_per_subject'])} still/moved pairs each, "
+                  f"{drawn}.\n")
+    if curve:
+        lines += (f"- T1 contrast varied: {curve:.0%} of training triplets get a random monotone "
+                  "tone curve (`augment.tone_curve`; black and the bright level kept), since the "
+                  "grey/white/CSF levels of other sequences differ and that is not motion.\n")
+    return lines
 
 
 def _verdict_limit(bench: dict) -> str:
