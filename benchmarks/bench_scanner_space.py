@@ -48,7 +48,7 @@ from bids_qc.models import load_bundle  # noqa: E402
 from bids_qc.preprocessing import preprocess  # noqa: E402
 from bids_qc.record import ARTEFACTS, DETECTORS  # noqa: E402
 from bids_qc.slab_detector.detector import load_detector, score_stack  # noqa: E402
-from bids_qc.slab_detector.slices import to_ras_stack  # noqa: E402
+from bids_qc.slab_detector.slices import to_float16, to_ras_stack  # noqa: E402
 from bids_qc.training.data import GRADE_PROBS  # noqa: E402
 from bids_qc.training.metrics import auc, binary_scores  # noqa: E402
 from bids_qc.training.scanner_data import (  # noqa: E402
@@ -95,7 +95,7 @@ def make_images(prepared: list[Path], cache: Path, seed: int, n_per_scan: dict) 
                 continue
             t = time.perf_counter()
             data, grades, measured, info = draw_image(scan, seed, k, i, GRADE_PROBS)
-            slab = to_ras_stack(data, scan.affine).astype(np.float16)
+            slab = to_float16(to_ras_stack(data, scan.affine))
             if cached is not None:
                 meta = json.loads(str(cached["meta"]))
                 if meta["grades"] != (measured or grades):

@@ -43,7 +43,7 @@ from bids_qc.config import DEFAULT_SLAB_MODEL_DIR  # noqa: E402
 from bids_qc.evaluation.independent_artefacts import draw_image  # noqa: E402
 from bids_qc.evaluation.slab_group_verdict import relative_flags  # noqa: E402
 from bids_qc.slab_detector.detector import load_detector, score_stack  # noqa: E402
-from bids_qc.slab_detector.slices import SPACING_MM, to_ras_stack  # noqa: E402
+from bids_qc.slab_detector.slices import SPACING_MM, to_float16, to_ras_stack  # noqa: E402
 from bids_qc.training.metrics import auc, binary_scores  # noqa: E402
 from bids_qc.training.scanner_data import (  # noqa: E402
     HELDOUT_SITES,
@@ -64,7 +64,7 @@ def _image(job) -> dict:
     grades = measured or asked
     stack = to_ras_stack(data, scan.affine)
     return {"name": f"{scan.name}-{i:03d}", "site": scan.site, "grades": grades,
-            "stack": stack.astype(np.float16), **baseline_formulas(stack, (SPACING_MM,) * 3)}
+            "stack": to_float16(stack), **baseline_formulas(stack, (SPACING_MM,) * 3)}
 
 
 def make_images(scans: list[Path], seed: int, per_scan: dict, nprocs: int) -> list[dict]:

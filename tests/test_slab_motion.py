@@ -61,6 +61,17 @@ def test_empty_stack_has_no_triplet_and_no_score():
     assert score_stack(SlabNet().eval(), stack) is None
 
 
+def test_float16_cache_keeps_the_score_of_scans_in_large_units():
+    """A Philips scan stored up to ~159 000 overflowed float16 (inf) and lost its score."""
+    data, affine = _marked_volume()
+    stack = slices.to_ras_stack(data, affine) * (160_000 / data.max())
+    assert stack.max() > np.finfo(np.float16).max
+    compact = slices.to_float16(stack)
+    assert compact.dtype == np.float16 and np.isfinite(compact).all()
+    net = SlabNet().eval()
+    assert score_stack(net, compact.astype(np.float32)) == pytest.approx(score_stack(net, stack), abs=1e-3)
+
+
 def test_motion_simulation_moves_the_image_and_is_reproducible():
     data, affine = _marked_volume()
     still = sample_motion(np.random.default_rng(1), amplitude=0.0)

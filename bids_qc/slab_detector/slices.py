@@ -80,6 +80,18 @@ def normalise(triplet: np.ndarray) -> np.ndarray:
     return np.clip(triplet / ref, 0.0, 1.5)
 
 
+def to_float16(stack: np.ndarray) -> np.ndarray:
+    """``stack`` as float16 for caching, scaled so its foreground 99th percentile is 1.
+
+    Scores do not depend on the scale (every triplet is normalised, the head found relative to a
+    percentile), but raw scanner units do not fit float16: values above 65504 become inf, and a
+    Philips scan stored up to ~159 000 then had no head and no score."""
+    stack = np.asarray(stack, np.float32)
+    positive = stack[stack > 0]
+    ref = float(np.percentile(positive, NORMALISATION_PERCENTILE)) if positive.size else 1.0
+    return (stack / (ref if ref > 0 else 1.0)).astype(np.float16)
+
+
 def triplets(stack: np.ndarray, centres) -> np.ndarray:
     """``(n, 3, H, W)`` normalised triplets around ``centres``."""
     return np.stack([normalise(stack[c - 1:c + 2]) for c in centres]) if len(centres) else \

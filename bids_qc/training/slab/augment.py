@@ -13,7 +13,6 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-
 # knots of the tone curve, in units of the triplet's normalised bright level (slices.normalise)
 CURVE_KNOTS = (0.0, 0.15, 0.35, 0.55, 0.75, 1.0, 1.5)
 CURVE_SPREAD = 0.8  # log-range of each segment's slope
