@@ -61,16 +61,19 @@ def _partial_coverage(record: dict) -> str | None:
 
 
 def no_verdict_reason(record: dict) -> str | None:
-    """Why an ``ok`` record has neither a tier nor a slab motion score (``None`` if it has one
-    of them, or is an error: errors say why themselves)."""
+    """Why an ``ok`` record has neither a tier nor a slab motion verdict (``None`` if it has one
+    of them, or is an error: errors say why themselves). A slab score without a verdict (thick
+    slices) ranks the scan but does not judge it."""
     if record.get("status") != "ok" or record.get("tier") is not None:
         return None
     slab = record.get("slab_motion") or {}
-    if slab.get("score") is not None:
+    if slab.get("motion") is not None:
         return None
     parts = [_partial_coverage(record) or "the six detectors gave no tier"]
     if record.get("slab_motion") is None:
         parts.append("the slab motion detector did not run")
+    elif slab.get("score") is not None:
+        parts.append(f"the slab motion detector gave a score but {slab.get('note') or 'no verdict'}")
     else:
         note = str(slab.get("note") or "no score").removeprefix("not scored: ")
         parts.append(f"the slab motion detector could not score it ({note})")

@@ -40,11 +40,14 @@ def test_a_few_negative_voxels_are_not_a_negative_background():
     assert negative_background(np.zeros((20, 20, 20))) is None
 
 
-def _slab_record(score=None, note="not scored: an axial slab (16 mm thick)"):
+def _slab_record(score=None, note="not scored: an axial slab (16 mm thick)", motion="auto"):
     record = new_record("x.nii.gz")
     record["preprocessing"] = {"partial_coverage": True, "native_shape": [40, 48, 4],
                                "native_extent_mm": [160.0, 192.0, 16.0]}
-    record["slab_motion"] = {"score": score, "note": None if score is not None else note}
+    if motion == "auto":
+        motion = None if score is None else bool(score >= 0.5)
+    record["slab_motion"] = {"score": score, "motion": motion,
+                             "note": None if motion is not None else note}
     return record
 
 
@@ -60,6 +63,13 @@ def test_a_slab_motion_score_or_a_tier_is_a_verdict():
     record = new_record("x.nii.gz")
     record["tier"] = 1
     assert no_verdict_reason(record) is None
+
+
+def test_a_slab_score_without_a_verdict_does_not_judge():
+    reason = no_verdict_reason(_slab_record(score=0.9, motion=None,
+                                            note="no verdict: 4.8 mm voxels (thick slices) raise the score"))
+    assert reason.endswith("the slab motion detector gave a score but no verdict: 4.8 mm voxels "
+                           "(thick slices) raise the score")
 
 
 def test_errors_and_missing_slab_detector():

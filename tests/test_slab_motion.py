@@ -20,7 +20,7 @@ PAIRS = DATA / "motion_pairs"
 
 
 def _marked_volume():
-    """A 2 mm RAS head with a bright cube in the right-anterior-superior octant."""
+    """A 3 mm RAS head with a bright cube in the right-anterior-superior octant."""
     img = synthetic_head((60, 64, 56), zoom=3.0)
     data = np.asarray(img.dataobj, np.float32)
     data[40:46, 44:50, 38:44] = 3000.0
@@ -128,7 +128,7 @@ def test_model_folder_round_trip_and_corruption(tmp_path):
     detector = load_detector(folder)
     assert detector.model_id == "slab-test" and detector.threshold == 0.4
     data, affine = _marked_volume()
-    out = detector.assess(data, affine)
+    out = detector.assess(data, affine @ np.diag([2 / 3, 2 / 3, 2 / 3, 1]))  # 2 mm: a verdict
     assert 0.0 <= out["score"] <= 1.0 and out["n_triplets"] > 10
     assert out["motion"] == (out["score"] >= 0.4)
     weights = folder / "weights.safetensors"
@@ -239,6 +239,18 @@ def test_only_sagittal_slabs_are_scored(tmp_path):
     axial = detector.assess(np.ascontiguousarray(block.transpose(1, 2, 0)), np.eye(4))  # 20 mm S-I
     assert axial["score"] is None and axial["motion"] is None
     assert "axial slab (20 mm thick)" in axial["note"]
+
+
+def test_thick_slices_get_a_score_but_no_verdict(tmp_path):
+    detector = load_detector(save_detector(tmp_path / "m", SlabNet().eval(), model_id="t",
+                                           threshold=0.5, extra={}))
+    data, affine = _marked_volume()  # 3 mm voxels
+    fine = detector.assess(data, affine @ np.diag([2 / 3, 2 / 3, 2 / 3, 1]))  # read as 2 mm
+    assert fine["motion"] is not None and fine["note"] is None
+    thick = affine @ np.diag([2 / 3, 2 / 3, 1.6, 1])  # a 2D acquisition: 4.8 mm axial slices
+    coarse = detector.assess(data[:, :, ::2], thick)
+    assert coarse["score"] is not None and coarse["motion"] is None
+    assert "no verdict: 4.8 mm voxels" in coarse["note"]
 
 
 def test_site_threshold_from_ratings():
@@ -382,7 +394,11 @@ def test_confound_probe_changes_one_thing_at_a_time():
     assert mask[head].all() and head.sum() < mask.sum() < 0.5 * mask.size  # head kept, air dropped
     detector = load_detector()
     out = confounds.responses(detector, volume, affine)
-    assert set(out) == {"clean", "blur_1mm", "blur_2mm", "snr_40", "snr_25", "air_zeroed", "uint8"}
+    assert set(out) == {"clean", "blur_1mm", "blur_2mm", "snr_40", "snr_25", "air_zeroed", "uint8",
+                        "slices_3mm"}
+    thick, thick_affine = confounds.thick_slices(volume, affine, 3.0)
+    assert np.allclose(np.abs(np.diag(thick_affine))[:3], (2.0, 2.0, 3.0))  # axial slices only
+    assert thick.shape[:2] == volume.shape[:2] and thick.shape[2] < volume.shape[2]
     assert out["clean"]["score"] == pytest.approx(detector.assess(volume, affine)["score"], abs=1e-6)
     assert out["blur_2mm"]["score"] != pytest.approx(out["clean"]["score"], abs=1e-6)
     table = confounds.format_table(detector.model_id, [{"scan": "x", "site": "s", "responses": out}])

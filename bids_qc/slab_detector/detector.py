@@ -24,6 +24,11 @@ from bids_qc.slab_detector.slices import (
 )
 
 ARCHITECTURE = "SlabNet"
+# Coarser voxels than this along any axis (thick 2D slices) get a score but no verdict: the score
+# rises with through-slice blur, not only with motion (clean IXI scans resampled to 2.4 mm slices
+# gain 7-8 logits and 2 of 4 cross the threshold; every image of a 4.8 mm 2D scanner, moving or
+# not, is above it), so only that scanner's own rated scans can place a threshold.
+MAX_VOXEL_MM = 2.5
 
 
 @torch.no_grad()
@@ -54,7 +59,7 @@ class SlabDetector:
     def assess(self, data: np.ndarray, affine: np.ndarray) -> dict:
         """``{"model_id", "score", "threshold", "motion", "n_triplets", "note"}`` for one volume.
 
-        A slab that is thin along another axis than left-right (axial or coronal) is not scored:
+        Voxels coarser than :data:`MAX_VOXEL_MM` get a score but ``motion`` None (see there). A slab that is thin along another axis than left-right (axial or coronal) is not scored:
         the network reads sagittal slices, and such a slab shows it only thin strips of head."""
         out = {"model_id": self.model_id, "score": None, "threshold": self.threshold,
                "motion": None, "n_triplets": 0, "note": None}
@@ -67,8 +72,13 @@ class SlabDetector:
         stack = to_ras_stack(data, affine)
         out["n_triplets"] = int(len(triplet_centres(stack, HEAD_FRACTION_OF_PEAK)))
         out["score"] = score_stack(self.net, stack)
+        coarsest = float(np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(axis=0)).max())
         if out["score"] is None:
             out["note"] = "not scored: no sagittal slice holds enough head"
+        elif coarsest > MAX_VOXEL_MM:
+            out["note"] = (f"no verdict: {coarsest:.1f} mm voxels (thick slices) raise the score "
+                           "without motion; rank these scans by the score or set the site's "
+                           "threshold from ratings (group --annotations)")
         else:
             out["motion"] = bool(out["score"] >= self.threshold)
         return out

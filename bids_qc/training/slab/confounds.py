@@ -10,7 +10,9 @@ This probe takes clean scans, changes one thing that is not motion, and reports 
   intensities) / ``k``, i.e. white-matter SNR near ``k``;
 - ``air_zeroed``: everything outside the head (foreground, holes filled, dilated 2 voxels) set to 0,
   as a masked or heavily thresholded export would store it;
-- ``uint8``: the stack quantised to 8 bits (IXI, the training site, is stored in 8 bits).
+- ``uint8``: the stack quantised to 8 bits (IXI, the training site, is stored in 8 bits);
+- ``slices_<t>mm``: the scan re-sampled to ``t`` mm along its superior-inferior voxel axis, the
+  other axes unchanged, i.e. an axial 2D acquisition's thick slices.
 
 Each is reported as the detector's score and its mean logit (the score's log-odds), beside the
 unchanged scan. Nothing here is used for training or choosing a threshold.
@@ -20,12 +22,24 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from bids_qc.scanner_space import add_rician, quantise
+from bids_qc.scanner_space import add_rician, quantise, resample_to
 from bids_qc.slab_detector.detector import SlabDetector, score_stack
 from bids_qc.slab_detector.slices import FOREGROUND_FRACTION, SPACING_MM, to_ras_stack
 
 BLUR_MM = (1.0, 2.0)
 NOISE_SNR = (40, 25)
+THICK_SLICE_MM = 3.0
+
+
+def thick_slices(volume: np.ndarray, affine: np.ndarray, mm: float) -> tuple[np.ndarray, np.ndarray]:
+    """``volume`` on a grid of ``mm`` along the voxel axis closest to superior-inferior (never
+    finer than it was), the other axes unchanged; returns the array and its affine."""
+    from nibabel.affines import voxel_sizes
+
+    spacing = voxel_sizes(affine).astype(float)
+    axis = int(np.abs(np.asarray(affine)[2, :3]).argmax())
+    spacing[axis] = max(mm, spacing[axis])
+    return resample_to(volume, affine, spacing)
 
 
 def rician(volume: np.ndarray, snr: float, rng: np.random.Generator) -> np.ndarray:
@@ -64,6 +78,7 @@ def responses(detector: SlabDetector, volume: np.ndarray, affine: np.ndarray,
         stacks[f"snr_{snr}"] = to_ras_stack(rician(volume, snr, rng), affine)
     stacks["air_zeroed"] = stack * head_mask(stack)
     stacks["uint8"] = quantise(stack, 8)
+    stacks[f"slices_{THICK_SLICE_MM:g}mm"] = to_ras_stack(*thick_slices(volume, affine, THICK_SLICE_MM))
     out = {}
     for name, s in stacks.items():
         score = score_stack(detector.net, s)
