@@ -17,7 +17,7 @@ images, so a candidate and the shipped model are compared in one run.
    (:data:`bids_qc.training.scanner_data.HELDOUT_SITES`) and for the others apart (a model may
    have trained on those: its manifest lists ``extra_training_scans``).
 4. What the score reacts to without motion (:mod:`bids_qc.training.slab.confounds`): a few
-   held-out IXI scans and every other-site clean scan, unchanged, blurred (1 and 2 mm Gaussian)
+   held-out IXI scans and every other-site clean scan, unchanged, blurred (1 and 2 mm Gaussian),
    with Rician noise (SNR 40 and 25) and with 3 mm axial slices: a score that rises with blur flags clean scans of
    smoother scanners.
 """
