@@ -90,11 +90,9 @@ def main(argv=None) -> int:
     extra_scans = [(extra_id(p), p) for p in args.extra_scan]
     extra_variants = args.extra_variants or args.variants
     cache = dict(seed=args.seed, nprocs=args.nprocs, p_site=args.site_fraction, p_psf=args.psf_fraction)
-    if extra_variants == args.variants:
-        paths = build_cache(scans + extra_scans, args.cache_dir, args.variants, **cache)
-    else:
-        paths = {**build_cache(scans, args.cache_dir, args.variants, **cache),
-                 **build_cache(extra_scans, args.cache_dir, extra_variants, **cache)}
+    paths = build_cache(scans, args.cache_dir, args.variants, **cache)
+    if extra_scans:  # same folder as the site's scans when the variant counts agree
+        paths.update(build_cache(extra_scans, args.cache_dir, extra_variants, **cache))
     pool, test = holdout_split([s for s, _ in scans], args.n_test, args.seed)
     train_ids, val_ids = kfold_by_subject(pool, args.k, args.seed)[args.fold]
     extra_ids = [s for s, _ in extra_scans]

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from nibabel.affines import voxel_sizes
 
 from bids_qc.config import DEFAULT_SLAB_MODEL_DIR
 from bids_qc.exceptions import ModelError
@@ -59,8 +60,9 @@ class SlabDetector:
     def assess(self, data: np.ndarray, affine: np.ndarray) -> dict:
         """``{"model_id", "score", "threshold", "motion", "n_triplets", "note"}`` for one volume.
 
-        Voxels coarser than :data:`MAX_VOXEL_MM` get a score but ``motion`` None (see there). A slab that is thin along another axis than left-right (axial or coronal) is not scored:
-        the network reads sagittal slices, and such a slab shows it only thin strips of head."""
+        Voxels coarser than :data:`MAX_VOXEL_MM` get a score but ``motion`` None (see there). A
+        slab that is thin along another axis than left-right (axial or coronal) is not scored: the
+        network reads sagittal slices, and such a slab shows it only thin strips of head."""
         out = {"model_id": self.model_id, "score": None, "threshold": self.threshold,
                "motion": None, "n_triplets": 0, "note": None}
         extent = ras_extent_mm(data.shape, affine)
@@ -72,7 +74,7 @@ class SlabDetector:
         stack = to_ras_stack(data, affine)
         out["n_triplets"] = int(len(triplet_centres(stack, HEAD_FRACTION_OF_PEAK)))
         out["score"] = score_stack(self.net, stack)
-        coarsest = float(np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(axis=0)).max())
+        coarsest = float(voxel_sizes(affine).max())
         if out["score"] is None:
             out["note"] = "not scored: no sagittal slice holds enough head"
         elif coarsest > MAX_VOXEL_MM:
@@ -89,7 +91,7 @@ def ras_extent_mm(shape, affine: np.ndarray) -> np.ndarray:
     import nibabel as nib
 
     ornt = nib.orientations.io_orientation(affine)
-    zooms = np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(axis=0))
+    zooms = voxel_sizes(affine)
     extent = np.zeros(3)
     for voxel_axis, (ras_axis, _) in enumerate(ornt):
         extent[int(ras_axis)] = shape[voxel_axis] * zooms[voxel_axis]

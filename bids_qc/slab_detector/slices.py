@@ -70,11 +70,16 @@ def triplet_centres(stack: np.ndarray, min_fraction_of_peak: float = 0.0) -> np.
     return idx[keep]
 
 
+def bright_level(array: np.ndarray) -> float:
+    """The :data:`NORMALISATION_PERCENTILE` of the positive voxels (0 when there are none)."""
+    positive = array[array > 0]
+    return float(np.percentile(positive, NORMALISATION_PERCENTILE)) if positive.size else 0.0
+
+
 def normalise(triplet: np.ndarray) -> np.ndarray:
     """Scale a ``(3, H, W)`` triplet so its foreground's 99th percentile is 1 (clipped at 1.5)."""
     triplet = np.asarray(triplet, np.float32)
-    positive = triplet[triplet > 0]
-    ref = np.percentile(positive, NORMALISATION_PERCENTILE) if positive.size else 0.0
+    ref = bright_level(triplet)
     if ref <= 0:
         return np.zeros_like(triplet)
     return np.clip(triplet / ref, 0.0, 1.5)
@@ -87,8 +92,7 @@ def to_float16(stack: np.ndarray) -> np.ndarray:
     percentile), but raw scanner units do not fit float16: values above 65504 become inf, and a
     Philips scan stored up to ~159 000 then had no head and no score."""
     stack = np.asarray(stack, np.float32)
-    positive = stack[stack > 0]
-    ref = float(np.percentile(positive, NORMALISATION_PERCENTILE)) if positive.size else 1.0
+    ref = bright_level(stack)
     return (stack / (ref if ref > 0 else 1.0)).astype(np.float16)
 
 
