@@ -14,14 +14,17 @@ scan, the others get motion, noise and contrast grades drawn at random (P(0, 1, 
 
 - the AUC of motion (grade >= 1) vs none for the detector and, beside it on the same images,
   Tenengrad and native SNR (negated, higher = worse);
-- the shipped verdict (score >= the model's threshold) and the scanner-group verdict
+- the shipped verdict (the detector's own rule, :meth:`SlabDetector.verdict`: score >= threshold,
+  and no verdict for voxels coarser than ``detector.MAX_VOXEL_MM``) and the scanner-group verdict
   (:mod:`bids_qc.evaluation.slab_group_verdict`, the site as the group): images without motion flagged,
   images with motion flagged, balanced accuracy (a site with fewer than ``slab_group_verdict.MIN_GROUP`` scored
-  images keeps the shipped verdict, as the app does).
+  images keeps the shipped verdict, as the app does). Images without a verdict are counted apart
+  and left out of both verdicts' figures.
 
 Pooled rows: the sites held out of all training (uih, prisma, decubitus), the other sites, IXI.
 The six real motion pairs are scored as one group of 12 slabs. Clean scans are prepared
-(registered once for the tissue masks) into ``--scans`` and reused.
+(registered once for the tissue masks) into ``--scans`` and reused; they stay on their own grid
+(``--finest-mm 0``, as the app reads them) unless asked otherwise.
 """
 from __future__ import annotations
 
@@ -42,6 +45,7 @@ sys.path.insert(0, str(ROOT))
 from bids_qc.config import DEFAULT_SLAB_MODEL_DIR  # noqa: E402
 from bids_qc.evaluation.independent_artefacts import draw_image  # noqa: E402
 from bids_qc.evaluation.slab_group_verdict import relative_flags  # noqa: E402
+from bids_qc.scanner_space import voxel_sizes  # noqa: E402
 from bids_qc.slab_detector.detector import load_detector, score_stack  # noqa: E402
 from bids_qc.slab_detector.slices import SPACING_MM, to_float16, to_ras_stack  # noqa: E402
 from bids_qc.training.metrics import auc, binary_scores  # noqa: E402
@@ -64,6 +68,7 @@ def _image(job) -> dict:
     grades = measured or asked
     stack = to_ras_stack(data, scan.affine)
     return {"name": f"{scan.name}-{i:03d}", "site": scan.site, "grades": grades,
+            "voxel_mm": voxel_sizes(scan.affine).tolist(),
             "stack": to_float16(stack), **baseline_formulas(stack, (SPACING_MM,) * 3)}
 
 
@@ -89,21 +94,27 @@ def _auc(labels, scores) -> float:
 
 
 def _verdict_row(motion, flags) -> dict:
-    motion, flags = np.asarray(motion, bool), np.asarray(flags, bool)
+    """Counts of one verdict; ``flags`` entries of None (no verdict) are counted apart and left out
+    of the balanced accuracy."""
+    judged = np.array([f is not None for f in flags], bool)
+    motion = np.asarray(motion, bool)[judged]
+    flags = np.array([bool(f) for f in flags], bool)[judged]
+    ba = binary_scores(motion.astype(int), flags)["balanced_accuracy"] if judged.any() else float("nan")
     return {"still_flagged": int(flags[~motion].sum()), "n_still": int((~motion).sum()),
             "moved_flagged": int(flags[motion].sum()), "n_moved": int(motion.sum()),
-            "balanced_accuracy": binary_scores(motion.astype(int), flags)["balanced_accuracy"]}
+            "no_verdict": int((~judged).sum()), "balanced_accuracy": ba}
 
 
-def site_table(rows: list[dict], threshold: float) -> dict:
+def site_table(rows: list[dict], detector) -> dict:
     """Per site and pooled: AUCs of the three scores, and both verdicts."""
     scored = [r for r in rows if r["detector"] is not None]
     sites = np.array([r["site"] for r in scored], object)
     scores = np.array([r["detector"] for r in scored], float)
     motion = np.array([r["grades"]["motion"] > 0 for r in scored])
-    shipped = scores >= threshold
-    _, group = relative_flags(scores, sites, threshold)
-    group = [bool(s) if g is None else g for g, s in zip(group, shipped)]  # small group: shipped
+    shipped = [detector.verdict(r["detector"], r["voxel_mm"])[0] for r in scored]
+    _, group = relative_flags(scores, sites, detector.threshold)
+    group = [None if s is None else bool(s) if g is None else g  # small group: shipped
+             for g, s in zip(group, shipped)]
     groups = {s: sites == s for s in sorted(set(sites))}
     groups["held-out sites"] = np.isin(sites, HELDOUT_SITES)
     groups["other sites"] = ~np.isin(sites, HELDOUT_SITES) & (sites != "ixi-hh")
@@ -114,7 +125,7 @@ def site_table(rows: list[dict], threshold: float) -> dict:
             continue
         out[name] = {"n": int(idx.size),
                      "auc": {s: _auc(motion[idx], [scored[i][s] for i in idx]) for s in SCORES},
-                     "shipped": _verdict_row(motion[idx], shipped[idx]),
+                     "shipped": _verdict_row(motion[idx], [shipped[i] for i in idx]),
                      "group": _verdict_row(motion[idx], [group[i] for i in idx])}
     return out
 
@@ -124,21 +135,23 @@ def real_pair_group(detector, pairs: Path) -> dict:
     scores = [r["detector"] for r in rows]
     _, group = relative_flags(scores, ["pairs"] * len(rows), detector.threshold)
     motion = [bool(r["motion"]) for r in rows]
-    return {"shipped": _verdict_row(motion, [bool(r["verdict"]) for r in rows]),
+    return {"shipped": _verdict_row(motion, [r["verdict"] for r in rows]),
             "group": _verdict_row(motion, group),
             "auc": {s: _auc(motion, [r[s] for r in rows]) for s in SCORES}}
 
 
 def _fmt(v: dict) -> str:
     return (f"{v['still_flagged']}/{v['n_still']} | {v['moved_flagged']}/{v['n_moved']} | "
-            f"{v['balanced_accuracy']:.3f}")
+            f"{v['balanced_accuracy']:.3f} | {v['no_verdict']}")
 
 
 def format_table(model_id: str, table: dict, pairs: dict | None) -> str:
     lines = [f"Slab motion per site, {model_id}: AUC of motion vs none, and the verdicts "
-             "(still flagged | moved flagged | balanced accuracy)", "",
-             "| site | n | AUC detector | AUC Tenengrad | AUC native SNR | shipped verdict | group verdict |",
-             "|---|---|---|---|---|---|---|"]
+             "(still flagged | moved flagged | balanced accuracy, over the images given a verdict | "
+             "images without one)", "",
+             "| site | n | AUC detector | AUC Tenengrad | AUC native SNR | still flagged | moved flagged "
+             "| BA | no verdict | group: still flagged | moved flagged | BA | no verdict |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     rows = dict(table)
     if pairs:
         rows["real pairs (one group)"] = {"n": 12, **pairs}
@@ -158,6 +171,9 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=2028)
     ap.add_argument("--per-site-scan", type=int, default=14, help="images per scan of another site")
     ap.add_argument("--per-subject", type=int, default=5, help="images per held-out IXI subject")
+    ap.add_argument("--finest-mm", type=float, default=0.0,
+                    help="re-sample scans with finer voxels to this (default 0: their own grid, "
+                         "as the app scores them)")
     ap.add_argument("--nprocs", type=int, default=2)
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
@@ -169,7 +185,7 @@ def main(argv=None) -> int:
     test = set().union(*(d.manifest["training"]["test_subjects"] for d in detectors))
     sources = [(n, s, p) for n, s, p in shared_data_sources(args.data) if s != "ixi-hh" or n in test]
     t = time.perf_counter()
-    scans = prepare_scans(sources, args.scans, args.nprocs)
+    scans = prepare_scans(sources, args.scans, args.nprocs, finest_mm=args.finest_mm)
     print(f"{len(scans)} clean scans prepared in {time.perf_counter() - t:.0f} s")
     t = time.perf_counter()
     rows = make_images(scans, args.seed, {"ixi-hh": args.per_subject, "default": args.per_site_scan},
@@ -180,7 +196,7 @@ def main(argv=None) -> int:
     for detector in detectors:
         for r, stack in zip(rows, stacks):
             r["detector"] = score_stack(detector.net, stack)
-        table = site_table(rows, detector.threshold)
+        table = site_table(rows, detector)
         pairs = (real_pair_group(detector, args.data / "motion_pairs")
                  if (args.data / "motion_pairs").is_dir() else None)
         print("\n" + format_table(detector.model_id, table, pairs))

@@ -403,3 +403,28 @@ def test_confound_probe_changes_one_thing_at_a_time():
     assert out["blur_2mm"]["score"] != pytest.approx(out["clean"]["score"], abs=1e-6)
     table = confounds.format_table(detector.model_id, [{"scan": "x", "site": "s", "responses": out}])
     assert "| flagged |" in table and "blur_1mm" in table
+
+
+def test_site_benchmark_applies_the_apps_verdict(tmp_path):
+    """bench_slab_sites counts what the app would say: a 4.8 mm scan's images get no verdict
+    (counted apart, out of the balanced accuracy), a 1 mm scan's images the threshold's."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "bench_slab_sites", Path(__file__).resolve().parent.parent / "benchmarks" / "bench_slab_sites.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    detector = load_detector(save_detector(tmp_path / "m", SlabNet().eval(), model_id="t",
+                                           threshold=0.5, extra={}))
+    rows = []
+    for site, voxel in (("thick", [1.0, 1.0, 4.8]), ("fine", [1.0, 1.0, 1.0])):
+        for i, (score, motion) in enumerate([(0.9, 1), (0.8, 0), (0.2, 0), (0.7, 1)]):
+            rows.append({"site": site, "detector": score, "voxel_mm": voxel,
+                         "grades": {"motion": motion}, "tenengrad": float(i), "snr_native": float(i)})
+    table = bench.site_table(rows, detector)
+    thick, fine = table["thick"]["shipped"], table["fine"]["shipped"]
+    assert thick["no_verdict"] == 4 and thick["n_still"] == 0 and thick["still_flagged"] == 0
+    assert fine["no_verdict"] == 0 and (fine["still_flagged"], fine["n_still"]) == (1, 2)
+    assert (fine["moved_flagged"], fine["n_moved"]) == (2, 2)
+    assert fine["balanced_accuracy"] == pytest.approx(0.75)
+    assert table["thick"]["group"]["no_verdict"] == 4

@@ -74,16 +74,21 @@ class SlabDetector:
         stack = to_ras_stack(data, affine)
         out["n_triplets"] = int(len(triplet_centres(stack, HEAD_FRACTION_OF_PEAK)))
         out["score"] = score_stack(self.net, stack)
-        coarsest = float(voxel_sizes(affine).max())
-        if out["score"] is None:
-            out["note"] = "not scored: no sagittal slice holds enough head"
-        elif coarsest > MAX_VOXEL_MM:
-            out["note"] = (f"no verdict: {coarsest:.1f} mm voxels (thick slices) raise the score "
-                           "without motion; rank these scans by the score or set the site's "
-                           "threshold from ratings (group --annotations)")
-        else:
-            out["motion"] = bool(out["score"] >= self.threshold)
+        out["motion"], out["note"] = self.verdict(out["score"], voxel_sizes(affine))
         return out
+
+    def verdict(self, score: float | None, voxel_mm) -> tuple[bool | None, str | None]:
+        """``(motion, note)`` for a scan's score and its voxel sizes (mm): the one rule the app
+        and the benchmarks apply. No verdict without a score, nor for voxels coarser than
+        :data:`MAX_VOXEL_MM`; the note says why."""
+        coarsest = float(np.max(voxel_mm))
+        if score is None:
+            return None, "not scored: no sagittal slice holds enough head"
+        if coarsest > MAX_VOXEL_MM:
+            return None, (f"no verdict: {coarsest:.1f} mm voxels (thick slices) raise the score "
+                          "without motion; rank these scans by the score or set the site's "
+                          "threshold from ratings (group --annotations)")
+        return bool(score >= self.threshold), None
 
 
 def ras_extent_mm(shape, affine: np.ndarray) -> np.ndarray:

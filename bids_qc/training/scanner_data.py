@@ -63,12 +63,16 @@ def shared_data_sources(data: Path) -> list[tuple[str, str, Path]]:
     return out
 
 
-def prepare_scans(sources: list[tuple[str, str, Path]], out_dir, nprocs: int = 2) -> list[Path]:
+def prepare_scans(sources: list[tuple[str, str, Path]], out_dir, nprocs: int = 2,
+                  finest_mm: float = FINEST_STORED_MM) -> list[Path]:
     """``sources``: ``(name, site, path)`` of clean scans. Returns the prepared ``.npz`` files
-    (a scan that fails preprocessing is skipped with a warning)."""
+    (a scan that fails preprocessing is skipped with a warning). Voxels finer than ``finest_mm``
+    are re-sampled to it (0: every scan on its own grid, as the app reads it); a file prepared
+    with another ``finest_mm`` is made again."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    jobs = [(name, site, str(path), str(out_dir / f"{name}.npz")) for name, site, path in sources]
+    jobs = [(name, site, str(path), str(out_dir / f"{name}.npz"), float(finest_mm))
+            for name, site, path in sources]
     return _run_jobs(_prepare_one, jobs, nprocs, "registering clean scans", "scan", "skipping")
 
 
@@ -87,8 +91,8 @@ def _run_jobs(work, jobs: list, nprocs: int, desc: str, unit: str, failed: str) 
 
 
 def _prepare_one(job) -> tuple[str, str | None]:
-    name, site, path, out = job
-    if Path(out).exists():
+    name, site, path, out, finest_mm = job
+    if Path(out).exists() and _stored_finest_mm(out) == finest_mm:
         return out, None
     try:
         pre = preprocess(path, with_registered=False)
@@ -98,16 +102,24 @@ def _prepare_one(job) -> tuple[str, str | None]:
         data = np.asarray(img.dataobj, dtype=np.float32)
         affine = img.affine
         zooms = ss.voxel_sizes(affine)
-        if zooms.min() < FINEST_STORED_MM:
-            data, affine = ss.resample_to(data, affine, np.maximum(zooms, FINEST_STORED_MM))
+        if zooms.min() < finest_mm:
+            data, affine = ss.resample_to(data, affine, np.maximum(zooms, finest_mm))
         tmp = Path(out).with_suffix(".tmp.npz")
         np.savez(tmp, data=data, affine=affine,
                  matrix=np.asarray(pre.record["registration"]["template_to_subject_ras"]),
-                 meta=json.dumps({"name": name, "site": site, "source": path}))
+                 meta=json.dumps({"name": name, "site": site, "source": path,
+                                  "finest_mm": finest_mm}))
         tmp.replace(out)
         return out, None
     except Exception as exc:  # one bad source scan must not stop the run
         return out, str(exc)
+
+
+def _stored_finest_mm(path) -> float:
+    """The ``finest_mm`` a prepared file was made with (files from before it was recorded: the
+    default)."""
+    with np.load(path) as z:
+        return float(json.loads(str(z["meta"])).get("finest_mm", FINEST_STORED_MM))
 
 
 def load_scan_npz(path) -> ss.NativeScan:
