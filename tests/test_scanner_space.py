@@ -109,3 +109,27 @@ def test_independent_simulator_grades_by_the_same_definitions(scan):
     assert data.shape == scan.data.shape and np.isfinite(data).all()
     assert measured["motion"] == 2 and measured["noise"] == 2
     assert measured["contrast"] in (1, 2) and info["evidence"]["contrast_drop"] > ss.CONTRAST_DROP_LIMITS[0]
+
+
+@pytest.mark.slow
+def test_prepared_scans_keep_their_own_grid_when_asked(tmp_path):
+    """prepare_scans re-samples voxels finer than ``finest_mm`` (the 3D benchmark's memory) and
+    keeps the scan's own grid with 0 (what the app reads); a file made with another setting is
+    made again, not reused."""
+    from scipy import ndimage
+
+    from bids_qc.training.scanner_data import load_scan_npz, prepare_scans
+
+    if not SCAN.is_file():
+        pytest.skip(f"{SCAN} missing")
+    img = nib.load(str(SCAN))
+    fine = ndimage.zoom(np.asarray(img.dataobj, np.float32), 2.5, order=1)  # 2 mm -> 0.8 mm
+    path = tmp_path / "sub-fine_T1w.nii.gz"
+    nib.save(nib.Nifti1Image(fine, img.affine @ np.diag([0.4, 0.4, 0.4, 1])), str(path))
+    sources = [("fine", "site", path)]
+    (coarse,) = prepare_scans(sources, tmp_path / "scans", nprocs=1, finest_mm=1.0)
+    assert np.allclose(ss.voxel_sizes(load_scan_npz(coarse).affine), 1.0)
+    (native,) = prepare_scans(sources, tmp_path / "scans", nprocs=1, finest_mm=0.0)
+    assert native == coarse
+    assert np.allclose(ss.voxel_sizes(load_scan_npz(native).affine), 0.8)
+    assert load_scan_npz(native).data.shape == fine.shape
