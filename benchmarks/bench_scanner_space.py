@@ -47,6 +47,7 @@ from bids_qc.metrics import compute_metrics, load_priors  # noqa: E402
 from bids_qc.models import load_bundle  # noqa: E402
 from bids_qc.preprocessing import preprocess  # noqa: E402
 from bids_qc.record import ARTEFACTS, DETECTORS  # noqa: E402
+from bids_qc.scanner_space import voxel_sizes  # noqa: E402
 from bids_qc.slab_detector.detector import load_detector, score_stack  # noqa: E402
 from bids_qc.slab_detector.slices import to_float16, to_ras_stack  # noqa: E402
 from bids_qc.training.data import GRADE_PROBS  # noqa: E402
@@ -133,14 +134,27 @@ def probabilities(bundle, images: list[Path]) -> list[dict]:
     return rows
 
 
-def slab_scores(folder: Path, images: list[Path]) -> tuple[str, float, list[float | None]]:
-    """``(model id, threshold, score of each image)`` of the slab detector in ``folder``."""
+def voxel_mm_by_scan(prepared: list[Path]) -> dict:
+    """``{scan name: voxel sizes (mm)}`` of the prepared clean scans (the images' grids)."""
+    out = {}
+    for path in prepared:
+        with np.load(path) as z:
+            out[json.loads(str(z["meta"]))["name"]] = voxel_sizes(z["affine"])
+    return out
+
+
+def slab_scores(folder: Path, images: list[Path], voxel_mm: dict) -> tuple:
+    """``(model id, threshold, score of each image, verdict of each image)`` of the slab detector
+    in ``folder``; the verdict is the app's (:meth:`SlabDetector.verdict`: None for thick slices)."""
     detector = load_detector(folder)
-    scores = []
+    scores, verdicts = [], []
     for path in images:
         with np.load(path) as z:
-            scores.append(score_stack(detector.net, z["slab"].astype(np.float32)))
-    return detector.model_id, detector.threshold, scores
+            score = score_stack(detector.net, z["slab"].astype(np.float32))
+            scan = json.loads(str(z["meta"]))["scan"]
+        scores.append(score)
+        verdicts.append(detector.verdict(score, voxel_mm[scan])[0])
+    return detector.model_id, detector.threshold, scores, verdicts
 
 
 def decide(rows: list[dict], thresholds: dict, fuse_noise: bool, slab=None) -> list[dict]:
@@ -150,9 +164,7 @@ def decide(rows: list[dict], thresholds: dict, fuse_noise: bool, slab=None) -> l
     slab verdict for the motion grade."""
     out = []
     for i, r in enumerate(rows):
-        slab_motion = None
-        if slab is not None and slab[2][i] is not None:
-            slab_motion = bool(slab[2][i] >= slab[1])
+        slab_motion = None if slab is None else slab[3][i]
         v = verdict(r["probs"], thresholds, wm_snr=r["metrics"].get("wm_snr") if fuse_noise else None,
                     slab_motion=slab_motion)
         out.append({**r, "pred": v.grades, "tier": v.tier, "true_tier": tier_from_grades(r["grades"])})
@@ -275,29 +287,32 @@ def rows_meta(images: list[Path]) -> list[dict]:
     return out
 
 
-def slab_summary(model_id: str, threshold: float, meta: list[dict], scores) -> dict:
+def slab_summary(model_id: str, threshold: float, meta: list[dict], scores, verdicts) -> dict:
     """The slab detector alone on the same images: AUC motion (any grade) vs no motion per group,
-    and how many images without motion it calls "motion" (clean scans apart), beside Tenengrad."""
+    and how many images without motion its verdict calls "motion" (clean scans apart; images
+    without a verdict counted apart), beside Tenengrad."""
     print(f"\n== slab detector {model_id} (threshold {threshold:.3g}) on the same images")
     out = {}
     for group, keep in (("ixi-hh", lambda m: m["site"] == "ixi-hh"),
                         ("held-out sites", lambda m: m["site"] in HELDOUT_SITES),
                         ("other sites", lambda m: m["site"] not in HELDOUT_SITES and m["site"] != "ixi-hh")):
-        sel = [(m, s) for m, s in zip(meta, scores) if keep(m) and s is not None]
+        sel = [(m, s, v) for m, s, v in zip(meta, scores, verdicts) if keep(m) and s is not None]
         if not sel:
             continue
-        moved = [int(m["grades"]["motion"] > 0) for m, _ in sel]
-        entry = {"n": len(sel), "auc_motion": auc(moved, [s for _, s in sel]),
-                 "auc_tenengrad": auc(moved, [-m["metrics"].get("tenengrad", np.nan) for m, _ in sel]),
-                 "flagged_without_motion": sum(1 for (m, s), y in zip(sel, moved) if not y and s >= threshold),
+        moved = [int(m["grades"]["motion"] > 0) for m, _, _ in sel]
+        entry = {"n": len(sel), "auc_motion": auc(moved, [s for _, s, _ in sel]),
+                 "auc_tenengrad": auc(moved, [-m["metrics"].get("tenengrad", np.nan) for m, _, _ in sel]),
+                 "flagged_without_motion": sum(1 for (_, _, v), y in zip(sel, moved) if not y and v),
                  "without_motion": moved.count(0),
-                 "found_motion": sum(1 for (m, s), y in zip(sel, moved) if y and s >= threshold),
+                 "found_motion": sum(1 for (_, _, v), y in zip(sel, moved) if y and v),
                  "with_motion": sum(moved),
-                 "clean_flagged": [m["scan"] for m, s in sel if m["index"] == 0 and s >= threshold]}
+                 "no_verdict": sum(1 for _, _, v in sel if v is None),
+                 "clean_flagged": [m["scan"] for m, _, v in sel if m["index"] == 0 and v]}
         out[group] = entry
         print(f"  {group:<16} n={entry['n']:<4} AUC motion {entry['auc_motion']:.3f} (Tenengrad "
               f"{entry['auc_tenengrad']:.3f}); flags {entry['found_motion']}/{entry['with_motion']} with "
-              f"motion, {entry['flagged_without_motion']}/{entry['without_motion']} without; clean scans "
+              f"motion, {entry['flagged_without_motion']}/{entry['without_motion']} without, "
+              f"{entry['no_verdict']} without a verdict; clean scans "
               f"flagged: {', '.join(entry['clean_flagged']) or 'none'}")
     return out
 
@@ -333,9 +348,10 @@ def main(argv=None) -> int:
                           "default": args.per_trained_site_scan})
     print(f"{len(images)} images ready in {time.perf_counter() - t0:.0f} s")
     results = {}
-    slabs = [slab_scores(folder, images) for folder in args.slab_models]
-    for model_id, threshold, scores in slabs:
-        results[f"slab {model_id}"] = slab_summary(model_id, threshold, rows_meta(images), scores)
+    voxel_mm = voxel_mm_by_scan(prepared)
+    slabs = [slab_scores(folder, images, voxel_mm) for folder in args.slab_models]
+    for model_id, threshold, scores, verdicts in slabs:
+        results[f"slab {model_id}"] = slab_summary(model_id, threshold, rows_meta(images), scores, verdicts)
     for model_dir in args.models:
         bundle = load_bundle(model_dir)
         rows = probabilities(bundle, images)  # once per model: both verdicts read the same

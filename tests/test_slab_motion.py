@@ -159,6 +159,26 @@ def test_input_blur_is_part_of_the_model_folder(tmp_path):
                                        extra={})).net.input_blur_mm == 0.0
 
 
+def test_instance_norm_divides_out_a_scanners_overall_contrast(tmp_path):
+    """SlabNet(norm="instance") computes the same features for a triplet and for it with its
+    contrast scaled (a scanner's overall level), where BatchNorm's running statistics do not; the
+    choice is kept through save/load (manifest ``network.norm``), and an unknown one is refused."""
+    torch.manual_seed(0)
+    x = torch.rand(2, 3, 128, 128)
+    inst = SlabNet(norm="instance").eval()
+    with torch.no_grad():
+        scaled, plain = inst.features(0.4 * x), inst.features(x)
+        assert (scaled - plain).abs().max() < 0.01 * plain.abs().max()  # eps of the norm aside
+        batch = SlabNet().eval()
+        scaled, plain = batch.features(0.4 * x), batch.features(x)
+        assert (scaled - plain).abs().max() > 0.1 * plain.abs().max()
+    detector = load_detector(save_detector(tmp_path / "i", inst, model_id="i", threshold=0.5, extra={}))
+    assert detector.manifest["network"]["norm"] == "instance" and detector.net.norm == "instance"
+    torch.testing.assert_close(detector.net(x), inst(x), atol=2e-2, rtol=1e-2)  # float16 weights
+    with pytest.raises(ValueError, match="norm must be one of"):
+        SlabNet(norm="layer")
+
+
 def test_slab_card_says_when_sharpness_was_varied():
     from bids_qc.resources import model_dir
     from bids_qc.training.slab.model_card import render_card
@@ -175,6 +195,9 @@ def test_slab_card_says_when_sharpness_was_varied():
     card = render_card(manifest, bench)
     assert "`sub-utah_T1w.nii.gz`, 36 still/moved pairs each, drawn for 25% of the training pairs" in card
     assert "- T1 contrast varied: 50% of training triplets" in card
+    assert "Instance normalisation" not in card
+    manifest["network"] = {"norm": "instance"}
+    assert "- Instance normalisation in every block" in render_card(manifest, bench)
 
 
 def test_tone_curve_is_monotone_and_keeps_black_and_the_bright_level():

@@ -19,6 +19,7 @@ import torch
 
 from bids_qc import __version__
 from bids_qc.slab_detector.detector import load_detector, save_detector
+from bids_qc.slab_detector.network import NORMS
 from bids_qc.training.cache import find_t1w
 from bids_qc.training.slab import evaluation, model_card
 from bids_qc.training.slab.cache import CACHE_VERSION, P_PSF, P_SITE, build_cache
@@ -55,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input-blur-mm", type=float, default=0.0,
                    help="fixed in-plane Gaussian (sigma, mm) the network applies to its input "
                    "(SlabNet: one sharpness for every scanner)")
+    p.add_argument("--norm", choices=sorted(NORMS), default="batch",
+                   help="normalisation in SlabNet's blocks (instance: each triplet's feature maps "
+                   "normalised over themselves, so a scanner's overall contrast is divided out)")
     p.add_argument("--extra-scan", type=Path, action="append", default=[], metavar="NIFTI",
                    help="a clean scan of another scanner, used for training only (never held "
                    "out or validated on); repeat for several")
@@ -103,7 +107,8 @@ def main(argv=None) -> int:
                               lr=args.lr, seed=args.seed, max_minutes=args.max_minutes,
                               input_blur_mm=args.input_blur_mm,
                               extra_set=load_stacks(paths, extra_ids), extra_share=args.extra_share,
-                              contrast_fraction=args.contrast_fraction, progress=LOGGER.info)
+                              contrast_fraction=args.contrast_fraction, norm=args.norm,
+                              progress=LOGGER.info)
     threshold = sensitivity_threshold(val["scores"], val["amplitudes"])
     command = "bids-qc-train-slab " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
     extra = {"bids_qc_version": __version__, "seed": args.seed, "command": command,

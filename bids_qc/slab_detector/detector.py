@@ -114,6 +114,7 @@ def save_detector(folder, net: SlabNet, *, model_id: str, threshold: float, extr
                 "input": {"slices": "3 adjacent sagittal slices, RAS, 2 mm, 128 x 128 in-plane",
                           "normalisation": "foreground p99 of each triplet = 1, clipped at 1.5",
                           "blur_mm": net.input_blur_mm},
+                "network": {"norm": net.norm},
                 "threshold": threshold, **extra}
     return write_folder(folder, {"weights.safetensors": state}, manifest)
 
@@ -124,7 +125,8 @@ def load_detector(folder=DEFAULT_SLAB_MODEL_DIR) -> SlabDetector:
 
     folder = Path(folder)
     manifest = read_manifest(folder, ARCHITECTURE)
-    net = SlabNet(input_blur_mm=float(manifest.get("input", {}).get("blur_mm", 0.0)))
+    net = SlabNet(input_blur_mm=float(manifest.get("input", {}).get("blur_mm", 0.0)),
+                  norm=manifest.get("network", {}).get("norm", "batch"))
     for name in manifest["files"]:
         state = {k: v.float() for k, v in load_tensors(folder, name).items()}
         try:

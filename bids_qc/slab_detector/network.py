@@ -8,6 +8,12 @@ triplet. About 0.3 M parameters: a whole head is ~60 triplets and scores in well
 first block, in training and at inference alike: every scanner's slices are brought to one coarser
 sharpness, so that how sharp a scanner is cannot be read as motion. It is part of the model (its
 folder's manifest says ``input.blur_mm``), not of the stacking.
+
+``norm`` chooses the normalisation of each block: ``"batch"`` (BatchNorm, running statistics of
+the training batches; the shipped v1) or ``"instance"`` (InstanceNorm with a learnt scale and
+shift: every feature map is normalised over its own triplet, so a scanner's overall level of
+contrast and edge energy, the same in all of its triplets, is divided out at every block and only
+how it is arranged - ghosts, ringing, doubled edges - is left; the manifest's ``network.norm``).
 """
 from __future__ import annotations
 
@@ -29,15 +35,22 @@ def gaussian_kernel(sigma_vox: float) -> torch.Tensor:
     return k / k.sum()
 
 
+NORMS = {"batch": lambda c: nn.BatchNorm2d(c),
+         "instance": lambda c: nn.InstanceNorm2d(c, affine=True)}
+
+
 class SlabNet(nn.Module):
-    def __init__(self, dropout: float = 0.3, input_blur_mm: float = 0.0):
+    def __init__(self, dropout: float = 0.3, input_blur_mm: float = 0.0, norm: str = "batch"):
         super().__init__()
+        if norm not in NORMS:
+            raise ValueError(f"norm must be one of {sorted(NORMS)}, not {norm!r}")
+        self.norm = norm
         self.input_blur_mm = float(input_blur_mm)
         if self.input_blur_mm > 0:  # not a weight: rebuilt from the manifest, not stored
             self.register_buffer("blur", gaussian_kernel(self.input_blur_mm / SPACING_MM), persistent=False)
         layers, c_in = [], 3
         for c_out in CHANNELS:
-            layers += [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out),
+            layers += [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), NORMS[norm](c_out),
                        nn.ReLU(inplace=True), nn.MaxPool2d(2)]
             c_in = c_out
         self.features = nn.Sequential(*layers)

@@ -43,7 +43,7 @@ bids_qc runs it on every scan and writes `slab_motion` (score, threshold, verdic
   (milder than the published 2-8: the motion of real scans is mostly sub-degree to a few degrees),
   {sim['movements'][0]}-{sim['movements'][1]} movements at random k-space times, and the k-space
   axis of the movements (phase-encoding order) drawn per image.
-{_psf_line(sim)}{_sites_line(sim, training)}- Target: 0 still, ramping to 1 at 1 deg/mm (barely visible sub-threshold motion is not asked to
+{_psf_line(sim)}{_sites_line(sim, training)}{_norm_line(manifest)}- Target: 0 still, ramping to 1 at 1 deg/mm (barely visible sub-threshold motion is not asked to
   be called motion with full confidence). Batches half still, half moved; augmentation: in-plane
   zoom/rotation/shift, gamma, Rician noise in 30 % of images (so noise alone is not motion).
 - Adam lr 1e-3 with cosine decay, batch 32, {training['epochs_run']} epochs; kept epoch
@@ -114,6 +114,15 @@ def _sites_line(sim: dict, training: dict) -> str:
                   "tone curve (`augment.tone_curve`; black and the bright level kept), since the "
                   "grey/white/CSF levels of other sequences differ and that is not motion.\n")
     return lines
+
+
+def _norm_line(manifest: dict) -> str:
+    """The training bullet on SlabNet's normalisation, for models not using the default BatchNorm."""
+    if manifest.get("network", {}).get("norm", "batch") == "batch":
+        return ""
+    return ("- Instance normalisation in every block (`SlabNet(norm=\"instance\")`): each triplet's "
+            "feature maps are normalised over themselves, so a scanner's overall contrast and "
+            "edge energy, the same in all its triplets, is divided out rather than read as motion.\n")
 
 
 def _verdict_limit(bench: dict) -> str:

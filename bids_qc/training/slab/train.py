@@ -121,15 +121,17 @@ def sensitivity_threshold(scores, amplitudes, sensitivity: float = TARGET_SENSIT
 def train(train_set: list[Stacks], val_set: list[Stacks], *, epochs: int, batches: int,
           batch_size: int = 32, lr: float = 1e-3, seed: int = 0, max_minutes: float = 1e9,
           input_blur_mm: float = 0.0, extra_set: list[Stacks] = (), extra_share: float = 0.0,
-          contrast_fraction: float = 0.0, progress=print) -> tuple[SlabNet, list[dict], dict]:
+          contrast_fraction: float = 0.0, norm: str = "batch",
+          progress=print) -> tuple[SlabNet, list[dict], dict]:
     """Returns the best network (lowest validation loss), the epoch history and its validation.
 
     ``extra_set``: still/moved pairs of other scanners' scans, trained on only, drawn for
     ``extra_share`` of the pairs (:func:`subject_weights`); ``contrast_fraction``: share of
-    triplets given a random tone curve (:func:`.augment.tone_curve`)."""
+    triplets given a random tone curve (:func:`.augment.tone_curve`); ``norm``: SlabNet's
+    normalisation."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    net = SlabNet(input_blur_mm=input_blur_mm)
+    net = SlabNet(input_blur_mm=input_blur_mm, norm=norm)
     opt = torch.optim.Adam(net.parameters(), lr=lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs * batches)
     weights = subject_weights(len(train_set), len(extra_set), extra_share)
