@@ -61,22 +61,43 @@ SCORES = ("detector", "tenengrad", "snr_native")
 
 
 def _image(job) -> dict:
-    """One image of one prepared scan: its slab stack and motion label (a worker's job)."""
-    scan_path, k, i, seed = job
+    """One image of one prepared scan: its slab stack and motion label (a worker's job), read
+    from ``cache`` when an earlier run stored the same draw there (same prepared file, same seed
+    and position in the draw)."""
+    scan_path, k, i, seed, cache = job
+    out = None if cache is None else Path(cache) / f"{Path(scan_path).stem}-{i:03d}.npz"
+    draw = [str(scan_path), Path(scan_path).stat().st_mtime_ns, k, i, seed]
+    if out is not None and out.exists():
+        with np.load(out) as z:
+            row = json.loads(str(z["row"]))
+            if row.get("draw") == draw:
+                return {**row, "stack": z["stack"]}
     scan = load_scan_npz(scan_path)
     data, asked, measured, _ = draw_image(scan, seed, k, i)
     grades = measured or asked
     stack = to_ras_stack(data, scan.affine)
-    return {"name": f"{scan.name}-{i:03d}", "site": scan.site, "grades": grades,
-            "voxel_mm": voxel_sizes(scan.affine).tolist(),
-            "stack": to_float16(stack), **baseline_formulas(stack, (SPACING_MM,) * 3)}
+    row = {"name": f"{scan.name}-{i:03d}", "site": scan.site, "grades": grades, "draw": draw,
+           "voxel_mm": voxel_sizes(scan.affine).tolist(), **baseline_formulas(stack, (SPACING_MM,) * 3)}
+    row["stack"] = to_float16(stack)
+    if out is not None:
+        tmp = out.with_suffix(".tmp.npz")
+        np.savez(tmp, stack=row["stack"], row=json.dumps({k: v for k, v in row.items() if k != "stack"},
+                                                         default=float))
+        tmp.replace(out)
+    return row
 
 
-def make_images(scans: list[Path], seed: int, per_scan: dict, nprocs: int) -> list[dict]:
+def make_images(scans: list[Path], seed: int, per_scan: dict, nprocs: int,
+                cache: Path | None = None) -> list[dict]:
+    """Every image of the draw (``per_scan``: images per scan by site, besides the clean one);
+    ``cache``: a folder for this seed's images, read instead of simulating when present."""
+    if cache is not None:
+        cache.mkdir(parents=True, exist_ok=True)
     jobs = []
     for k, path in enumerate(scans):
         site = load_scan_npz(path).site
-        jobs += [(str(path), k, i, seed) for i in range(per_scan.get(site, per_scan["default"]) + 1)]
+        jobs += [(str(path), k, i, seed, cache and str(cache))
+                 for i in range(per_scan.get(site, per_scan["default"]) + 1)]
     with get_context("fork").Pool(max(1, nprocs)) as pool:
         rows = []
         for n, row in enumerate(pool.imap(_image, jobs), 1):
@@ -174,6 +195,9 @@ def main(argv=None) -> int:
     ap.add_argument("--finest-mm", type=float, default=0.0,
                     help="re-sample scans with finer voxels to this (default 0: their own grid, "
                          "as the app scores them)")
+    ap.add_argument("--cache", type=Path, help="keep each image's stack and label here (one "
+                    "folder per seed), so a later run of the same seed scores new models on the "
+                    "same images without simulating again")
     ap.add_argument("--nprocs", type=int, default=2)
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
@@ -189,7 +213,7 @@ def main(argv=None) -> int:
     print(f"{len(scans)} clean scans prepared in {time.perf_counter() - t:.0f} s")
     t = time.perf_counter()
     rows = make_images(scans, args.seed, {"ixi-hh": args.per_subject, "default": args.per_site_scan},
-                       args.nprocs)
+                       args.nprocs, args.cache and args.cache / f"seed-{args.seed}")
     print(f"{len(rows)} images simulated in {time.perf_counter() - t:.0f} s")
     results = {}
     stacks = [r.pop("stack").astype(np.float32) for r in rows]

@@ -428,15 +428,20 @@ def test_confound_probe_changes_one_thing_at_a_time():
     assert "| flagged |" in table and "blur_1mm" in table
 
 
-def test_site_benchmark_applies_the_apps_verdict(tmp_path):
-    """bench_slab_sites counts what the app would say: a 4.8 mm scan's images get no verdict
-    (counted apart, out of the balanced accuracy), a 1 mm scan's images the threshold's."""
+def _bench_slab_sites():
     import importlib.util
 
     spec = importlib.util.spec_from_file_location(
         "bench_slab_sites", Path(__file__).resolve().parent.parent / "benchmarks" / "bench_slab_sites.py")
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
+    return bench
+
+
+def test_site_benchmark_applies_the_apps_verdict(tmp_path):
+    """bench_slab_sites counts what the app would say: a 4.8 mm scan's images get no verdict
+    (counted apart, out of the balanced accuracy), a 1 mm scan's images the threshold's."""
+    bench = _bench_slab_sites()
     detector = load_detector(save_detector(tmp_path / "m", SlabNet().eval(), model_id="t",
                                            threshold=0.5, extra={}))
     rows = []
@@ -451,3 +456,32 @@ def test_site_benchmark_applies_the_apps_verdict(tmp_path):
     assert (fine["moved_flagged"], fine["n_moved"]) == (2, 2)
     assert fine["balanced_accuracy"] == pytest.approx(0.75)
     assert table["thick"]["group"]["no_verdict"] == 4
+
+
+def test_site_benchmark_reuses_a_cached_draw_only_for_the_same_scan_file(tmp_path, monkeypatch):
+    """A cached image is read back (no simulation) for the same prepared file, seed and position;
+    a prepared file made again (e.g. on another grid) is simulated again."""
+    import os
+
+    bench = _bench_slab_sites()
+    img = synthetic_head(zoom=2.0)
+    scan = tmp_path / "s.npz"
+    np.savez(scan, data=np.asarray(img.dataobj, np.float32), affine=img.affine, matrix=np.eye(4),
+             meta=json.dumps({"name": "s", "site": "x", "source": "s.nii.gz"}))
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    job = (str(scan), 0, 0, 2029, str(cache))
+    first = bench._image(job)
+    assert (cache / "s-000.npz").exists() and first["voxel_mm"] == [2.0, 2.0, 2.0]
+
+    def no_simulation(*a, **k):
+        raise AssertionError("simulated again")
+
+    monkeypatch.setattr(bench, "draw_image", no_simulation)
+    again = bench._image(job)
+    assert np.array_equal(again["stack"], first["stack"])
+    assert {k: v for k, v in again.items() if k != "stack"} == {k: v for k, v in first.items() if k != "stack"}
+    st = scan.stat()
+    os.utime(scan, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # the prepared file was made again
+    with pytest.raises(AssertionError, match="simulated again"):
+        bench._image(job)
