@@ -485,3 +485,32 @@ def test_site_benchmark_reuses_a_cached_draw_only_for_the_same_scan_file(tmp_pat
     os.utime(scan, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # the prepared file was made again
     with pytest.raises(AssertionError, match="simulated again"):
         bench._image(job)
+
+
+def test_agreeing_members_flag_only_when_all_do(tmp_path):
+    """A two-member slab folder says motion exactly when both members say motion at their own
+    thresholds, whatever the thresholds; its score ranks by the smaller member margin, and the
+    members' networks survive save/load (instance and batch norm alike)."""
+    from bids_qc.slab_detector.detector import save_agreeing_detector
+
+    torch.manual_seed(0)
+    data, affine = _marked_volume()
+    affine = affine @ np.diag([2 / 3, 2 / 3, 2 / 3, 1])  # read as 2 mm: a verdict is given
+    nets = [SlabNet().eval(), SlabNet(norm="instance").eval()]
+    logit = lambda p: float(np.log(p / (1 - p)))  # noqa: E731
+    scores = [load_detector(save_detector(tmp_path / f"s{i}", n, model_id="s", threshold=0.5, extra={}))
+              .assess(data, affine)["score"] for i, n in enumerate(nets)]  # float16 weights
+    for says in [(True, True), (True, False), (False, True), (False, False)]:
+        members = []
+        for i, (net, score, yes) in enumerate(zip(nets, scores, says)):
+            threshold = 1 / (1 + np.exp(-(logit(score) + (-0.05 if yes else 0.05))))
+            folder = save_detector(tmp_path / f"m{i}{says}", net, model_id=f"m{i}", threshold=threshold,
+                                   extra={})
+            members.append(load_detector(folder))
+        assert [m.assess(data, affine)["motion"] for m in members] == list(says)
+        both = load_detector(save_agreeing_detector(tmp_path / f"a{says}", members, model_id="a",
+                                                    extra={"training": {"test_subjects": []}}))
+        out = both.assess(data, affine)
+        assert out["motion"] is all(says) and both.threshold == 0.5
+        margins = [logit(score) - logit(m.threshold) for score, m in zip(scores, members)]
+        assert logit(out["score"]) == pytest.approx(min(margins), abs=2e-3)

@@ -16,7 +16,7 @@ from nibabel.affines import voxel_sizes
 from bids_qc.config import DEFAULT_SLAB_MODEL_DIR
 from bids_qc.exceptions import ModelError
 from bids_qc.preprocessing import MIN_EXTENT_MM
-from bids_qc.slab_detector.network import SlabNet
+from bids_qc.slab_detector.network import AgreeingSlabNets, SlabNet
 from bids_qc.slab_detector.slices import (
     HEAD_FRACTION_OF_PEAK,
     to_ras_stack,
@@ -33,21 +33,23 @@ MAX_VOXEL_MM = 2.5
 
 
 @torch.no_grad()
-def score_stack(net: SlabNet, stack: np.ndarray, stride: int = 1, batch: int = 32) -> float | None:
-    """Motion probability of a RAS 2 mm sagittal ``stack`` (mean logit over its triplets)."""
+def score_stack(net: SlabNet | AgreeingSlabNets, stack: np.ndarray, stride: int = 1,
+                batch: int = 32) -> float | None:
+    """Motion probability of a RAS 2 mm sagittal ``stack``: the sigmoid of the mean logit over
+    its triplets (for agreeing members, of the smallest member's mean margin)."""
     centres = triplet_centres(stack, HEAD_FRACTION_OF_PEAK)[::stride]
     if len(centres) == 0:
         return None
     logits = [net(torch.from_numpy(triplets(stack, centres[i:i + batch])))
               for i in range(0, len(centres), batch)]
-    return float(torch.sigmoid(torch.cat(logits).mean()))
+    return float(torch.sigmoid(torch.cat(logits).mean(dim=0).min()))
 
 
 @dataclass
 class SlabDetector:
     folder: Path
     manifest: dict
-    net: SlabNet
+    net: SlabNet | AgreeingSlabNets
 
     @property
     def model_id(self) -> str:
@@ -121,17 +123,52 @@ def save_detector(folder, net: SlabNet, *, model_id: str, threshold: float, extr
 
 def load_detector(folder=DEFAULT_SLAB_MODEL_DIR) -> SlabDetector:
     """Load and verify a slab model folder; :class:`ModelError` names the folder on any problem."""
-    from bids_qc.models import load_tensors, read_manifest
+    from bids_qc.models import read_manifest
 
     folder = Path(folder)
     manifest = read_manifest(folder, ARCHITECTURE)
-    net = SlabNet(input_blur_mm=float(manifest.get("input", {}).get("blur_mm", 0.0)),
-                  norm=manifest.get("network", {}).get("norm", "batch"))
-    for name in manifest["files"]:
+    if "members" not in manifest:
+        net = _load_net(folder, manifest, list(manifest["files"]))
+    else:  # members that must agree; each names its file, threshold and network
+        members = manifest["members"]
+        net = AgreeingSlabNets([_load_net(folder, m, [m["file"]]) for m in members],
+                               [float(m["threshold"]) for m in members])
+    net.eval()
+    return SlabDetector(folder, manifest, net)
+
+
+def _load_net(folder: Path, spec: dict, files: list[str]) -> SlabNet:
+    """A SlabNet as ``spec`` (a manifest or a member of one) describes it, weights from ``files``."""
+    from bids_qc.models import load_tensors
+
+    net = SlabNet(input_blur_mm=float(spec.get("input", {}).get("blur_mm", 0.0)),
+                  norm=spec.get("network", {}).get("norm", "batch"))
+    for name in files:
         state = {k: v.float() for k, v in load_tensors(folder, name).items()}
         try:
             net.load_state_dict(state, strict=False)
         except Exception as exc:
             raise ModelError(folder, f"weights do not fit SlabNet: {exc}") from exc
-    net.eval()
-    return SlabDetector(folder, manifest, net)
+    return net.eval()
+
+
+def save_agreeing_detector(folder, members: list[SlabDetector], *, model_id: str, extra: dict) -> Path:
+    """Write a slab model folder whose verdict is motion only when every one of ``members`` (loaded
+    single-network folders) says motion at its own threshold; the folder's threshold is 0.5 on
+    the combined score (:class:`AgreeingSlabNets`)."""
+    from bids_qc.models import write_folder
+
+    weights, specs = {}, []
+    for i, member in enumerate(members):
+        name = f"member-{i}.safetensors"
+        weights[name] = {k: v.detach().half().contiguous() for k, v in member.net.state_dict().items()
+                         if not k.endswith("num_batches_tracked")}
+        specs.append({"model_id": member.model_id, "file": name, "threshold": member.threshold,
+                      "input": member.manifest["input"],
+                      "network": member.manifest.get("network", {"norm": "batch"}),
+                      "source_sha256": member.manifest["files"]})
+    manifest = {"model_id": model_id, "architecture": ARCHITECTURE, "trained": True,
+                "input": members[0].manifest["input"], "members": specs,
+                "rule": "motion only when every member says motion at its own threshold",
+                "threshold": 0.5, **extra}
+    return write_folder(folder, weights, manifest)

@@ -69,3 +69,21 @@ class SlabNet(nn.Module):
         kx = self.blur.view(1, 1, 1, -1).expand(c, 1, 1, -1)
         x = F.conv2d(F.pad(x, (r, r, 0, 0), mode="replicate"), kx, groups=c)
         return F.conv2d(F.pad(x, (0, 0, r, r), mode="replicate"), kx.transpose(2, 3), groups=c)
+
+
+class AgreeingSlabNets(nn.Module):
+    """Several trained SlabNets that must all say motion: for each triplet, every member's logit
+    minus the logit of that member's own threshold, shape ``(N, members)``. A scan's score is
+    the smallest of the members' mean margins (:func:`bids_qc.slab_detector.detector.score_stack`),
+    so it is >= 0 (probability >= 0.5) exactly when every member's own verdict is motion."""
+
+    def __init__(self, members: list[SlabNet], thresholds: list[float]):
+        super().__init__()
+        if len(members) != len(thresholds) or not members:
+            raise ValueError("one threshold per member, at least one member")
+        self.members = nn.ModuleList(members)
+        self.register_buffer("logit_thresholds", torch.logit(torch.tensor(thresholds, dtype=torch.float32)),
+                             persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([m(x) for m in self.members], dim=1) - self.logit_thresholds
