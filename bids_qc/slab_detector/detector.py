@@ -105,13 +105,18 @@ def ras_extent_mm(shape, affine: np.ndarray) -> np.ndarray:
     return extent
 
 
+def _half_state(net: SlabNet) -> dict[str, torch.Tensor]:
+    """The weights as stored: float16, without BatchNorm's batch counters."""
+    return {k: v.detach().half().contiguous() for k, v in net.state_dict().items()
+            if not k.endswith("num_batches_tracked")}
+
+
 def save_detector(folder, net: SlabNet, *, model_id: str, threshold: float, extra: dict) -> Path:
     """Write a slab model folder through :func:`bids_qc.models.write_folder` (one layout for
     every model folder)."""
     from bids_qc.models import write_folder
 
-    state = {k: v.detach().half().contiguous() for k, v in net.state_dict().items()
-             if not k.endswith("num_batches_tracked")}
+    state = _half_state(net)
     manifest = {"model_id": model_id, "architecture": ARCHITECTURE, "trained": True,
                 "input": {"slices": "3 adjacent sagittal slices, RAS, 2 mm, 128 x 128 in-plane",
                           "normalisation": "foreground p99 of each triplet = 1, clipped at 1.5",
@@ -161,8 +166,7 @@ def save_agreeing_detector(folder, members: list[SlabDetector], *, model_id: str
     weights, specs = {}, []
     for i, member in enumerate(members):
         name = f"member-{i}.safetensors"
-        weights[name] = {k: v.detach().half().contiguous() for k, v in member.net.state_dict().items()
-                         if not k.endswith("num_batches_tracked")}
+        weights[name] = _half_state(member.net)
         specs.append({"model_id": member.model_id, "file": name, "threshold": member.threshold,
                       "input": member.manifest["input"],
                       "network": member.manifest.get("network", {"norm": "batch"}),
