@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from bids_qc.scanner_space import add_rician, quantise, resample_to
+from bids_qc.scanner_space import add_rician, quantise, resample_to, voxel_sizes
 from bids_qc.slab_detector.detector import SlabDetector, score_stack
 from bids_qc.slab_detector.slices import FOREGROUND_FRACTION, SPACING_MM, to_ras_stack
 
@@ -34,8 +34,6 @@ THICK_SLICE_MM = 3.0
 def thick_slices(volume: np.ndarray, affine: np.ndarray, mm: float) -> tuple[np.ndarray, np.ndarray]:
     """``volume`` on a grid of ``mm`` along the voxel axis closest to superior-inferior (never
     finer than it was), the other axes unchanged; returns the array and its affine."""
-    from nibabel.affines import voxel_sizes
-
     spacing = voxel_sizes(affine).astype(float)
     axis = int(np.abs(np.asarray(affine)[2, :3]).argmax())
     spacing[axis] = max(mm, spacing[axis])
