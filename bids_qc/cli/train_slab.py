@@ -22,7 +22,7 @@ from bids_qc.slab_detector.detector import load_detector, save_detector
 from bids_qc.slab_detector.network import NORMS
 from bids_qc.training.cache import find_t1w
 from bids_qc.training.slab import evaluation, model_card
-from bids_qc.training.slab.cache import CACHE_VERSION, P_PSF, P_SITE, build_cache
+from bids_qc.training.slab.cache import CACHE_VERSION, P_DENOISE, P_PSF, P_SITE, build_cache
 from bids_qc.training.slab.simulation import AMPLITUDE_RANGE, MOVEMENTS
 from bids_qc.training.slab.train import load_stacks, sensitivity_threshold, train
 from bids_qc.training.splits import holdout_split, kfold_by_subject
@@ -53,6 +53,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="share of pairs (after each scan's first) made on a site-like variation")
     p.add_argument("--psf-fraction", type=float, default=P_PSF,
                    help="share of pairs (after each scan's first) made with a wider point-spread function")
+    p.add_argument("--denoise-fraction", type=float, default=P_DENOISE,
+                   help="share of pairs (after each scan's first) whose twins are both given a "
+                   "vendor-like edge-preserving filter after the motion (median or anisotropic "
+                   "diffusion)")
     p.add_argument("--input-blur-mm", type=float, default=0.0,
                    help="fixed in-plane Gaussian (sigma, mm) the network applies to its input "
                    "(SlabNet: one sharpness for every scanner)")
@@ -93,7 +97,8 @@ def main(argv=None) -> int:
         return 1
     extra_scans = [(extra_id(p), p) for p in args.extra_scan]
     extra_variants = args.extra_variants or args.variants
-    cache = dict(seed=args.seed, nprocs=args.nprocs, p_site=args.site_fraction, p_psf=args.psf_fraction)
+    cache = dict(seed=args.seed, nprocs=args.nprocs, p_site=args.site_fraction, p_psf=args.psf_fraction,
+                 p_denoise=args.denoise_fraction)
     paths = build_cache(scans, args.cache_dir, args.variants, **cache)
     if extra_scans:  # same folder as the site's scans when the variant counts agree
         paths.update(build_cache(extra_scans, args.cache_dir, extra_variants, **cache))
@@ -115,6 +120,7 @@ def main(argv=None) -> int:
              "simulation": {"amplitude_deg_mm": list(AMPLITUDE_RANGE), "movements": list(MOVEMENTS),
                             "variants_per_subject": args.variants,
                             "site_fraction": args.site_fraction, "psf_fraction": args.psf_fraction,
+                            "denoise_fraction": args.denoise_fraction,
                             "cache_version": CACHE_VERSION, "extra_variants": extra_variants,
                             "extra_share": args.extra_share,
                             "contrast_fraction": args.contrast_fraction},
