@@ -121,6 +121,52 @@ def test_psf_pairs_share_the_smoothing_and_leave_other_draws_alone():
     assert np.abs(still.astype(float) - moved.astype(float)).mean() > 0.5
 
 
+def test_denoising_smooths_flat_tissue_and_keeps_edges():
+    """Both vendor-like filters take most of the noise out of a flat region and keep a step edge's
+    height; the blend weight sits between; an unknown filter is an error that names it."""
+    from bids_qc.training.slab.denoise import apply_denoise, sample_denoise
+
+    volume = np.random.default_rng(1).normal(100, 10, (24, 24, 24)).astype(np.float32)
+    volume[:, :, 12:] += 100.0
+    for params in ({"filter": "median", "weight": 1.0},
+                   {"filter": "diffusion", "weight": 1.0, "conductance": 1.0, "iterations": 5}):
+        out = apply_denoise(volume, params)
+        assert out.shape == volume.shape and out.dtype == np.float32
+        assert out[:, :, 1:10].std() < 0.6 * volume[:, :, 1:10].std()
+        step = out[:, :, 14:].mean() - out[:, :, :10].mean()
+        assert step == pytest.approx(100.0, abs=3.0)
+    half = apply_denoise(volume, {"filter": "median", "weight": 0.5})
+    full = apply_denoise(volume, {"filter": "median", "weight": 1.0})
+    assert full[:, :, 1:10].std() < half[:, :, 1:10].std() < volume[:, :, 1:10].std()
+    with pytest.raises(ValueError, match="wiener"):
+        apply_denoise(volume, {"filter": "wiener", "weight": 1.0})
+    rng = np.random.default_rng(0)
+    draws = [sample_denoise(rng) for _ in range(40)]
+    assert {d["filter"] for d in draws} == {"median", "diffusion"}
+    assert all(0.5 <= d["weight"] <= 1.0 for d in draws)
+    json.dumps(draws)
+
+
+def test_denoised_pairs_filter_both_twins_after_the_motion():
+    from bids_qc.training.slab.cache import make_pair
+
+    data, affine = _marked_volume()
+    data = data + np.random.default_rng(2).normal(0, 30, data.shape).astype(np.float32) * (data > 0)
+    plain = make_pair(data, affine, np.random.default_rng(5), p_site=0.0, p_psf=0.0)
+    again = make_pair(data, affine, np.random.default_rng(5), p_site=0.0, p_psf=0.0, p_denoise=0.0)
+    assert plain[2] == again[2] and plain[2]["denoise"] is None  # no denoising draws nothing
+    still, moved, record = make_pair(data, affine, np.random.default_rng(5), p_site=0.0, p_psf=0.0,
+                                     p_denoise=1.0)
+    assert record["denoise"]["filter"] in ("median", "diffusion")
+    assert record["motion"] == plain[2]["motion"]  # the same motion, drawn before the filter
+
+    def roughness(stack):
+        return np.abs(np.diff(stack.astype(float), axis=1)).mean()
+
+    assert roughness(still) < roughness(plain[0]) and roughness(moved) < roughness(plain[1])
+    assert np.abs(still.astype(float) - moved.astype(float)).mean() > 0.5  # the motion stays
+
+
 def test_model_folder_round_trip_and_corruption(tmp_path):
     torch.manual_seed(0)
     net = SlabNet().eval()
@@ -418,7 +464,8 @@ def test_confound_probe_changes_one_thing_at_a_time():
     detector = load_detector()
     out = confounds.responses(detector, volume, affine)
     assert set(out) == {"clean", "blur_1mm", "blur_2mm", "snr_40", "snr_25", "air_zeroed", "uint8",
-                        "slices_3mm"}
+                        "slices_3mm", "median_3"}
+    assert out["median_3"]["score"] != pytest.approx(out["clean"]["score"], abs=1e-6)
     thick, thick_affine = confounds.thick_slices(volume, affine, 3.0)
     assert np.allclose(np.abs(np.diag(thick_affine))[:3], (2.0, 2.0, 3.0))  # axial slices only
     assert thick.shape[:2] == volume.shape[:2] and thick.shape[2] < volume.shape[2]

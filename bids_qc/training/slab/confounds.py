@@ -12,7 +12,9 @@ This probe takes clean scans, changes one thing that is not motion, and reports 
   as a masked or heavily thresholded export would store it;
 - ``uint8``: the stack quantised to 8 bits (IXI, the training site, is stored in 8 bits);
 - ``slices_<t>mm``: the scan re-sampled to ``t`` mm along its superior-inferior voxel axis, the
-  other axes unchanged, i.e. an axial 2D acquisition's thick slices.
+  other axes unchanged, i.e. an axial 2D acquisition's thick slices;
+- ``median_3``: a 3x3x3 median on the native grid, as a vendor's edge-preserving filter leaves a
+  scan (:mod:`bids_qc.training.slab.denoise`).
 
 Each is reported as the detector's score and its mean logit (the score's log-odds), beside the
 unchanged scan. Nothing here is used for training or choosing a threshold.
@@ -25,6 +27,7 @@ from scipy import ndimage
 from bids_qc.scanner_space import add_rician, quantise, resample_to, voxel_sizes
 from bids_qc.slab_detector.detector import SlabDetector, score_stack
 from bids_qc.slab_detector.slices import FOREGROUND_FRACTION, SPACING_MM, to_ras_stack
+from bids_qc.training.slab.denoise import apply_denoise
 
 BLUR_MM = (1.0, 2.0)
 NOISE_SNR = (40, 25)
@@ -77,6 +80,7 @@ def responses(detector: SlabDetector, volume: np.ndarray, affine: np.ndarray,
     stacks["air_zeroed"] = stack * head_mask(stack)
     stacks["uint8"] = quantise(stack, 8)
     stacks[f"slices_{THICK_SLICE_MM:g}mm"] = to_ras_stack(*thick_slices(volume, affine, THICK_SLICE_MM))
+    stacks["median_3"] = to_ras_stack(apply_denoise(volume, {"filter": "median", "weight": 1.0}), affine)
     out = {}
     for name, s in stacks.items():
         score = score_stack(detector.net, s)
