@@ -21,7 +21,11 @@ One run prints, for every model given, on the *same* images:
    still (the six detectors cannot judge 20-slice slabs).
 
 The simulated images and their preprocessed model inputs are cached in ``--cache`` (keyed by the
-seed), so a second model is scored on the very same inputs without simulating again.
+seed), so a second model is scored on the very same inputs without simulating again. Clean scans
+finer than 1 mm are first smoothed to 1 mm (memory; the card's figures were made so) unless
+``--finest-mm 0``: then every scan stays on its own grid, as the app reads it, which matters for
+the slab verdict (the 1 mm smoothing alone moves the shipped slab model's logit on the clean
+0.5 mm scan from -5.9 to +1.3; ``bench_slab_sites.py`` simulates on the own grid by default).
 """
 from __future__ import annotations
 
@@ -53,6 +57,7 @@ from bids_qc.slab_detector.slices import to_float16, to_ras_stack  # noqa: E402
 from bids_qc.training.data import GRADE_PROBS  # noqa: E402
 from bids_qc.training.metrics import auc, binary_scores  # noqa: E402
 from bids_qc.training.scanner_data import (  # noqa: E402
+    FINEST_STORED_MM,
     HELDOUT_SITES,
     load_scan_npz,
     prepare_scans,
@@ -331,6 +336,10 @@ def main(argv=None) -> int:
     p.add_argument("--slab-models", nargs="*", type=Path, default=[],
                    help="slab detector folders: each adds a verdict with its motion verdict fused "
                    "(bids_qc.verdict.slab_fused_motion) to the last one")
+    p.add_argument("--finest-mm", type=float, default=FINEST_STORED_MM,
+                   help="re-sample clean scans with finer voxels to this before simulating (default "
+                   "1: as the model card's figures were made, for memory; 0: every scan on its own "
+                   "grid, as the app reads it; another value keeps its own scans and images in --cache)")
     p.add_argument("--json", type=Path, default=None)
     p.add_argument("--nprocs", type=int, default=1)
     args = p.parse_args(argv)
@@ -342,8 +351,9 @@ def main(argv=None) -> int:
     test_subjects = first.manifest["training"]["test_subjects"]
     t0 = time.perf_counter()
     src = sources(args.data, test_subjects)
-    prepared = prepare_scans(src, args.cache / "scans", args.nprocs)
-    images = make_images(sorted(prepared), args.cache / f"seed-{args.seed}", args.seed,
+    grid = "" if args.finest_mm == FINEST_STORED_MM else f"_finest-{args.finest_mm:g}"
+    prepared = prepare_scans(src, args.cache / f"scans{grid}", args.nprocs, finest_mm=args.finest_mm)
+    images = make_images(sorted(prepared), args.cache / f"seed-{args.seed}{grid}", args.seed,
                          {"ixi-hh": args.per_subject, **{s: args.per_site_scan for s in heldout_sites},
                           "default": args.per_trained_site_scan})
     print(f"{len(images)} images ready in {time.perf_counter() - t0:.0f} s")
