@@ -18,8 +18,10 @@ images, so a candidate and the shipped model are compared in one run.
    have trained on those: its manifest lists ``extra_training_scans``).
 4. What the score reacts to without motion (:mod:`bids_qc.training.slab.confounds`): a few
    held-out IXI scans and every other-site clean scan, unchanged, blurred (1 and 2 mm Gaussian),
-   with Rician noise (SNR 40 and 25) and with 3 mm axial slices: a score that rises with blur flags clean scans of
-   smoother scanners.
+   with Rician noise (SNR 40 and 25), with the air zeroed or raised to a smooth floor, with 3 mm
+   axial slices and after a 3x3x3 median (vendor-like filtering): a score that rises with blur
+   flags clean scans of smoother scanners, one that rises with the air floor flags scanners that
+   store filtered air.
 """
 from __future__ import annotations
 

@@ -466,8 +466,12 @@ def test_confound_probe_changes_one_thing_at_a_time():
     assert mask[head].all() and head.sum() < mask.sum() < 0.5 * mask.size  # head kept, air dropped
     detector = load_detector()
     out = confounds.responses(detector, volume, affine)
-    assert set(out) == {"clean", "blur_1mm", "blur_2mm", "snr_40", "snr_25", "air_zeroed", "uint8",
-                        "slices_3mm", "median_3"}
+    assert set(out) == {"clean", "blur_1mm", "blur_2mm", "snr_40", "snr_25", "air_zeroed", "air_floor",
+                        "uint8", "slices_3mm", "median_3"}
+    floored = confounds.air_floor(stack, 0.03, np.random.default_rng(1))
+    np.testing.assert_array_equal(floored[mask], stack[mask])  # the head is untouched
+    level = floored[~mask].mean() / np.percentile(stack[stack > 0], 99)
+    assert level == pytest.approx(0.03, rel=0.15) and stack[~mask].mean() < floored[~mask].mean()
     assert out["median_3"]["score"] != pytest.approx(out["clean"]["score"], abs=1e-6)
     thick, thick_affine = confounds.thick_slices(volume, affine, 3.0)
     assert np.allclose(np.abs(np.diag(thick_affine))[:3], (2.0, 2.0, 3.0))  # axial slices only

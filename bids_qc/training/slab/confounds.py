@@ -10,6 +10,9 @@ This probe takes clean scans, changes one thing that is not motion, and reports 
   intensities) / ``k``, i.e. white-matter SNR near ``k``;
 - ``air_zeroed``: everything outside the head (foreground, holes filled, dilated 2 voxels) set to 0,
   as a masked or heavily thresholded export would store it;
+- ``air_floor``: the reverse, a smooth non-zero background outside the head (:data:`AIR_FLOOR` of
+  the 99th percentile, varying +-30 % in blobs), as a scanner that stores filtered air leaves it
+  (the clean United Imaging scan of the shared data: about 3 %; IXI: 0.2-0.3 %);
 - ``uint8``: the stack quantised to 8 bits (IXI, the training site, is stored in 8 bits);
 - ``slices_<t>mm``: the scan re-sampled to ``t`` mm along its superior-inferior voxel axis, the
   other axes unchanged, i.e. an axial 2D acquisition's thick slices;
@@ -32,6 +35,7 @@ from bids_qc.training.slab.denoise import apply_denoise
 BLUR_MM = (1.0, 2.0)
 NOISE_SNR = (40, 25)
 THICK_SLICE_MM = 3.0
+AIR_FLOOR = 0.03  # of the stack's 99th percentile
 
 
 def thick_slices(volume: np.ndarray, affine: np.ndarray, mm: float) -> tuple[np.ndarray, np.ndarray]:
@@ -60,6 +64,16 @@ def head_mask(stack: np.ndarray) -> np.ndarray:
     return ndimage.binary_dilation(fg, iterations=2)
 
 
+def air_floor(stack: np.ndarray, level: float, rng: np.random.Generator) -> np.ndarray:
+    """``stack`` with its air (outside :func:`head_mask`) raised to a smooth floor of ``level`` x
+    its 99th percentile, varying +-30 % over blobs of a few voxels; the head is unchanged."""
+    mask = head_mask(stack)
+    ref = float(np.percentile(stack[stack > 0], 99)) if (stack > 0).any() else 0.0
+    blobs = ndimage.gaussian_filter(rng.normal(0, 1, stack.shape).astype(np.float32), 4)
+    floor = level * ref * (1 + 0.3 * blobs / max(float(blobs.std()), 1e-6))
+    return np.where(mask, stack, np.maximum(stack, floor)).astype(np.float32)
+
+
 def _logit(p: float | None) -> float | None:
     if p is None:
         return None
@@ -78,6 +92,7 @@ def responses(detector: SlabDetector, volume: np.ndarray, affine: np.ndarray,
     for snr in NOISE_SNR:
         stacks[f"snr_{snr}"] = to_ras_stack(rician(volume, snr, rng), affine)
     stacks["air_zeroed"] = stack * head_mask(stack)
+    stacks["air_floor"] = air_floor(stack, AIR_FLOOR, rng)
     stacks["uint8"] = quantise(stack, 8)
     stacks[f"slices_{THICK_SLICE_MM:g}mm"] = to_ras_stack(*thick_slices(volume, affine, THICK_SLICE_MM))
     stacks["median_3"] = to_ras_stack(apply_denoise(volume, {"filter": "median", "weight": 1.0}), affine)
