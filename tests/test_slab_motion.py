@@ -568,3 +568,20 @@ def test_agreeing_members_flag_only_when_all_do(tmp_path):
         assert out["motion"] is all(says) and both.threshold == 0.5
         margins = [logit(score) - logit(m.threshold) for score, m in zip(scores, members)]
         assert logit(out["score"]) == pytest.approx(min(margins), abs=2e-3)
+
+
+def test_air_floor_raises_the_air_of_both_twins_alike_and_leaves_the_head():
+    from bids_qc.training.slab.augment import air_floor
+
+    x = torch.zeros(4, 3, 32, 32)
+    x[:, :, 8:24, 8:24] = 1.0  # head at the bright level, air 0
+    x[1, :, 2, 2] = 0.5  # a ghost in the moved twin's air, brighter than any floor
+    rng = np.random.default_rng(0)
+    out = air_floor(x, rng, 1.0)
+    assert torch.equal(out[:, :, 8:24, 8:24], x[:, :, 8:24, 8:24])  # head unchanged
+    air = out[:, :, :8, :]
+    assert (air > 0).float().mean() > 0.9 and out[:, :, 3:8].max() <= 0.05 * (1 + 0.8 * 6)
+    assert torch.equal(out[0, :, 3:8], out[1, :, 3:8])  # twins share their floor
+    assert not torch.equal(out[0, :, :8], out[2, :, :8])  # pairs do not
+    assert out[1, 0, 2, 2] == 0.5  # what is above the floor stays
+    assert torch.equal(air_floor(x, np.random.default_rng(0), 0.0), x)

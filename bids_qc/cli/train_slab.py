@@ -75,6 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--contrast-fraction", type=float, default=0.0,
                    help="share of training triplets given a random monotone tone curve (T1 "
                    "contrast of other sequences)")
+    p.add_argument("--air-floor-fraction", type=float, default=0.0,
+                   help="share of training pairs whose air is raised to a smooth non-zero floor "
+                   "(0.5-5 %% of the bright level, both twins alike; scanners that store filtered air)")
     p.add_argument("--real-pairs", type=Path, help="folder with labels.tsv of real motion pairs "
                    "(reported only; never used for training or for choosing anything)")
     return p
@@ -112,7 +115,8 @@ def main(argv=None) -> int:
                               lr=args.lr, seed=args.seed, max_minutes=args.max_minutes,
                               input_blur_mm=args.input_blur_mm,
                               extra_set=load_stacks(paths, extra_ids), extra_share=args.extra_share,
-                              contrast_fraction=args.contrast_fraction, norm=args.norm,
+                              contrast_fraction=args.contrast_fraction,
+                              air_fraction=args.air_floor_fraction, norm=args.norm,
                               progress=LOGGER.info)
     threshold = sensitivity_threshold(val["scores"], val["amplitudes"])
     command = "bids-qc-train-slab " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
@@ -123,7 +127,8 @@ def main(argv=None) -> int:
                             "denoise_fraction": args.denoise_fraction,
                             "cache_version": CACHE_VERSION, "extra_variants": extra_variants,
                             "extra_share": args.extra_share,
-                            "contrast_fraction": args.contrast_fraction},
+                            "contrast_fraction": args.contrast_fraction,
+                            "air_floor_fraction": args.air_floor_fraction},
              "training": {"data": str(args.bids_dir), "train_subjects": len(train_ids) + len(extra_ids),
                           "extra_training_scans": [str(p) for p in args.extra_scan],
                           "val_subjects": len(val_ids), "test_subjects": test,

@@ -5,17 +5,23 @@ shift +-8 %; intensity: gamma exp(+-0.35), optionally (``contrast_fraction`` of 
 monotone tone curve (:func:`tone_curve`: T1 contrast differs between sequences and field
 strengths, and none of that is motion), and in 30 % of images Rician noise up to 8 % of the
 bright level (so noise alone does not read as motion); the left/right order of the three slices
-is flipped at random.
+is flipped at random. Optionally (:func:`air_floor`, ``air_fraction`` of still/moved pairs) the
+air is raised to a smooth non-zero floor, the same for both twins, as scanners that store filtered
+air leave it (the United Imaging scan of the shared data: about 3 % of the bright level).
 """
 from __future__ import annotations
 
 import numpy as np
 import torch
+from scipy import ndimage
 from torch.nn import functional as F
 
 # knots of the tone curve, in units of the triplet's normalised bright level (slices.normalise)
 CURVE_KNOTS = (0.0, 0.15, 0.35, 0.55, 0.75, 1.0, 1.5)
 CURVE_SPREAD = 0.8  # log-range of each segment's slope
+AIR_LEVEL = (0.005, 0.05)  # air floor, in units of the triplet's normalised bright level
+AIR_TEXTURE = (0.0, 0.8)  # relative variation of the floor (std of its blobs / level)
+AIR_BLOB_PX = (1.0, 4.0)  # blob size (Gaussian sigma, 2 mm pixels)
 
 
 def tone_curve(x: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
@@ -35,6 +41,22 @@ def tone_curve(x: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
         t = (v - knots[seg]) / (knots[seg + 1] - knots[seg])
         out[i] = values[seg] + t * (values[seg + 1] - values[seg])
     return out
+
+
+def air_floor(x: torch.Tensor, rng: np.random.Generator, fraction: float) -> torch.Tensor:
+    """``x`` (N, C, H, W), images in still/moved twin order (0-1, 2-3, ...), with ``fraction`` of
+    the pairs given one smooth floor each: every pixel below it is raised to it (air, not head:
+    the floor is at most 5 % of the bright level), the same floor for both twins."""
+    x = x.clone()
+    for pair in np.flatnonzero(rng.random(x.shape[0] // 2) < fraction):
+        blobs = ndimage.gaussian_filter(rng.normal(0, 1, x.shape[1:]),
+                                        (0, *[rng.uniform(*AIR_BLOB_PX)] * 2))
+        blobs = blobs / max(float(blobs.std()), 1e-6)
+        level = rng.uniform(*AIR_LEVEL)
+        floor = level * np.clip(1 + rng.uniform(*AIR_TEXTURE) * blobs, 0, None)
+        floor = torch.from_numpy(floor.astype(np.float32))
+        x[2 * pair:2 * pair + 2] = torch.maximum(x[2 * pair:2 * pair + 2], floor)
+    return x
 
 
 def augment(x: torch.Tensor, rng: np.random.Generator, contrast_fraction: float = 0.0) -> torch.Tensor:

@@ -20,7 +20,7 @@ from torch.nn import functional as F
 from bids_qc.slab_detector.detector import score_stack
 from bids_qc.slab_detector.network import SlabNet
 from bids_qc.slab_detector.slices import HEAD_FRACTION_OF_PEAK, normalise, triplet_centres
-from bids_qc.training.slab.augment import augment, soft_target
+from bids_qc.training.slab.augment import air_floor, augment, soft_target
 from bids_qc.training.slab.evaluation import BINS, CLEAR_MOTION, auc_by_amplitude
 
 LOGGER = logging.getLogger(__name__)
@@ -55,10 +55,12 @@ class Stacks:
 
 def draw_batch(subjects: list[Stacks], centres: list[list[np.ndarray]], size: int,
                rng: np.random.Generator, weights: np.ndarray | None = None,
-               contrast_fraction: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+               contrast_fraction: float = 0.0,
+               air_fraction: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
     """Half still, half moved triplets; each moved triplet's still twin (same scan, acquisition and
     slices) is in the batch too, so the loss contrasts motion, not scanners. ``weights``: the
-    probability of drawing each subject (default: uniform)."""
+    probability of drawing each subject (default: uniform); ``air_fraction``: share of pairs
+    given a smooth air floor (:func:`.augment.air_floor`)."""
     xs, ys = [], []
     for _ in range(size // 2):
         s = int(rng.integers(len(subjects))) if weights is None else int(rng.choice(len(subjects), p=weights))
@@ -71,6 +73,8 @@ def draw_batch(subjects: list[Stacks], centres: list[list[np.ndarray]], size: in
             xs.append(normalise(stack[c - 1:c + 2].astype(np.float32)))
             ys.append(target)
     x = torch.from_numpy(np.stack(xs))
+    if air_fraction > 0:  # drawn only when asked for: runs without it keep their draws
+        x = air_floor(x, rng, air_fraction)
     return augment(x, rng, contrast_fraction), torch.tensor(ys, dtype=torch.float32)
 
 
@@ -121,13 +125,14 @@ def sensitivity_threshold(scores, amplitudes, sensitivity: float = TARGET_SENSIT
 def train(train_set: list[Stacks], val_set: list[Stacks], *, epochs: int, batches: int,
           batch_size: int = 32, lr: float = 1e-3, seed: int = 0, max_minutes: float = 1e9,
           input_blur_mm: float = 0.0, extra_set: list[Stacks] = (), extra_share: float = 0.0,
-          contrast_fraction: float = 0.0, norm: str = "batch",
+          contrast_fraction: float = 0.0, air_fraction: float = 0.0, norm: str = "batch",
           progress=print) -> tuple[SlabNet, list[dict], dict]:
     """Returns the best network (lowest validation loss), the epoch history and its validation.
 
     ``extra_set``: still/moved pairs of other scanners' scans, trained on only, drawn for
     ``extra_share`` of the pairs (:func:`subject_weights`); ``contrast_fraction``: share of
-    triplets given a random tone curve (:func:`.augment.tone_curve`); ``norm``: SlabNet's
+    triplets given a random tone curve (:func:`.augment.tone_curve`); ``air_fraction``: share of
+    pairs given a smooth air floor (:func:`.augment.air_floor`); ``norm``: SlabNet's
     normalisation."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
@@ -143,7 +148,8 @@ def train(train_set: list[Stacks], val_set: list[Stacks], *, epochs: int, batche
         net.train()
         losses = []
         for _ in range(batches):
-            x, y = draw_batch(train_set, centres, batch_size, rng, weights, contrast_fraction)
+            x, y = draw_batch(train_set, centres, batch_size, rng, weights, contrast_fraction,
+                              air_fraction)
             loss = F.binary_cross_entropy_with_logits(net(x), y)
             opt.zero_grad()
             loss.backward()
