@@ -238,6 +238,8 @@ def test_slab_card_says_when_sharpness_was_varied():
     assert "Vendor filtering varied" not in render_card(manifest, bench)
     manifest["simulation"]["denoise_fraction"] = 0.5
     assert "- Vendor filtering varied: in 50% of each scan's pairs" in render_card(manifest, bench)
+    manifest["simulation"]["air_floor_fraction"] = 0.5
+    assert "- Air varied: in 50% of the training pairs" in render_card(manifest, bench)
     assert "Other scanners" not in render_card(manifest, bench)
     manifest["training"]["extra_training_scans"] = ["/data/sub-utah_T1w.nii.gz"]
     manifest["simulation"].update(extra_variants=36, extra_share=0.25, contrast_fraction=0.5)

@@ -43,7 +43,7 @@ bids_qc runs it on every scan and writes `slab_motion` (score, threshold, verdic
   (milder than the published 2-8: the motion of real scans is mostly sub-degree to a few degrees),
   {sim['movements'][0]}-{sim['movements'][1]} movements at random k-space times, and the k-space
   axis of the movements (phase-encoding order) drawn per image.
-{_psf_line(sim)}{_denoise_line(sim)}{_sites_line(sim, training)}{_norm_line(manifest)}- Target: 0 still, ramping to 1 at 1 deg/mm (barely visible sub-threshold motion is not asked to
+{_variation_lines(sim)}{_sites_line(sim, training)}{_norm_line(manifest)}- Target: 0 still, ramping to 1 at 1 deg/mm (barely visible sub-threshold motion is not asked to
   be called motion with full confidence). Batches half still, half moved; augmentation: in-plane
   zoom/rotation/shift, gamma, Rician noise in 30 % of images (so noise alone is not motion).
 - Adam lr 1e-3 with cosine decay, batch 32, {training['epochs_run']} epochs; kept epoch
@@ -87,26 +87,25 @@ def _span(history: list[dict], key: str, digits: int) -> str:
     return f"{min(values):.{digits}f}-{max(values):.{digits}f}"
 
 
-def _psf_line(sim: dict) -> str:
-    """The training bullet on smoothing, for models trained with a wider PSF (cache v3)."""
-    share = sim.get("psf_fraction", 0.0)
-    if not share:
-        return ""
-    return (f"- Sharpness varied: in {share:.0%} of each scan's pairs after the first, both twins "
-            "are first smoothed by a wider point-spread function (k-space apodised by a Fermi "
-            "filter to 1-2.25x the voxel size per axis, `bids_qc.training.slab.psf`), so a "
-            "smoother scanner is not motion.\n")
+# training variations applied to both twins of a share of the pairs: (manifest key, bullet text)
+VARIATIONS = (
+    ("psf_fraction", "Sharpness varied: in {share:.0%} of each scan's pairs after the first, both twins "
+     "are first smoothed by a wider point-spread function (k-space apodised by a Fermi filter to "
+     "1-2.25x the voxel size per axis, `bids_qc.training.slab.psf`), so a smoother scanner is not "
+     "motion."),
+    ("denoise_fraction", "Vendor filtering varied: in {share:.0%} of each scan's pairs after the "
+     "first, both twins are filtered alike after the motion (3x3x3 median or anisotropic diffusion, "
+     "blended with the unfiltered image, `bids_qc.training.slab.denoise`), so an edge-preserving "
+     "filter is not motion."),
+    ("air_floor_fraction", "Air varied: in {share:.0%} of the training pairs, both twins' air is "
+     "raised to one smooth floor of 0.5-5 % of the bright level (`augment.air_floor`), as scanners "
+     "that store filtered air leave it, so a non-zero background is not motion."),
+)
 
 
-def _denoise_line(sim: dict) -> str:
-    """The training bullet on vendor-like filtering, for models trained with denoised twins."""
-    share = sim.get("denoise_fraction", 0.0)
-    if not share:
-        return ""
-    return (f"- Vendor filtering varied: in {share:.0%} of each scan's pairs after the first, both "
-            "twins are filtered alike after the motion (3x3x3 median or anisotropic diffusion, "
-            "blended with the unfiltered image, `bids_qc.training.slab.denoise`), so an "
-            "edge-preserving filter is not motion.\n")
+def _variation_lines(sim: dict) -> str:
+    """One training bullet per variation of :data:`VARIATIONS` the model was trained with."""
+    return "".join(f"- {text.format(share=sim[key])}\n" for key, text in VARIATIONS if sim.get(key))
 
 
 def _sites_line(sim: dict, training: dict) -> str:
