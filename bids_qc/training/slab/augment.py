@@ -43,15 +43,20 @@ def tone_curve(x: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
     return out
 
 
+def smooth_field(noise: np.ndarray, sigma) -> np.ndarray:
+    """White ``noise`` Gaussian-filtered by ``sigma`` (pixels, per axis or one for all) and scaled
+    to unit standard deviation: the texture of an air floor."""
+    field = ndimage.gaussian_filter(noise, sigma)
+    return field / max(float(field.std()), 1e-6)
+
+
 def air_floor(x: torch.Tensor, rng: np.random.Generator, fraction: float) -> torch.Tensor:
     """``x`` (N, C, H, W), images in still/moved twin order (0-1, 2-3, ...), with ``fraction`` of
     the pairs given one smooth floor each: every pixel below it is raised to it (air, not head:
     the floor is at most 5 % of the bright level), the same floor for both twins."""
     x = x.clone()
     for pair in np.flatnonzero(rng.random(x.shape[0] // 2) < fraction):
-        blobs = ndimage.gaussian_filter(rng.normal(0, 1, x.shape[1:]),
-                                        (0, *[rng.uniform(*AIR_BLOB_PX)] * 2))
-        blobs = blobs / max(float(blobs.std()), 1e-6)
+        blobs = smooth_field(rng.normal(0, 1, x.shape[1:]), (0, *[rng.uniform(*AIR_BLOB_PX)] * 2))
         level = rng.uniform(*AIR_LEVEL)
         floor = level * np.clip(1 + rng.uniform(*AIR_TEXTURE) * blobs, 0, None)
         floor = torch.from_numpy(floor.astype(np.float32))

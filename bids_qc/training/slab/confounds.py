@@ -30,6 +30,7 @@ from scipy import ndimage
 from bids_qc.scanner_space import add_rician, quantise, resample_to, voxel_sizes
 from bids_qc.slab_detector.detector import SlabDetector, score_stack
 from bids_qc.slab_detector.slices import FOREGROUND_FRACTION, SPACING_MM, to_ras_stack
+from bids_qc.training.slab.augment import smooth_field
 from bids_qc.training.slab.denoise import apply_denoise
 
 BLUR_MM = (1.0, 2.0)
@@ -69,8 +70,7 @@ def air_floor(stack: np.ndarray, level: float, rng: np.random.Generator) -> np.n
     its 99th percentile, varying +-30 % over blobs of a few voxels; the head is unchanged."""
     mask = head_mask(stack)
     ref = float(np.percentile(stack[stack > 0], 99)) if (stack > 0).any() else 0.0
-    blobs = ndimage.gaussian_filter(rng.normal(0, 1, stack.shape).astype(np.float32), 4)
-    floor = level * ref * (1 + 0.3 * blobs / max(float(blobs.std()), 1e-6))
+    floor = level * ref * (1 + 0.3 * smooth_field(rng.normal(0, 1, stack.shape).astype(np.float32), 4))
     return np.where(mask, stack, np.maximum(stack, floor)).astype(np.float32)
 
 
