@@ -216,7 +216,8 @@ def bounding_box(mask: np.ndarray, margin: int = 0) -> tuple[slice, ...]:
     return tuple(box)
 
 
-def _largest_component(mask: np.ndarray) -> np.ndarray:
+def largest_component(mask: np.ndarray) -> np.ndarray:
+    """The largest connected (6-neighbour) component of ``mask`` (``mask`` itself if it has one)."""
     labels, n = ndi.label(mask)
     if n <= 1:
         return mask
@@ -282,7 +283,7 @@ def build_masks(registered: np.ndarray, gm_prior: np.ndarray, wm_prior: np.ndarr
     else:
         air_level = 0.0
     threshold = air_level + HEAD_THRESHOLD_FRACTION * (masks.wm_level - air_level)
-    head = _fill_holes_axial(_largest_component(fov & (smooth > threshold)))
+    head = _fill_holes_axial(largest_component(fov & (smooth > threshold)))
     margin = max(1, int(round(HEAD_MARGIN_MM / priors.spacing_mm)))
     air = region & ~_cube_morphology(head, margin, dilate=True)
 

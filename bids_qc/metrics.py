@@ -58,12 +58,13 @@ from bids_qc.masks import (
     Masks,
     bounding_box,
     build_masks,
+    largest_component,
     load_priors,
     template_affine,
 )
 
 __all__ = ["MetricUndefined", "aes", "compute_metrics", "load_priors", "nd_wgm", "snr",
-           "head_and_air", "snr_native", "sobel_gradient", "tenengrad"]
+           "air_std", "head_and_air", "snr_native", "sobel_gradient", "tenengrad"]
 
 LOGGER = logging.getLogger(__name__)
 NAN = float("nan")
@@ -76,6 +77,8 @@ FOREGROUND_PERCENTILE = 99.0
 PERCENTILE_MAX_VOXELS = 4_000_000
 AIR_SAMPLE_MAX_VOXELS = 300_000
 AIR_MARGIN_MM = 10.0
+NOISY_AIR_KEPT = 0.5  # head_and_air: below this share of the air, the specks are noise
+ZERO_AIR_FRACTION = 1e-4  # air std below this share of the head's mean: zero-filled
 EDGE_HIGH_PERCENTILE = 75.0
 EDGE_LOW_FRACTION = 0.5
 CHUNK_SLICES = 32
@@ -246,13 +249,29 @@ def tenengrad(native: np.ndarray, zooms=(1.0, 1.0, 1.0)) -> float:
 
 def head_and_air(native: np.ndarray, zooms) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(subgrid sample, foreground, air)`` of a native image: the foreground as for Tenengrad,
-    the air = voxels farther than ``AIR_MARGIN_MM`` from the head (foreground closed and
-    hole-filled), on a regular subgrid of <= ``AIR_SAMPLE_MAX_VOXELS`` voxels."""
+    the air = voxels farther than ``AIR_MARGIN_MM`` from anything in the foreground (closed and
+    hole-filled: the head, and bright specks or ghosts in the air), on a regular subgrid of
+    <= ``AIR_SAMPLE_MAX_VOXELS`` voxels.
+
+    In a very noisy scan (white-matter SNR ~25 or less) single air voxels pass the foreground
+    level, and the 10 mm kept around each of them leaves no air to measure the noise in. When
+    that rule keeps less than ``NOISY_AIR_KEPT`` of the air around the head alone (the largest
+    component of the smoothed foreground), the head alone is used: the specks are the noise."""
     sample, step, ref = _subgrid_reference(native, AIR_SAMPLE_MAX_VOXELS)
+    mm = [z * step for z in zooms]
     fg = sample > FOREGROUND_FRACTION * ref
-    head = ndi.binary_fill_holes(ndi.binary_closing(fg, iterations=2) | fg)
-    distance = ndi.distance_transform_edt(~head, sampling=[z * step for z in zooms])
-    return sample, fg, distance > AIR_MARGIN_MM
+    air = _farther_than_margin(fg, mm)
+    smooth = ndi.gaussian_filter(sample, sigma=SMOOTHING_SIGMA_VOXELS)
+    around_head = _farther_than_margin(largest_component(smooth > FOREGROUND_FRACTION * ref), mm)
+    if np.count_nonzero(air) < NOISY_AIR_KEPT * np.count_nonzero(around_head):
+        air = around_head
+    return sample, fg, air
+
+
+def _farther_than_margin(mask: np.ndarray, spacing_mm) -> np.ndarray:
+    """Voxels farther than ``AIR_MARGIN_MM`` from ``mask`` closed (2 iterations) and hole-filled."""
+    closed = ndi.binary_fill_holes(ndi.binary_closing(mask, iterations=2) | mask)
+    return ndi.distance_transform_edt(~closed, sampling=spacing_mm) > AIR_MARGIN_MM
 
 
 def snr_native(native: np.ndarray, zooms=(1.0, 1.0, 1.0)) -> float:
@@ -262,13 +281,23 @@ def snr_native(native: np.ndarray, zooms=(1.0, 1.0, 1.0)) -> float:
     sample, fg, air = head_and_air(native, _zooms(zooms))
     if float(sample.min()) == float(sample.max()):
         raise MetricUndefined("native image is constant (no foreground or air to tell apart)")
-    if np.count_nonzero(air) < MIN_AIR_VOXELS:
-        raise MetricUndefined(f"too little air around the head ({np.count_nonzero(air)} voxels "
+    return float(sample[fg].mean()) / air_std(sample, fg, air)
+
+
+def air_std(sample: np.ndarray, fg: np.ndarray, air: np.ndarray) -> float:
+    """Standard deviation of the air (:func:`head_and_air`'s outputs). Raises
+    :class:`MetricUndefined` when there is too little air, or when the air is zero-filled: its
+    std is zero or below ``ZERO_AIR_FRACTION`` of the foreground mean (a background set to
+    almost-zero by the reconstruction would otherwise read as an SNR of 10^13)."""
+    n_air = np.count_nonzero(air)
+    if n_air < MIN_AIR_VOXELS:
+        raise MetricUndefined(f"too little air around the head ({n_air} voxels "
                               f"farther than {AIR_MARGIN_MM:g} mm from it)")
-    air_std = float(sample[air].std(ddof=1))
-    if air_std == 0:
-        raise MetricUndefined("air std is zero (quantised or zero-filled background)")
-    return float(sample[fg].mean()) / air_std
+    std = float(sample[air].std(ddof=1))
+    if std <= ZERO_AIR_FRACTION * float(sample[fg].mean()):
+        raise MetricUndefined(f"air std is zero or almost ({std:.3g}: quantised or zero-filled "
+                              "background)")
+    return std
 
 
 def _canny_edges(smooth_grad: np.ndarray, region: np.ndarray) -> np.ndarray:

@@ -19,7 +19,7 @@ import SimpleITK as sitk
 
 from bids_qc.grading import grade_from
 from bids_qc.images import from_sitk, load_template, to_sitk
-from bids_qc.metrics import MIN_AIR_VOXELS, MetricUndefined, head_and_air
+from bids_qc.metrics import MetricUndefined, air_std, head_and_air
 
 NOISE_SNR_LIMITS = (52.0, 27.5)  # below the first: grade 1; below the second: grade 2
 RAYLEIGH_STD = np.sqrt(2 - np.pi / 2)  # std of pure Rician (Rayleigh) air noise / sigma
@@ -29,10 +29,11 @@ MIN_WM_VOXELS = 200
 
 def air_sigma(data: np.ndarray, zooms) -> float:
     """Rician sigma of the air around the head; 0 when the air is zero-filled or too small."""
-    sample, _, air = head_and_air(data, zooms)
-    if np.count_nonzero(air) < MIN_AIR_VOXELS:
+    sample, fg, air = head_and_air(data, zooms)
+    try:
+        return air_std(sample, fg, air) / RAYLEIGH_STD
+    except MetricUndefined:
         return 0.0
-    return float(sample[air].std(ddof=1)) / RAYLEIGH_STD
 
 
 def wm_snr(working: sitk.Image, template_to_subject: sitk.Transform) -> float:

@@ -214,6 +214,32 @@ def test_snr_native_is_foreground_over_air_std_and_sees_noise_and_ghosts():
     assert snr_native(image * 7.5, (2, 2, 2)) == pytest.approx(snr_native(image, (2, 2, 2)), rel=1e-4)
 
 
+def test_air_is_kept_in_a_very_noisy_scan_and_snr_keeps_falling():
+    # white-matter SNR 25, 20, 16.7: single air voxels pass the foreground level; the head
+    # mask must not grow a 10 mm ball around each of them until no air is left (it did: the
+    # severely noisy scans of other sites had no SNR at all)
+    from bids_qc.metrics import head_and_air
+
+    air_clean = head_and_air(phantom(noise=1.0), (2, 2, 2))[2].sum()
+    values = []
+    for sigma in (2.0, 4.0, 5.0, 6.0):
+        image = phantom(noise=sigma)
+        assert head_and_air(image, (2, 2, 2))[2].sum() > 0.75 * air_clean
+        values.append(snr_native(image, (2, 2, 2)))
+    assert values == sorted(values, reverse=True)
+    assert values[-1] < 0.35 * values[0]
+
+
+def test_almost_zero_air_is_zero_filled_not_a_huge_snr():
+    from bids_qc.metrics import MetricUndefined
+
+    image = phantom(noise=0.0)
+    air = image == 0
+    image[air] = np.random.default_rng(1).random(air.sum()).astype(np.float32) * 1e-9
+    with pytest.raises(MetricUndefined, match="zero"):
+        snr_native(image, (2, 2, 2))
+
+
 def test_snr_native_works_on_a_slab_and_needs_air():
     from bids_qc.metrics import MetricUndefined
 
