@@ -37,8 +37,10 @@ Where each metric is measured and in which unit (the masks are described in :mod
   1 / (32 x zoom)^2, so rankings at one resolution are identical.
 - ``snr_native`` = mean over F of I / std(air), on the *native* image, unitless, higher = cleaner
   (MRQy's SNR2 idea; no registration needed, so it also judges slabs). F as for Tenengrad; air =
-  voxels farther than 10 mm from the head (F closed and hole-filled). Both are measured on a
-  regular subgrid of <= 300 k voxels. Noise and motion ghosts (which spread along the
+  voxels farther than 10 mm from the head (F closed and hole-filled; in a very noisy scan, where
+  single air voxels pass F's level, the largest component of the smoothed F: :func:`head_and_air`).
+  An air whose std is below 1e-4 of F's mean is zero-filled (NaN with a reason), not an SNR of
+  10^13. Both are measured on a regular subgrid of <= 300 k voxels. Noise and motion ghosts (which spread along the
   phase-encoding direction into the air) raise std(air): on the real motion pairs of
   ``../shared/data/motion_pairs`` it ranks every moving slab below its still twin.
 
