@@ -53,9 +53,11 @@ import logging
 import math
 
 import numpy as np
+import SimpleITK as sitk
 from scipy import ndimage as ndi
 
 from bids_qc.masks import (
+    MAD_TO_SD,
     SMOOTHING_SIGMA_VOXELS,
     Masks,
     bounding_box,
@@ -79,7 +81,9 @@ FOREGROUND_PERCENTILE = 99.0
 PERCENTILE_MAX_VOXELS = 4_000_000
 AIR_SAMPLE_MAX_VOXELS = 300_000
 AIR_MARGIN_MM = 10.0
-NOISY_AIR_KEPT = 0.5  # head_and_air: below this share of the air, the specks are noise
+AIR_FLOOR_SPREADS = 5.0
+NOISY_AIR_KEPT = 0.5
+HEAD_OVER_AIR = 1.5  # head_and_air: below this share of the air, the specks are noise
 ZERO_AIR_FRACTION = 1e-4  # air std below this share of the head's mean: zero-filled
 EDGE_HIGH_PERCENTILE = 75.0
 EDGE_LOW_FRACTION = 0.5
@@ -255,19 +259,38 @@ def head_and_air(native: np.ndarray, zooms) -> tuple[np.ndarray, np.ndarray, np.
     hole-filled: the head, and bright specks or ghosts in the air), on a regular subgrid of
     <= ``AIR_SAMPLE_MAX_VOXELS`` voxels.
 
-    In a very noisy scan (white-matter SNR ~25 or less) single air voxels pass the foreground
-    level, and the 10 mm kept around each of them leaves no air to measure the noise in. When
-    that rule keeps less than ``NOISY_AIR_KEPT`` of the air around the head alone (the largest
-    component of the smoothed foreground), the head alone is used: the specks are the noise."""
+    In a very noisy scan single air voxels pass the foreground level (white-matter SNR ~25 or
+    less), or the whole air does (on a sub-mm grid the magnitude noise floor alone can exceed 10 %
+    of the head's level), and the 10 mm kept around each of them leaves no air to measure the
+    noise in. When that rule keeps less than ``NOISY_AIR_KEPT`` of the air around the head alone,
+    the head alone is used: the largest component of the smoothed image above the foreground
+    level or, if higher, just above the air's noise floor (:func:`_air_floor_level`), provided
+    that head is at least ``HEAD_OVER_AIR`` times brighter than that air (median)."""
     sample, step, ref = _subgrid_reference(native, AIR_SAMPLE_MAX_VOXELS)
     mm = [z * step for z in zooms]
     fg = sample > FOREGROUND_FRACTION * ref
     air = _farther_than_margin(fg, mm)
     smooth = ndi.gaussian_filter(sample, sigma=SMOOTHING_SIGMA_VOXELS)
-    around_head = _farther_than_margin(largest_component(smooth > FOREGROUND_FRACTION * ref), mm)
-    if np.count_nonzero(air) < NOISY_AIR_KEPT * np.count_nonzero(around_head):
+    level = max(FOREGROUND_FRACTION * ref, _air_floor_level(smooth))
+    head = largest_component(smooth > level)
+    around_head = _farther_than_margin(head, mm)
+    if (head.any() and np.count_nonzero(air) < NOISY_AIR_KEPT * np.count_nonzero(around_head)
+            and np.median(sample[head]) > HEAD_OVER_AIR * np.median(sample[around_head])):
         air = around_head
     return sample, fg, air
+
+
+def _air_floor_level(smooth: np.ndarray) -> float:
+    """A level just above the air's noise floor in a smoothed image: the median of the voxels
+    below Otsu's threshold (SimpleITK; mostly air) + ``AIR_FLOOR_SPREADS`` robust SDs of them."""
+    otsu = sitk.OtsuThresholdImageFilter()
+    otsu.SetNumberOfHistogramBins(256)
+    otsu.Execute(sitk.GetImageFromArray(np.ascontiguousarray(smooth, dtype=np.float32)))
+    below = smooth[smooth < otsu.GetThreshold()]
+    if below.size == 0:
+        return float(otsu.GetThreshold())
+    median = float(np.median(below))
+    return median + AIR_FLOOR_SPREADS * MAD_TO_SD * float(np.median(np.abs(below - median)))
 
 
 def _farther_than_margin(mask: np.ndarray, spacing_mm) -> np.ndarray:

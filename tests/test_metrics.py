@@ -215,19 +215,20 @@ def test_snr_native_is_foreground_over_air_std_and_sees_noise_and_ghosts():
 
 
 def test_air_is_kept_in_a_very_noisy_scan_and_snr_keeps_falling():
-    # white-matter SNR 25, 20, 16.7: single air voxels pass the foreground level; the head
-    # mask must not grow a 10 mm ball around each of them until no air is left (it did: the
-    # severely noisy scans of other sites had no SNR at all)
+    # white-matter SNR 25 to 10: single air voxels pass the foreground level (10 % of the 99th
+    # percentile), then the whole Rayleigh floor does (as on a sub-mm grid); the head mask must
+    # not grow a 10 mm ball around each of them until no air is left (it did: the severely noisy
+    # scans of four other sites had no SNR at all)
     from bids_qc.metrics import head_and_air
 
     air_clean = head_and_air(phantom(noise=1.0), (2, 2, 2))[2].sum()
     values = []
-    for sigma in (2.0, 4.0, 5.0, 6.0):
+    for sigma in (2.0, 4.0, 5.0, 6.0, 10.0):
         image = phantom(noise=sigma)
         assert head_and_air(image, (2, 2, 2))[2].sum() > 0.75 * air_clean
         values.append(snr_native(image, (2, 2, 2)))
     assert values == sorted(values, reverse=True)
-    assert values[-1] < 0.35 * values[0]
+    assert values[-1] < 0.25 * values[0]
 
 
 def test_almost_zero_air_is_zero_filled_not_a_huge_snr():
