@@ -57,6 +57,7 @@ def record_to_row(record: dict) -> dict:
     row["slab_motion_score"] = slab.get("score")
     row["slab_motion"] = slab.get("motion")
     row["slab_motion_threshold"] = slab.get("threshold")
+    row["slab_motion_fused"] = slab.get("fused")
     for metric in METRICS:
         row[metric] = metrics.get(metric)
     row["measured_noise_grade"] = record.get("measured_noise_grade")
@@ -76,8 +77,9 @@ def records_to_table(records: list[dict]):
     then any other), ``site, manufacturer, manufacturers_model_name, magnetic_field_strength``
     (the record's ``bids_meta``, tesla), ``status, error, error_stage, tier, cannot_judge`` (why an ok scan got no
     verdict, see :mod:`bids_qc.judgeable`), ``grade_<artefact>`` x3,
-    ``p_<detector>`` x6, ``slab_motion_score, slab_motion, slab_motion_threshold`` (the slab
-    motion detector's probability, verdict and threshold), the metrics, ``n_warnings, model_id, model_trained, qc_json``.
+    ``p_<detector>`` x6, ``slab_motion_score, slab_motion, slab_motion_threshold,
+    slab_motion_fused`` (the slab motion detector's probability, verdict, threshold, and whether
+    the verdict was read into the motion grade), the metrics, ``n_warnings, model_id, model_trained, qc_json``.
 
     Returns a pandas DataFrame (grades and tier as nullable integers).
     """
@@ -94,6 +96,7 @@ def records_to_table(records: list[dict]):
     for column in list(CORE_ENTITIES) + extra + ["site", "manufacturer", "manufacturers_model_name"]:
         table[column] = table[column].astype("string")
     table["slab_motion"] = table["slab_motion"].astype("boolean")
+    table["slab_motion_fused"] = table["slab_motion_fused"].astype("boolean")
     return table
 
 

@@ -17,7 +17,7 @@ from bids_qc.judgeable import negative_background, set_cannot_judge
 from bids_qc.models import DetectorBundle
 from bids_qc.preprocessing import ModelGrid, preprocess
 from bids_qc.record import DETECTORS, METRICS, new_record, set_error
-from bids_qc.verdict import Verdict, assess_volume
+from bids_qc.verdict import Verdict, assess_volume, slab_verdict_to_fuse
 
 LOGGER = logging.getLogger(__name__)
 
@@ -117,10 +117,16 @@ def assess_scan(path, bundle: DetectorBundle, *, omp_nthreads: int = 1,
         if refusal:
             LOGGER.warning("%s: cannot judge: %s", path, refusal)
             out.model_input = None  # nothing the group level may re-score either
+        if slab is not None and not refusal:  # before the detectors: its verdict may be fused
+            stage = "slab motion"
+            t = time.perf_counter()
+            _slab_motion(slab, pre, record)
+            record["timings"]["slab_motion"] = round(time.perf_counter() - t, 4)
         if pre.model_input is not None and not refusal:
             stage = "inference"
             t = time.perf_counter()
-            verdict = assess_volume(bundle, pre.model_input, wm_snr=wm_snr)
+            verdict = assess_volume(bundle, pre.model_input, wm_snr=wm_snr,
+                                    slab_motion=slab_verdict_to_fuse(record.get("slab_motion")))
             record.update(verdict.record_fields())
             record["timings"]["inference"] = round(time.perf_counter() - t, 4)
             if want_images:
@@ -128,11 +134,6 @@ def assess_scan(path, bundle: DetectorBundle, *, omp_nthreads: int = 1,
                 x = torch.from_numpy(pre.model_input)[None, None]
                 out.saliency = _saliency(bundle, x, verdict)
                 record["timings"]["saliency"] = round(time.perf_counter() - t, 4)
-        if slab is not None and not refusal:
-            stage = "slab motion"
-            t = time.perf_counter()
-            _slab_motion(slab, pre, record)
-            record["timings"]["slab_motion"] = round(time.perf_counter() - t, 4)
         stage = "metrics"
         t = time.perf_counter()
         _metrics(pre, record)

@@ -91,15 +91,24 @@ def verdict(probs: dict, thresholds: dict, stds: dict | None = None,
                    needs_review=needs_review, measured_noise_grade=measured)
 
 
-def assess_volume(bundle, volume, wm_snr: float | None = None) -> Verdict:
+def slab_verdict_to_fuse(slab_record: dict | None) -> bool | None:
+    """The slab verdict to read into the motion grade: the record's ``motion`` when its model
+    asks for fusion (``fused``), else None (the 3D detectors' grade stands)."""
+    if not slab_record or not slab_record.get("fused"):
+        return None
+    return slab_record.get("motion")
+
+
+def assess_volume(bundle, volume, wm_snr: float | None = None,
+                  slab_motion: bool | None = None) -> Verdict:
     """Run ``bundle`` (a :class:`~bids_qc.models.DetectorBundle`) on one model-grid volume
     (``(D, H, W)`` float32 array or tensor, as :func:`bids_qc.preprocessing.preprocess` makes it)
-    and return the verdict at the bundle's thresholds (``wm_snr``: :func:`verdict`); the std
-    term only for an ensemble."""
+    and return the verdict at the bundle's thresholds (``wm_snr``, ``slab_motion``:
+    :func:`verdict`); the std term only for an ensemble."""
     import torch
 
     x = torch.as_tensor(np.asarray(volume))[None, None]
     mean, std = bundle.predict(x)
     probs = {d: float(mean[d][0]) for d in DETECTORS}
     stds = {d: float(std[d][0]) for d in DETECTORS} if len(bundle.members) > 1 else None
-    return verdict(probs, bundle.thresholds, stds, wm_snr)
+    return verdict(probs, bundle.thresholds, stds, wm_snr, slab_motion)

@@ -59,14 +59,22 @@ class SlabDetector:
     def threshold(self) -> float:
         return float(self.manifest["threshold"])
 
+    @property
+    def fuses_motion_grade(self) -> bool:
+        """Whether the app reads this model's verdict into the motion grade
+        (:func:`bids_qc.verdict.slab_fused_motion`): only a model whose manifest says so
+        (``"fuse_into_motion_grade": true``), as its shipping rule decided."""
+        return bool(self.manifest.get("fuse_into_motion_grade", False))
+
     def assess(self, data: np.ndarray, affine: np.ndarray) -> dict:
-        """``{"model_id", "score", "threshold", "motion", "n_triplets", "note"}`` for one volume.
+        """``{"model_id", "score", "threshold", "motion", "n_triplets", "note", "fused"}`` for one
+        volume (``fused``: :attr:`fuses_motion_grade`).
 
         Voxels coarser than :data:`MAX_VOXEL_MM` get a score but ``motion`` None (see there). A
         slab that is thin along another axis than left-right (axial or coronal) is not scored: the
         network reads sagittal slices, and such a slab shows it only thin strips of head."""
         out = {"model_id": self.model_id, "score": None, "threshold": self.threshold,
-               "motion": None, "n_triplets": 0, "note": None}
+               "motion": None, "n_triplets": 0, "note": None, "fused": self.fuses_motion_grade}
         extent = ras_extent_mm(data.shape, affine)
         thin = int(np.argmin(extent))
         if extent[thin] < MIN_EXTENT_MM and thin != 0:

@@ -127,10 +127,10 @@ def _tier_before_after(rated, table, parent, oof) -> dict:
         grades = {a: int(getattr(row, a)) for a in ARTEFACTS}
         true.append(tier_from_grades(grades))
         pb = {d: float(parent_p.loc[row.bids_name, f"p_{d}"]) for d in DETECTORS}
-        snr = _wm_snr(parent_p, row.bids_name)
-        before.append(verdict(pb, parent.thresholds, wm_snr=snr).tier)
+        snr, slab = _wm_snr(parent_p, row.bids_name), _slab_motion(parent_p, row.bids_name)
+        before.append(verdict(pb, parent.thresholds, wm_snr=snr, slab_motion=slab).tier)
         pa = {d: oof.get(d, {}).get(row.bids_name, pb[d]) for d in DETECTORS}
-        after.append(verdict(pa, parent.thresholds, wm_snr=snr).tier)
+        after.append(verdict(pa, parent.thresholds, wm_snr=snr, slab_motion=slab).tier)
     true, before, after = map(np.array, (true, before, after))
     return {"n_scans": int(len(true)), "before": tier_scores(true, before),
             "after": tier_scores(true, after)}
@@ -144,11 +144,23 @@ def _wm_snr(by_name: pd.DataFrame, name: str) -> float | None:
     return None if pd.isna(value) else float(value)
 
 
+def _slab_motion(by_name: pd.DataFrame, name: str) -> bool | None:
+    """The scan's slab verdict from the group table when the app read it into the motion grade
+    (``slab_motion_fused``, :func:`bids_qc.verdict.slab_verdict_to_fuse`), else None."""
+    if "slab_motion_fused" not in by_name:
+        return None
+    fused, motion = by_name.loc[name, "slab_motion_fused"], by_name.loc[name, "slab_motion"]
+    if pd.isna(fused) or not fused or pd.isna(motion):
+        return None
+    return bool(motion)
+
+
 def rescore(table: pd.DataFrame, inputs: dict, bundle: DetectorBundle) -> pd.DataFrame:
     """The verdict of ``bundle`` on every scan of ``table`` with an input, as new columns
     (index aligned with ``table``; missing where a scan has no input)."""
     by_name = table.set_index("bids_name")
-    verdicts = {name: assess_volume(bundle, inputs[name], wm_snr=_wm_snr(by_name, name))
+    verdicts = {name: assess_volume(bundle, inputs[name], wm_snr=_wm_snr(by_name, name),
+                                    slab_motion=_slab_motion(by_name, name))
                 for name in table["bids_name"] if name in inputs}
 
     def column(get):
