@@ -1,19 +1,49 @@
 """Combine trained slab model folders into one whose verdict is motion only when every member
 says motion at its own threshold (bids_qc.slab_detector.detector.save_agreeing_detector).
 
-    python scripts/agree_slab_models.py OUT_DIR --model-id slab-motion-agree-v1 MEMBER_DIR MEMBER_DIR ...
+    python scripts/agree_slab_models.py OUT_DIR --model-id slab-motion-agree-v1 MEMBER_DIR MEMBER_DIR ... \
+        [--fuse-into-motion-grade]
 
 The members must hold out the same IXI subjects (the benchmarks read them from the manifest).
 The new folder scores like any slab model (`bids_qc run ... --slab-model-dir OUT_DIR`,
 `benchmarks/bench_slab_sites.py --model-dir OUT_DIR`); its threshold is 0.5 on the combined score.
+``--fuse-into-motion-grade`` writes ``"fuse_into_motion_grade": true`` in the manifest: the app then
+lets the folder's verdict set the 3D motion grade (bids_qc.verdict.slab_fused_motion); give it
+only when a shipping rule has passed for this combination (benchmarks/SHIPPING_RULE_slab_fusion.md).
+The manifest records this command and each member's training command.
+``--heldout-cache`` (a slab cache folder of ``bids-qc-train-slab``, e.g. a member's) and
+``--real-pairs`` write heldout_benchmark.json, as training does: the combined verdict on the cached
+still/moved pairs of the held-out IXI subjects, and on the real motion pairs.
 """
 from __future__ import annotations
 
 import argparse
+import json
+import shlex
 import sys
 from pathlib import Path
 
 from bids_qc.slab_detector.detector import load_detector, save_agreeing_detector
+
+
+def write_heldout_benchmark(folder: Path, test_subjects, cache: Path | None, pairs: Path | None) -> None:
+    from bids_qc.training.slab import evaluation
+    from bids_qc.training.slab.train import load_stacks
+
+    detector = load_detector(folder)
+    held = real = None
+    if cache:
+        paths = {p.stem.removeprefix("sub-"): p for p in sorted(cache.glob("sub-*.npz"))}
+        stacks = load_stacks(paths, test_subjects)
+        if not stacks:
+            raise SystemExit(f"none of the held-out subjects is cached in {cache}")
+        held = evaluation.simulated(detector, stacks)
+    if pairs:
+        real = evaluation.real_pairs(detector, pairs)
+    (folder / "heldout_benchmark.json").write_text(json.dumps(
+        {"simulated": held and held["table"], "real_pairs": real and real["summary"],
+         "heldout_cache": cache and cache.name}, indent=2) + "\n")
+    print(evaluation.format_tables(held, real))
 
 
 def main(argv=None) -> int:
@@ -21,6 +51,10 @@ def main(argv=None) -> int:
     p.add_argument("out_dir", type=Path)
     p.add_argument("members", type=Path, nargs="+")
     p.add_argument("--model-id", required=True)
+    p.add_argument("--fuse-into-motion-grade", action="store_true",
+                   help="the app fuses this folder's verdict into the 3D motion grade")
+    p.add_argument("--heldout-cache", type=Path, help="slab cache folder holding the held-out subjects")
+    p.add_argument("--real-pairs", type=Path, help="folder with labels.tsv of real motion pairs")
     args = p.parse_args(argv)
     members = [load_detector(m) for m in args.members]
     tests = {tuple(m.manifest["training"]["test_subjects"]) for m in members}
@@ -30,9 +64,15 @@ def main(argv=None) -> int:
     training = {"test_subjects": list(tests.pop()),
                 "extra_training_scans": sorted({s for m in members
                                                 for s in m.manifest["training"].get("extra_training_scans", [])})}
-    folder = save_agreeing_detector(args.out_dir, members, model_id=args.model_id,
-                                    extra={"training": training})
+    command = "python scripts/agree_slab_models.py " + " ".join(
+        shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
+    extra = {"command": command, "training": training}
+    if args.fuse_into_motion_grade:
+        extra["fuse_into_motion_grade"] = True
+    folder = save_agreeing_detector(args.out_dir, members, model_id=args.model_id, extra=extra)
     print(f"wrote {folder}: motion when all of {', '.join(m.model_id for m in members)} say motion")
+    if args.heldout_cache or args.real_pairs:
+        write_heldout_benchmark(folder, training["test_subjects"], args.heldout_cache, args.real_pairs)
     return 0
 
 

@@ -17,6 +17,7 @@ from bids_qc.slab_detector.network import SlabNet
 from bids_qc.training.slab.simulation import apply_motion, sample_motion
 
 PAIRS = DATA / "motion_pairs"
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _marked_volume():
@@ -381,7 +382,13 @@ def test_shipped_slab_model_loads_and_is_documented():
 
     detector = load_detector(DEFAULT_SLAB_MODEL_DIR)
     manifest = detector.manifest
-    assert manifest["trained"] is True and manifest["command"].startswith("bids-qc-train-slab")
+    assert manifest["trained"] is True
+    # a single network says how it was trained; an agreement, how it was combined and how each
+    # member was trained
+    commands = [m["command"] for m in manifest.get("members", [])] or [manifest["command"]]
+    assert commands and all(c.startswith("bids-qc-train-slab ") for c in commands)
+    if "members" in manifest:
+        assert manifest["command"].startswith("python scripts/agree_slab_models.py ")
     assert 0.0 < detector.threshold < 1.0
     assert (DEFAULT_SLAB_MODEL_DIR / "MODEL_CARD.md").is_file()
     bench = json.loads((DEFAULT_SLAB_MODEL_DIR / "heldout_benchmark.json").read_text())
@@ -570,6 +577,35 @@ def test_agreeing_members_flag_only_when_all_do(tmp_path):
         assert out["motion"] is all(says) and both.threshold == 0.5
         margins = [logit(score) - logit(m.threshold) for score, m in zip(scores, members)]
         assert logit(out["score"]) == pytest.approx(min(margins), abs=2e-3)
+
+
+def test_agree_script_records_its_command_and_the_fusion_flag(tmp_path):
+    """scripts/agree_slab_models.py writes a folder that says how it was made (its own command and
+    each member's training command) and asks for fusion only when told to."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("agree", ROOT / "scripts" / "agree_slab_models.py")
+    agree = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(agree)
+    torch.manual_seed(0)
+    training = {"training": {"test_subjects": ["IXI002"]}}
+    members = [str(save_detector(tmp_path / f"m{i}", SlabNet().eval(), model_id=f"m{i}", threshold=0.3,
+                                 extra={**training, "command": f"bids-qc-train-slab data m{i}"}))
+               for i in range(2)]
+    assert agree.main([str(tmp_path / "plain"), "--model-id", "p", *members]) == 0
+    plain = load_detector(tmp_path / "plain")
+    assert not plain.fuses_motion_grade and "fuse_into_motion_grade" not in plain.manifest
+    assert agree.main([str(tmp_path / "fused"), "--model-id", "f", *members, "--fuse-into-motion-grade"]) == 0
+    fused = load_detector(tmp_path / "fused")
+    assert fused.fuses_motion_grade and fused.manifest["model_id"] == "f"
+    assert fused.manifest["command"].startswith("python scripts/agree_slab_models.py ")
+    assert "--fuse-into-motion-grade" in fused.manifest["command"]
+    assert [m["command"] for m in fused.manifest["members"]] == ["bids-qc-train-slab data m0",
+                                                                 "bids-qc-train-slab data m1"]
+    other = str(save_detector(tmp_path / "o", SlabNet().eval(), model_id="o", threshold=0.3,
+                              extra={"training": {"test_subjects": ["IXI012"]}}))
+    assert agree.main([str(tmp_path / "bad"), "--model-id", "b", members[0], other]) == 1
+    assert not (tmp_path / "bad").exists()
 
 
 def test_air_floor_raises_the_air_of_both_twins_alike_and_leaves_the_head():

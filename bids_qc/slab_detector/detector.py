@@ -178,7 +178,8 @@ def save_agreeing_detector(folder, members: list[SlabDetector], *, model_id: str
         specs.append({"model_id": member.model_id, "file": name, "threshold": member.threshold,
                       "input": member.manifest["input"],
                       "network": member.manifest.get("network", {"norm": "batch"}),
-                      "source_sha256": member.manifest["files"]})
+                      "source_sha256": member.manifest["files"],
+                      "command": member.manifest.get("command")})
     manifest = {"model_id": model_id, "architecture": ARCHITECTURE, "trained": True,
                 "input": members[0].manifest["input"], "members": specs,
                 "rule": "motion only when every member says motion at its own threshold",
