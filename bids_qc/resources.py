@@ -11,7 +11,7 @@ from importlib.resources import files
 from pathlib import Path
 
 DEFAULT_MODEL = "conv5fc3-ixi-v2.6"
-DEFAULT_SLAB_MODEL = "slab-motion-ixi-v1"
+DEFAULT_SLAB_MODEL = "slab-motion-agree-v1"
 
 
 def data_path(*parts: str) -> Path:

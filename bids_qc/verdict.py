@@ -13,6 +13,11 @@ in the model's manifest (:attr:`bids_qc.models.DetectorBundle.thresholds`), neve
   < 27.5 severe) when it could be measured. The detectors alone missed scanner-space noise on
   other scanners (balanced accuracy 50 % on held-out sites); with the measurement, tier 1+2 vs 3
   rose from 64 to 86 % there (``benchmarks/bench_scanner_space.py``, model card).
+- Motion: when the slab motion model's manifest asks for it (``fuse_into_motion_grade``; the
+  shipped ``slab-motion-agree-v1`` does), its verdict on the native sagittal slices is read into
+  the grade (:func:`slab_fused_motion`). The 3D detectors alone were near chance on motion made in
+  other scanners' space (moderate 48 % on held-out sites); fused, 73 %, and tier 1 vs 2 there rose
+  from 36 to 83 % (seed 2034, ``benchmarks/SHIPPING_RULE_slab_fusion.md``).
 - ``uncertainty`` (bits, summed decision entropy at each detector's threshold) and
   ``needs_review``: :func:`bids_qc.review_priority.scan_review`, the one definition.
 """

@@ -73,9 +73,9 @@ def demo_assessment(bids_name: str, *, native=None, zooms=(2.0, 2.0, 2.0), error
                                registered=None, saliency={})
     t1 = _template("T1w")
     if slab is not None:  # 20 sagittal slices: no tier, the slab detector's verdict only
-        record["slab_motion"] = {"model_id": "slab-motion-ixi-v1", "score": slab["score"],
+        record["slab_motion"] = {"model_id": "slab-motion-agree-v1", "score": slab["score"],
                                  "threshold": SLAB_THRESHOLD, "motion": slab["score"] >= SLAB_THRESHOLD,
-                                 "n_triplets": 8, "note": None}
+                                 "n_triplets": 8, "note": None, "fused": True}
         record["warnings"].append("partial coverage: 40 mm left-right; the six detectors need a whole head")
         native = t1[35:55]
         return SimpleNamespace(record=record, native=native, native_zooms=(2.0, 2.0, 2.0),
@@ -85,8 +85,9 @@ def demo_assessment(bids_name: str, *, native=None, zooms=(2.0, 2.0, 2.0), error
     model_input = model_input.astype(np.float32)[:64, :80, :64]
     probs = probabilities or {d: float(p) for d, p in zip(DETECTORS, rng.uniform(0, 1, 6), strict=False)}
     record.update(verdict(probs, thresholds).record_fields())
-    record["slab_motion"] = {"model_id": "slab-motion-ixi-v1", "score": float(rng.uniform(0, 0.4)),
-                             "threshold": SLAB_THRESHOLD, "motion": False, "n_triplets": 60, "note": None}
+    record["slab_motion"] = {"model_id": "slab-motion-agree-v1", "score": float(rng.uniform(0, 0.4)),
+                             "threshold": SLAB_THRESHOLD, "motion": False, "n_triplets": 60, "note": None,
+                             "fused": True}
     record["metrics"] = {"snr": float(rng.uniform(8, 30)), "nd_wgm": float(rng.uniform(0.1, 0.4)),
                          "aes": float(rng.uniform(0.2, 0.6)), "tenengrad": float(rng.uniform(1, 5))}
     record["metrics_notes"] = {}

@@ -96,10 +96,11 @@ def test_good_records(app_run):
         assert record["bids_meta"] == dict.fromkeys(
             ("Manufacturer", "ManufacturersModelName", "MagneticFieldStrength", "site"))
         slab = record["slab_motion"]
-        assert slab["model_id"] == "slab-motion-ixi-v1" and 0.0 <= slab["score"] <= 1.0
+        assert slab["model_id"] == "slab-motion-agree-v1" and 0.0 <= slab["score"] <= 1.0
         assert slab["n_triplets"] > 10
         # this dataset's 4 mm voxels: scored, but no verdict (coarser than MAX_VOXEL_MM)
         assert slab["motion"] is None and slab["note"].startswith("no verdict: 4.0 mm voxels")
+        assert slab["fused"] is True  # the shipped slab model asks; without a verdict the 3D grade stands
 
 
 def test_broken_record(app_run):

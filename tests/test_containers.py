@@ -165,7 +165,7 @@ def test_dockerignore_sends_what_the_build_copies_and_nothing_else():
     for needed in ("pyproject.toml", "version", "README.md", "bids_qc/__init__.py",
                    "bids_qc/data/tpl-MNI152NLin2009aSym_res-2_T1w.nii.gz",
                    "bids_qc/data/models/conv5fc3-ixi-v2.6/weights.safetensors",
-                   "bids_qc/data/models/slab-motion-ixi-v1/weights.safetensors",
+                   "bids_qc/data/models/slab-motion-agree-v1/member-1.safetensors",
                    "bids_qc/data/templates/participant.html.j2", "build/stage/torch.whl"):
         assert not dockerignore_excludes(patterns, needed), f"{needed} would be left out"
     for unwanted in (".git/config", "tests/test_app.py", "examples/ixi_mini/README", "run.py",

@@ -57,7 +57,7 @@ def assessment(bids_name="sub-01_ses-1_run-1_T1w", *, error=False, warnings=(), 
                   preprocessing={"registration": {"cost": 0.18, "transform": np.eye(4)}, "n4": True},
                   timings={"load": 0.01, "inference": 0.2},
                   slab_motion={"model_id": "slab-test-v1", "score": 0.8123, "threshold": 0.42,
-                               "motion": True, "n_triplets": 57})
+                               "motion": True, "n_triplets": 57, "fused": True})
     model_input = np.clip(head(model_shape, rng) / 100, 0, 1)
     positives = [d for d, p in PROBS.items() if p >= 0.5] if positives is None else positives
     blob = np.zeros(model_shape, np.float32)
@@ -122,6 +122,7 @@ def test_participant_report_shows_everything():
     slab = text[text.index('id="slab-motion"'):]
     slab = slab[:slab.index("</table>")]
     assert "0.812" in slab and "<strong>motion</strong>" in slab and "57" in slab and "slab-test-v1" in slab
+    assert re.search(r"read into the motion grade</th><td>yes<", slab)
     assert "untrained" in section(text, "verdict") or "untrained" in text.split('id="verdict"')[0]
     # two mosaics x three orientations, embedded
     images = section(text, "images")

@@ -7,6 +7,7 @@ import pytest
 
 from bids_qc.config import DEFAULT_MODEL_DIR
 from bids_qc.models import load_bundle
+from bids_qc.resources import model_dir
 from bids_qc.scan import assess_scan
 from bids_qc.slab_detector.detector import load_detector, save_detector
 from bids_qc.verdict import slab_fused_motion
@@ -16,7 +17,7 @@ SCAN = ROOT / "examples" / "ixi_mini" / "sub-IXI012" / "anat" / "sub-IXI012_T1w.
 
 
 def _slab(tmp_path, threshold: float, fuse: bool):
-    shipped = load_detector()
+    shipped = load_detector(model_dir("slab-motion-ixi-v1"))  # one network, re-saved at a threshold
     extra = {"fuse_into_motion_grade": True} if fuse else {}
     name = f"slab-{threshold}-{fuse}"
     return load_detector(save_detector(tmp_path / name, shipped.net, model_id=name,
