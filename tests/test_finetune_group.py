@@ -178,3 +178,27 @@ def test_review_queue_flags_a_fraction_by_information():
     # scans far from every threshold are never flagged, even at the top of the queue
     calm = review_queue(["x", "y"], [0.2, 0.1])
     assert not calm["needs_review"].any() and calm["review_rank"].tolist() == [1, 2]
+
+
+def test_rescore_reads_the_fused_slab_verdict_and_the_site_one_when_adopted(tmp_path):
+    """Group re-scoring gives the motion grade the participant level would: the slab verdict is
+    read only when the record says it was fused, and the site's adopted verdict replaces the
+    shipped one."""
+    from bids_qc.models import load_bundle
+    from bids_qc.training.finetune_group import rescore
+    from bids_qc.verdict import slab_fused_motion
+
+    bundle = load_bundle(make_untrained_bundle(tmp_path / "m", grid=TINY, seed=0))
+    inputs = {f"s{i}": np.random.default_rng(i).uniform(0, 1, TINY.shape).astype(np.float32)
+              for i in range(4)}
+    base = pd.DataFrame({"bids_name": list(inputs), "wm_snr": [np.nan] * 4,
+                         "slab_motion": [True, False, True, pd.NA]})
+    alone = rescore(base, inputs, bundle)["grade_motion_ft"].tolist()
+    fused = rescore(base.assign(slab_motion_fused=[True, True, False, True]), inputs, bundle)
+    expected = [slab_fused_motion(alone[0], True), slab_fused_motion(alone[1], False), alone[2], alone[3]]
+    assert fused["grade_motion_ft"].tolist() == expected
+    assert fused["grade_motion_ft"][0] >= 1
+    site = base.assign(slab_motion_fused=[True] * 4, slab_motion_site=[False, True, False, True])
+    by_site = rescore(site, inputs, bundle)["grade_motion_ft"].tolist()
+    assert by_site == [slab_fused_motion(g, s) for g, s in zip(alone, [False, True, False, True], strict=True)]
+    assert by_site[1] >= 1 and by_site[0] in (0, 2)

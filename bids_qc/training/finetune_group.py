@@ -146,10 +146,13 @@ def _wm_snr(by_name: pd.DataFrame, name: str) -> float | None:
 
 def _slab_motion(by_name: pd.DataFrame, name: str) -> bool | None:
     """The scan's slab verdict from the group table when the app read it into the motion grade
-    (``slab_motion_fused``, :func:`bids_qc.verdict.slab_verdict_to_fuse`), else None."""
+    (``slab_motion_fused``, :func:`bids_qc.verdict.slab_verdict_to_fuse`), else None. When the
+    group level adopted the site's own slab threshold (``slab_motion_site``, set before
+    fine-tuning), that verdict is the one read, as the group report's slab flags are."""
     if "slab_motion_fused" not in by_name:
         return None
-    fused, motion = by_name.loc[name, "slab_motion_fused"], by_name.loc[name, "slab_motion"]
+    column = "slab_motion_site" if "slab_motion_site" in by_name else "slab_motion"
+    fused, motion = by_name.loc[name, "slab_motion_fused"], by_name.loc[name, column]
     if pd.isna(fused) or not fused or pd.isna(motion):
         return None
     return bool(motion)
