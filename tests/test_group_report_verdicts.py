@@ -108,6 +108,11 @@ def test_slab_motion_flags_have_a_card_a_chart_and_a_section(tmp_path):
     assert "1 of the 1 scan without a tier" in section(text, "summary")
     assert "<svg" in text[text.index('id="slab-chart"'):]
     assert re.search(r'id="slab-flag-count">2<', section(text, "slab-motion"))
+    assert slab["n_fused"] == 0 and re.search(r'id="slab-fused">0 of 5 scans<', section(text, "slab-motion"))
+    fused = _table().assign(slab_motion_fused=pd.array([True, True, False, True, True, None], dtype="boolean"))
+    assert group_context(fused, tmp_path / "f.html", tmp_path)["slab"]["n_fused"] == 4
+    text = write_group_report(fused, tmp_path / "f.html", tmp_path).read_text()
+    assert re.search(r'id="slab-fused">4 of 5 scans \(motion makes', section(text, "slab-motion"))
     assert len(re.findall(r'<tr [^>]*data-slab="1"', section(text, "all-scans"))) == 2
 
 

@@ -41,13 +41,15 @@ def decision(df, finetune: dict | None) -> dict:
 def row_verdict(rec: dict, fine_tuned: bool, model: str) -> dict:
     """The verdict a row shows: ``tier`` (tier_info), ``grades``, ``probs``, ``decided_by``
     (the model id), ``shipped`` (the shipped verdict when a fine-tuned one is shown, else
-    None), ``changed`` (fine-tuned tier differs from the shipped one) and ``slab_flag``."""
+    None), ``changed`` (fine-tuned tier differs from the shipped one), ``slab_flag`` and
+    ``slab_fused`` (the slab verdict was read into the motion grade)."""
     shipped = {"tier": tier_info(rec.get("tier")),
                "grades": {a: int_or_none(rec.get(f"grade_{a}")) for a in ARTEFACTS},
                "probs": {d: number_or_none(rec.get(f"p_{d}")) for d in DETECTORS}}
     site = rec.get("slab_motion_site")
     slab_flag = as_bool(site) if "slab_motion_site" in rec else as_bool(rec.get("slab_motion"))
     out = {**shipped, "shipped": None, "changed": False, "slab_flag": slab_flag,
+           "slab_fused": as_bool(rec.get("slab_motion_fused")) is True,
            "decided_by": "" if is_missing(rec.get("model_id")) else str(rec.get("model_id"))}
     if not fine_tuned or is_missing(rec.get("tier_ft")):
         return out
@@ -60,8 +62,9 @@ def row_verdict(rec: dict, fine_tuned: bool, model: str) -> dict:
 
 
 def slab_summary(rows: list[dict], slab_site: dict | None) -> dict:
-    """Counts of slab-motion flags over the ok ``rows`` (all, and those without a tier), the
-    threshold they use, and the site-threshold choice made on the ratings, for the report."""
+    """Counts of slab-motion flags over the ok ``rows`` (all, and those without a tier), how many
+    scans had the verdict read into their motion grade (``n_fused``), the threshold they use, and
+    the site-threshold choice made on the ratings, for the report."""
     ok = [r for r in rows if r["status"] == "ok"]
     no_tier = [r for r in ok if r["tier"]["value"] is None]
 
@@ -83,4 +86,5 @@ def slab_summary(rows: list[dict], slab_site: dict | None) -> dict:
                   "ba_site": number_or_none(ba.get("site_threshold_cross_validated")),
                   "n_rated": site.get("n_rated")}
     return {"all": counts(ok), "no_tier": counts(no_tier), "n_no_tier": len(no_tier),
+            "n_fused": sum(r["slab_fused"] for r in ok), "n_ok": len(ok),
             "threshold": "site" if adopted else "shipped", "choice": choice}
