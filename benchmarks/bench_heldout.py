@@ -16,7 +16,7 @@
    matter's own SNR, mean / SD (MRIQC's snr_wm; the 2.5 mm box holds too little air for the app's
    air-based SNR).
 3. Real motion (motion_pairs): what the app says for each slab and how the slab motion detector
-   (the app's network for slabs, ``models/slab-motion-ixi-v1``) and the native-space metrics
+   (the app's detector for slabs, ``models/slab-motion-agree-v1``) and the native-space metrics
    (snr_native, Tenengrad) rank the moving slab against the still one of the same subject.
 4. Bright-tail invariance: each held-out clean scan with its intensities above the reference level
    compressed (x0.5) or stretched (x2) - brighter or dimmer vessels, no artefact - and how many

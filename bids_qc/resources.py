@@ -23,7 +23,7 @@ def data_path(*parts: str) -> Path:
 
 
 def model_dir(name: str = DEFAULT_MODEL) -> Path:
-    """Folder of a model shipped with the package, e.g. ``model_dir("slab-motion-ixi-v1")``."""
+    """Folder of a model shipped with the package, e.g. ``model_dir("slab-motion-agree-v1")``."""
     return data_path("models", name)
 
 
