@@ -11,9 +11,11 @@ The new folder scores like any slab model (`bids_qc run ... --slab-model-dir OUT
 lets the folder's verdict set the 3D motion grade (bids_qc.verdict.slab_fused_motion); give it
 only when a shipping rule has passed for this combination (benchmarks/SHIPPING_RULE_slab_fusion.md).
 The manifest records this command and each member's training command.
-``--heldout-cache`` (a slab cache folder of ``bids-qc-train-slab``, e.g. a member's) and
-``--real-pairs`` write heldout_benchmark.json, as training does: the combined verdict on the cached
-still/moved pairs of the held-out IXI subjects, and on the real motion pairs.
+``--heldout-ixi`` (the IXI BIDS folder; simulates the held-out subjects' still/moved pairs with
+``--heldout-seed``, no site or PSF variation, into ``--cache-dir``) or ``--heldout-cache`` (a slab
+cache folder of ``bids-qc-train-slab``, e.g. a member's), and ``--real-pairs``, write
+heldout_benchmark.json as training does: the combined verdict on the still/moved pairs of the
+held-out IXI subjects, and on the real motion pairs.
 """
 from __future__ import annotations
 
@@ -24,6 +26,19 @@ import sys
 from pathlib import Path
 
 from bids_qc.slab_detector.detector import load_detector, save_agreeing_detector
+
+
+def simulate_heldout(ixi: Path, subjects, cache_dir: Path, seed: int, variants: int) -> Path:
+    """Cache ``variants`` still/moved pairs of each held-out IXI subject (training simulator, plain
+    acquisitions: no site or PSF variation); returns the cache folder."""
+    from bids_qc.training.cache import find_t1w
+    from bids_qc.training.slab.cache import build_cache
+
+    scans = [(s, p) for s, p in find_t1w(ixi) if s in set(subjects)]
+    paths = build_cache(scans, cache_dir, variants, seed, nprocs=2, p_site=0.0, p_psf=0.0)
+    if not paths:
+        raise SystemExit(f"none of the held-out subjects was found in {ixi}")
+    return next(iter(paths.values())).parent
 
 
 def write_heldout_benchmark(folder: Path, test_subjects, cache: Path | None, pairs: Path | None) -> None:
@@ -54,6 +69,11 @@ def main(argv=None) -> int:
     p.add_argument("--fuse-into-motion-grade", action="store_true",
                    help="the app fuses this folder's verdict into the 3D motion grade")
     p.add_argument("--heldout-cache", type=Path, help="slab cache folder holding the held-out subjects")
+    p.add_argument("--heldout-ixi", type=Path, help="IXI BIDS folder: simulate the held-out subjects here")
+    p.add_argument("--heldout-seed", type=int, default=1234, help="simulation seed (training used 0)")
+    p.add_argument("--heldout-variants", type=int, default=12, help="still/moved pairs per subject")
+    p.add_argument("--cache-dir", type=Path, default=Path("slab_heldout_cache"),
+                   help="where --heldout-ixi caches its pairs")
     p.add_argument("--real-pairs", type=Path, help="folder with labels.tsv of real motion pairs")
     args = p.parse_args(argv)
     members = [load_detector(m) for m in args.members]
@@ -71,8 +91,12 @@ def main(argv=None) -> int:
         extra["fuse_into_motion_grade"] = True
     folder = save_agreeing_detector(args.out_dir, members, model_id=args.model_id, extra=extra)
     print(f"wrote {folder}: motion when all of {', '.join(m.model_id for m in members)} say motion")
-    if args.heldout_cache or args.real_pairs:
-        write_heldout_benchmark(folder, training["test_subjects"], args.heldout_cache, args.real_pairs)
+    cache = args.heldout_cache
+    if args.heldout_ixi:
+        cache = simulate_heldout(args.heldout_ixi, training["test_subjects"], args.cache_dir,
+                                 args.heldout_seed, args.heldout_variants)
+    if cache or args.real_pairs:
+        write_heldout_benchmark(folder, training["test_subjects"], cache, args.real_pairs)
     return 0
 
 

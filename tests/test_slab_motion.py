@@ -602,6 +602,18 @@ def test_agree_script_records_its_command_and_the_fusion_flag(tmp_path):
     assert "--fuse-into-motion-grade" in fused.manifest["command"]
     assert [m["command"] for m in fused.manifest["members"]] == ["bids-qc-train-slab data m0",
                                                                  "bids-qc-train-slab data m1"]
+    # --heldout-ixi: the held-out subjects simulated afresh, then scored into heldout_benchmark.json
+    import nibabel as nib
+
+    anat = tmp_path / "ixi" / "sub-IXI002" / "anat"
+    anat.mkdir(parents=True)
+    head = synthetic_head(shape=(64, 72, 64), zoom=2.0, seed=3)
+    nib.save(head, anat / "sub-IXI002_T1w.nii.gz")
+    assert agree.main([str(tmp_path / "held"), "--model-id", "h", *members, "--heldout-ixi",
+                       str(tmp_path / "ixi"), "--heldout-variants", "2", "--cache-dir", str(tmp_path / "c")]) == 0
+    bench = json.loads((tmp_path / "held" / "heldout_benchmark.json").read_text())
+    assert bench["simulated"]["at_threshold"]["n_moved"] == 2 and bench["real_pairs"] is None
+    assert bench["heldout_cache"].endswith("_seed-1234_site-0_psf-0")
     other = str(save_detector(tmp_path / "o", SlabNet().eval(), model_id="o", threshold=0.3,
                               extra={"training": {"test_subjects": ["IXI012"]}}))
     assert agree.main([str(tmp_path / "bad"), "--model-id", "b", members[0], other]) == 1
