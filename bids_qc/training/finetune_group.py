@@ -34,6 +34,7 @@ from bids_qc.review_priority import review_queue
 from bids_qc.training.evaluate import tier_scores
 from bids_qc.training.finetune import cross_validated_finetune
 from bids_qc.verdict import assess_volume, verdict
+from bids_qc.verdict_counts import slab_flags
 
 LOGGER = logging.getLogger(__name__)
 MIN_RATED = 4
@@ -122,12 +123,13 @@ def _tier_before_after(rated, table, parent, oof) -> dict:
     if len(full) < 2:
         return {}
     parent_p = table.set_index("bids_name")
+    slabs = _fused_slab_verdicts(table)
     true, before, after = [], [], []
     for row in full.itertuples():
         grades = {a: int(getattr(row, a)) for a in ARTEFACTS}
         true.append(tier_from_grades(grades))
         pb = {d: float(parent_p.loc[row.bids_name, f"p_{d}"]) for d in DETECTORS}
-        snr, slab = _wm_snr(parent_p, row.bids_name), _slab_motion(parent_p, row.bids_name)
+        snr, slab = _wm_snr(parent_p, row.bids_name), slabs.get(row.bids_name)
         before.append(verdict(pb, parent.thresholds, wm_snr=snr, slab_motion=slab).tier)
         pa = {d: oof.get(d, {}).get(row.bids_name, pb[d]) for d in DETECTORS}
         after.append(verdict(pa, parent.thresholds, wm_snr=snr, slab_motion=slab).tier)
@@ -144,26 +146,26 @@ def _wm_snr(by_name: pd.DataFrame, name: str) -> float | None:
     return None if pd.isna(value) else float(value)
 
 
-def _slab_motion(by_name: pd.DataFrame, name: str) -> bool | None:
-    """The scan's slab verdict from the group table when the app read it into the motion grade
-    (``slab_motion_fused``, :func:`bids_qc.verdict.slab_verdict_to_fuse`), else None. When the
-    group level adopted the site's own slab threshold (``slab_motion_site``, set before
-    fine-tuning), that verdict is the one read, as the group report's slab flags are."""
-    if "slab_motion_fused" not in by_name:
-        return None
-    column = "slab_motion_site" if "slab_motion_site" in by_name else "slab_motion"
-    fused, motion = by_name.loc[name, "slab_motion_fused"], by_name.loc[name, column]
-    if pd.isna(fused) or not fused or pd.isna(motion):
-        return None
-    return bool(motion)
+def _fused_slab_verdicts(table: pd.DataFrame) -> dict[str, bool]:
+    """``{bids_name: slab verdict}`` of the scans whose verdict the app read into the motion grade
+    (``slab_motion_fused``, :func:`bids_qc.verdict.slab_verdict_to_fuse`); other scans are absent.
+    The verdict is the group level's (:func:`bids_qc.verdict_counts.slab_flags`): the site's own
+    threshold's (``slab_motion_site``, set before fine-tuning) when it was adopted, as in the
+    group report."""
+    if "slab_motion_fused" not in table:
+        return {}
+    flags, _ = slab_flags(table)
+    return {name: bool(flag) for name, fused, flag in zip(table["bids_name"], table["slab_motion_fused"], flags)
+            if not pd.isna(fused) and fused and not pd.isna(flag)}
 
 
 def rescore(table: pd.DataFrame, inputs: dict, bundle: DetectorBundle) -> pd.DataFrame:
     """The verdict of ``bundle`` on every scan of ``table`` with an input, as new columns
     (index aligned with ``table``; missing where a scan has no input)."""
     by_name = table.set_index("bids_name")
+    slabs = _fused_slab_verdicts(table)
     verdicts = {name: assess_volume(bundle, inputs[name], wm_snr=_wm_snr(by_name, name),
-                                    slab_motion=_slab_motion(by_name, name))
+                                    slab_motion=slabs.get(name))
                 for name in table["bids_name"] if name in inputs}
 
     def column(get):
