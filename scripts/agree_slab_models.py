@@ -20,7 +20,6 @@ held-out IXI subjects, and on the real motion pairs.
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 import sys
 from pathlib import Path
@@ -28,36 +27,33 @@ from pathlib import Path
 from bids_qc.slab_detector.detector import load_detector, save_agreeing_detector
 
 
-def simulate_heldout(ixi: Path, subjects, cache_dir: Path, seed: int, variants: int) -> Path:
+def simulate_heldout(ixi: Path, subjects, cache_dir: Path, seed: int, variants: int) -> dict[str, Path]:
     """Cache ``variants`` still/moved pairs of each held-out IXI subject (training simulator, plain
-    acquisitions: no site or PSF variation); returns the cache folder."""
+    acquisitions: no site or PSF variation); returns ``{subject: cached file}``."""
     from bids_qc.training.cache import find_t1w
     from bids_qc.training.slab.cache import build_cache
 
     scans = [(s, p) for s, p in find_t1w(ixi) if s in set(subjects)]
-    paths = build_cache(scans, cache_dir, variants, seed, nprocs=2, p_site=0.0, p_psf=0.0)
-    if not paths:
-        raise SystemExit(f"none of the held-out subjects was found in {ixi}")
-    return next(iter(paths.values())).parent
+    return build_cache(scans, cache_dir, variants, seed, nprocs=2, p_site=0.0, p_psf=0.0)
 
 
-def write_heldout_benchmark(folder: Path, test_subjects, cache: Path | None, pairs: Path | None) -> None:
+def write_heldout_benchmark(folder: Path, test_subjects, cached: dict[str, Path] | None,
+                            pairs: Path | None) -> None:
+    """heldout_benchmark.json of the new folder, as training writes it, plus the cache's name."""
     from bids_qc.training.slab import evaluation
     from bids_qc.training.slab.train import load_stacks
 
     detector = load_detector(folder)
-    held = real = None
-    if cache:
-        paths = {p.stem.removeprefix("sub-"): p for p in sorted(cache.glob("sub-*.npz"))}
-        stacks = load_stacks(paths, test_subjects)
+    held = real = cache_name = None
+    if cached is not None:
+        stacks = load_stacks(cached, test_subjects)
         if not stacks:
-            raise SystemExit(f"none of the held-out subjects is cached in {cache}")
+            raise SystemExit("none of the held-out subjects is cached (or found in the IXI folder)")
         held = evaluation.simulated(detector, stacks)
+        cache_name = next(iter(cached.values())).parent.name
     if pairs:
         real = evaluation.real_pairs(detector, pairs)
-    (folder / "heldout_benchmark.json").write_text(json.dumps(
-        {"simulated": held and held["table"], "real_pairs": real and real["summary"],
-         "heldout_cache": cache and cache.name}, indent=2) + "\n")
+    evaluation.write_heldout_benchmark(folder, held, real, heldout_cache=cache_name)
     print(evaluation.format_tables(held, real))
 
 
@@ -91,12 +87,14 @@ def main(argv=None) -> int:
         extra["fuse_into_motion_grade"] = True
     folder = save_agreeing_detector(args.out_dir, members, model_id=args.model_id, extra=extra)
     print(f"wrote {folder}: motion when all of {', '.join(m.model_id for m in members)} say motion")
-    cache = args.heldout_cache
+    cached = None
     if args.heldout_ixi:
-        cache = simulate_heldout(args.heldout_ixi, training["test_subjects"], args.cache_dir,
-                                 args.heldout_seed, args.heldout_variants)
-    if cache or args.real_pairs:
-        write_heldout_benchmark(folder, training["test_subjects"], cache, args.real_pairs)
+        cached = simulate_heldout(args.heldout_ixi, training["test_subjects"], args.cache_dir,
+                                  args.heldout_seed, args.heldout_variants)
+    elif args.heldout_cache:
+        cached = {p.stem.removeprefix("sub-"): p for p in sorted(args.heldout_cache.glob("sub-*.npz"))}
+    if cached is not None or args.real_pairs:
+        write_heldout_benchmark(folder, training["test_subjects"], cached, args.real_pairs)
     return 0
 
 

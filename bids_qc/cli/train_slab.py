@@ -9,7 +9,6 @@ write the model folder -> evaluate on the held-out subjects (and on real pairs w
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import shlex
 import sys
@@ -139,8 +138,7 @@ def main(argv=None) -> int:
     detector = load_detector(args.out_dir)
     held = evaluation.simulated(detector, load_stacks(paths, test))
     real = evaluation.real_pairs(detector, args.real_pairs) if args.real_pairs else None
-    (args.out_dir / "heldout_benchmark.json").write_text(
-        json.dumps({"simulated": held["table"], "real_pairs": real and real["summary"]}, indent=2) + "\n")
+    evaluation.write_heldout_benchmark(args.out_dir, held, real)
     print(evaluation.format_tables(held, real))
     model_card.main([str(args.out_dir)])
     return 0

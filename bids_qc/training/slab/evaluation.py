@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import nibabel as nib
@@ -87,6 +88,15 @@ def real_pairs(detector: SlabDetector, pairs_dir) -> dict:
     summary["detector"]["flagged_moving"] = sum(bool(r["verdict"]) for r in rows if r["motion"])
     summary["detector"]["flagged_still"] = sum(bool(r["verdict"]) for r in rows if not r["motion"])
     return {"summary": summary, "rows": rows}
+
+
+def write_heldout_benchmark(folder, sim: dict | None, real: dict | None, **extra) -> Path:
+    """A slab model folder's ``heldout_benchmark.json`` (the model card and tests read it): the
+    :func:`simulated` table and the :func:`real_pairs` summary, ``None`` where not run."""
+    path = Path(folder) / "heldout_benchmark.json"
+    path.write_text(json.dumps({"simulated": sim and sim["table"], "real_pairs": real and real["summary"],
+                                **extra}, indent=2) + "\n")
+    return path
 
 
 def format_tables(sim: dict | None, real: dict | None) -> str:
