@@ -14,6 +14,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 import numpy as np
+import pandas as pd
 from markupsafe import Markup
 
 from bids_qc import __version__
@@ -40,6 +41,7 @@ from bids_qc.reports.group_verdicts import as_bool, decision, row_verdict, slab_
 from bids_qc.reports.site_scanner import add_site_scanner
 from bids_qc.reports.templating import render_template
 from bids_qc.review_priority import scan_review
+from bids_qc.verdict_counts import slab_flags
 
 _ENTITY_COLUMNS = ("session", "run", "acquisition", "task", "reconstruction", "ceagent", "part",
                    "chunk", "echo", "inversion")
@@ -65,7 +67,8 @@ def _uncertainty(probs: dict, thresholds: dict | None) -> float | None:
 def _rows(df, html_path: Path, out_dir: Path, cols: dict, decided: dict, thresholds) -> list[dict]:
     """One dict per scan: ids, link, status, the decided verdict (:func:`row_verdict`), metrics."""
     rows = []
-    for rec in df.to_dict("records"):
+    slab_flag, _ = slab_flags(df)  # the site's adopted threshold when there is one
+    for rec, flag in zip(df.to_dict("records"), slab_flag.tolist()):
         name = str(rec["bids_name"])
         keys = annotation_keys(name, {"subject": rec.get("subject"), "session": rec.get("session"),
                                       "run": rec.get("run")})
@@ -74,7 +77,8 @@ def _rows(df, html_path: Path, out_dir: Path, cols: dict, decided: dict, thresho
         html = scan_output_paths(out_dir, folder, name)["html"]
         link = quote(Path(os.path.relpath(html, html_path.parent)).as_posix(), safe="/")
         status = "error" if str(rec.get("status", "ok")).lower() == "error" else "ok"
-        verdict = row_verdict(rec, decided["fine_tuned"], decided["model"])
+        verdict = row_verdict(rec, decided["fine_tuned"], decided["model"],
+                              None if flag is pd.NA else bool(flag))
         unc = (number_or_none(rec.get("uncertainty")) if cols["has_unc"]
                else _uncertainty(verdict["probs"], thresholds))
         rows.append({

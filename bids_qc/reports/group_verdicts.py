@@ -38,16 +38,15 @@ def decision(df, finetune: dict | None) -> dict:
     return {"fine_tuned": bool(fine_tuned), "model": model, "parent": str(parent or "")}
 
 
-def row_verdict(rec: dict, fine_tuned: bool, model: str) -> dict:
+def row_verdict(rec: dict, fine_tuned: bool, model: str, slab_flag: bool | None) -> dict:
     """The verdict a row shows: ``tier`` (tier_info), ``grades``, ``probs``, ``decided_by``
     (the model id), ``shipped`` (the shipped verdict when a fine-tuned one is shown, else
-    None), ``changed`` (fine-tuned tier differs from the shipped one), ``slab_flag`` and
-    ``slab_fused`` (the slab verdict was read into the motion grade)."""
+    None), ``changed`` (fine-tuned tier differs from the shipped one), ``slab_flag`` (as
+    given: the table's :func:`bids_qc.verdict_counts.slab_flags`) and ``slab_fused`` (the slab
+    verdict was read into the motion grade)."""
     shipped = {"tier": tier_info(rec.get("tier")),
                "grades": {a: int_or_none(rec.get(f"grade_{a}")) for a in ARTEFACTS},
                "probs": {d: number_or_none(rec.get(f"p_{d}")) for d in DETECTORS}}
-    site = rec.get("slab_motion_site")
-    slab_flag = as_bool(site) if "slab_motion_site" in rec else as_bool(rec.get("slab_motion"))
     out = {**shipped, "shipped": None, "changed": False, "slab_flag": slab_flag,
            "slab_fused": as_bool(rec.get("slab_motion_fused")) is True,
            "decided_by": "" if is_missing(rec.get("model_id")) else str(rec.get("model_id"))}
