@@ -3,10 +3,15 @@
 All six detectors start from ``--init-from`` (the box-simulator model) and are trained on the
 generated training images; the weight average (EMA) of the epoch with the lowest validation
 loss is kept per detector (the starting weights are epoch 0 and win if nothing beats them).
-Thresholds: the tier objective on the validation images. Writes a model folder.
+With ``--head-only``, only the three fully connected layers are trained (convolutions frozen,
+BatchNorm in eval mode: the app's site-transfer recipe, :func:`bids_qc.training.finetune.train_heads`),
+on features computed once per image. Thresholds: the tier objective on the validation images.
+Writes a model folder.
 
     python scripts/train_scanner_space.py /work/ss /work/ss/model --init-from bids_qc/data/models/conv5fc3-ixi-v2.6 \
         --model-id conv5fc3-ss-v3.0 --epochs 6 --max-minutes 40
+    python scripts/train_scanner_space.py /work/ss3 /work/ss3/model-h --init-from bids_qc/data/models/conv5fc3-ixi-v2.6 \
+        --model-id conv5fc3-ss-h1 --head-only --epochs 60
 """
 from __future__ import annotations
 
@@ -25,6 +30,7 @@ from bids_qc.grading import LABEL_SCHEMES
 from bids_qc.models import load_bundle, save_bundle
 from bids_qc.record import DETECTORS
 from bids_qc.training.calibration import METHODS, calibrate_thresholds
+from bids_qc.training.finetune import train_heads
 from bids_qc.training.loop import train_detectors
 from bids_qc.training.scanner_data import GeneratedSet
 
@@ -44,6 +50,9 @@ def main(argv=None) -> int:
     p.add_argument("--ema-decay", type=float, default=0.995)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--head-only", action="store_true",
+                   help="train only the fully connected head of each detector (--epochs over the "
+                        "training images' frozen features; --max-minutes and --ema-decay unused)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     torch.set_num_threads(args.threads)
@@ -54,11 +63,20 @@ def main(argv=None) -> int:
     train_set = GeneratedSet(sorted((args.images / "train").glob("img-*.npz")), grid)
     val_set = GeneratedSet(sorted((args.images / "val").glob("img-*.npz")), grid)
     LOGGER.info("%d training / %d validation images", len(train_set), len(val_set))
-    states = train_detectors(list(DETECTORS), train_set, val_set, input_shape=grid.shape,
-                             epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                             max_minutes=args.max_minutes, seed=args.seed, init=init.members[0],
-                             ema_decay=args.ema_decay, select_on="loss")
-    nets = {d: s.net for d, s in states.items()}
+    if args.head_only:
+        nets, head_logs = train_heads(init.members[0], train_set, val_set, LABEL_SCHEMES,
+                                      epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
+                                      seed=args.seed)
+        fold = {"fold": 0, "head_only": head_logs}
+    else:
+        states = train_detectors(list(DETECTORS), train_set, val_set, input_shape=grid.shape,
+                                 epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                                 max_minutes=args.max_minutes, seed=args.seed, init=init.members[0],
+                                 ema_decay=args.ema_decay, select_on="loss")
+        nets = {d: s.net for d, s in states.items()}
+        fold = {"fold": 0, "best_epoch": {d: s.best_epoch for d, s in states.items()},
+                "val_at_best": {d: s.best for d, s in states.items()},
+                "history": {d: s.history for d, s in states.items()}}
     calibration = calibrate_thresholds([(nets, val_set)], LABEL_SCHEMES, objective="tiers")
     detectors = {d: {**LABEL_SCHEMES[d], "threshold": calibration[d]["threshold"]} for d in DETECTORS}
     split = json.loads((args.images / "split.json").read_text())
@@ -72,9 +90,7 @@ def main(argv=None) -> int:
         "warm_start": str(args.init_from), "epochs_max": args.epochs,
         "max_minutes_per_fold": args.max_minutes, "lr": args.lr, "batch_size": args.batch_size,
         "ema_decay": args.ema_decay, "minutes_total": round((time.perf_counter() - t0) / 60, 2),
-        "folds": [{"fold": 0, "best_epoch": {d: s.best_epoch for d, s in states.items()},
-                   "val_at_best": {d: s.best for d, s in states.items()},
-                   "history": {d: s.history for d, s in states.items()}}],
+        "head_only": args.head_only, "folds": [fold],
         "calibration": {"method": METHODS["tiers"], "objective": "tiers", "keep_youden": [],
                         "detectors": calibration},
     })

@@ -273,3 +273,52 @@ def test_subject_bootstrap_interval_widens_when_errors_cluster_in_subjects():
         return hi - lo
 
     assert width(spread) < 0.02 < width(clustered)
+
+
+class _GradedVolumes(torch.utils.data.Dataset):
+    """(x, grades) items, as GeneratedSet gives: noise grade 1 = Rician noise, else clean."""
+
+    def __init__(self, n: int, seed: int):
+        rng = np.random.default_rng(seed)
+        entries = tiny_entries(n, seed=seed)
+        self.items = []
+        for i, e in enumerate(entries):
+            noisy = i % 2
+            v = e.clean.astype(np.float32)
+            if noisy:
+                v = np.sqrt((v + rng.normal(0, 40, v.shape)) ** 2 + rng.normal(0, 40, v.shape) ** 2)
+            v = (v - v.min()) / (v.max() - v.min())
+            self.items.append((torch.from_numpy(v.astype(np.float32))[None], torch.tensor([0, noisy, 0])))
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, i):
+        return self.items[i]
+
+
+def test_train_heads_trains_each_detector_head_on_its_own_labels_and_leaves_the_convolutions():
+    from bids_qc.training.finetune import train_heads
+
+    torch.manual_seed(0)
+    train, val = _GradedVolumes(24, seed=1), _GradedVolumes(12, seed=2)
+    init = {}
+    for det in ("noise_moderate", "motion_moderate"):
+        net = Conv5FC3(TINY.shape)
+        with torch.no_grad():  # BatchNorm statistics of the data, then a head that always says 1
+            net.train()
+            for _ in range(20):
+                net(torch.stack([x for x, _ in train.items]))
+            net.eval()
+            net.fc_layers()[-1].bias.copy_(torch.tensor([-1.5, 1.5]))
+        init[det] = net
+    before = {d: {k: v.clone() for k, v in n.state_dict().items()} for d, n in init.items()}
+    nets, logs = train_heads(init, train, val, LABEL_SCHEMES, epochs=40, lr=1e-3)
+    for det, net in nets.items():
+        for key, value in net.state_dict().items():
+            if not key.startswith("classifier"):
+                assert torch.equal(value, before[det][key]), f"{det}: {key} moved"
+        assert torch.equal(init[det].fc_layers()[-1].bias, before[det]["classifier.6.bias"])
+    # noise is graded in these images: its head learns; motion is graded 0 everywhere (one class)
+    assert logs["noise_moderate"]["val_auc_after"] >= 0.8
+    assert logs["noise_moderate"]["n_train"] == 24 and logs["noise_moderate"]["best_epoch"] >= 1

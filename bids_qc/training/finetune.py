@@ -127,3 +127,46 @@ def cross_validated_finetune(net: Conv5FC3, volumes: torch.Tensor, labels: np.nd
             "before": binary_scores(y_np, positive(before, threshold)),
             "after": binary_scores(y_np, positive(oof, threshold)),
             "before_probabilities": before, "oof_probabilities": oof, "indices": valid}
+
+
+@torch.no_grad()
+def set_features(nets: dict[str, Conv5FC3], dataset, batch_size: int = 8) -> tuple[dict, np.ndarray]:
+    """Every image of ``dataset`` (``(x, grades)`` items) through each detector's frozen
+    convolutional blocks, reading each image once: ``({detector: (N, C, d, h, w)}, grades (N, 3))``."""
+    from torch.utils.data import DataLoader
+
+    feats = {d: [] for d in nets}
+    grades = []
+    for x, g in DataLoader(dataset, batch_size=batch_size, shuffle=False):
+        grades.append(g.numpy())
+        for det, net in nets.items():
+            feats[det].append(conv_features(net, x, batch_size))
+    return {d: torch.cat(f) for d, f in feats.items()}, np.concatenate(grades)
+
+
+def train_heads(init: dict[str, Conv5FC3], train_set, val_set, schemes, **kwargs) -> tuple[dict, dict]:
+    """The site-transfer recipe on a training and a validation set of images: for each
+    detector of ``init``, :func:`train_head` on its frozen features (epoch of lowest validation
+    loss kept). Returns ``({detector: net}, {detector: log})``; the log has the validation AUC
+    before and after."""
+    from bids_qc.training.calibration import detector_labels
+    from bids_qc.training.metrics import auc
+
+    train_feats, train_grades = set_features(init, train_set)
+    val_feats, val_grades = set_features(init, val_set)
+    train_labels = detector_labels(train_grades, {d: schemes[d] for d in init})
+    val_labels = detector_labels(val_grades, {d: schemes[d] for d in init})
+    nets, logs = {}, {}
+    for det, net in init.items():
+        tr, va = train_labels[det] >= 0, val_labels[det] >= 0
+        y_val = torch.from_numpy(val_labels[det][va]).long()
+        nets[det], log = train_head(net, train_feats[det][tr], torch.from_numpy(train_labels[det][tr]).long(),
+                                    val_features=val_feats[det][va], val_labels=y_val, **kwargs)
+        before = head_probabilities(net, val_feats[det][va])
+        after = head_probabilities(nets[det], val_feats[det][va])
+        logs[det] = {**log, "n_train": int(tr.sum()), "n_val": int(va.sum()),
+                     "val_auc_before": round(auc(y_val.numpy(), before), 4),
+                     "val_auc_after": round(auc(y_val.numpy(), after), 4)}
+        LOGGER.info("%s: val AUC %.3f -> %.3f (best epoch %d)", det, logs[det]["val_auc_before"],
+                    logs[det]["val_auc_after"], log["best_epoch"])
+    return nets, logs
