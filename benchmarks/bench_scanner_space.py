@@ -19,6 +19,9 @@ One run prints, for every model given, on the *same* images:
 3. **Clean scans of every site** (the raw files, no artefact): tier and grades, false alarms.
 4. **Real motion pairs** (``motion_pairs/``): the slab detector and the native metrics, moving vs
    still (the six detectors cannot judge 20-slice slabs).
+5. With ``--own-simulator``: the project's own (training) simulator on the same held-out IXI
+   subjects, every model (``bench_heldout.py``'s table, :func:`bids_qc.evaluation.heldout_draw`),
+   so the figure that flatters stands beside the ones that do not, in one run.
 
 The simulated images and their preprocessed model inputs are cached in ``--cache`` (keyed by the
 seed), so a second model is scored on the very same inputs without simulating again. Clean scans
@@ -44,6 +47,7 @@ sys.path.insert(0, str(ROOT))
 
 from bids_qc.config import DEFAULT_MODEL_DIR  # noqa: E402
 from bids_qc.evaluation.detector_probabilities import predict  # noqa: E402
+from bids_qc.evaluation.heldout_draw import heldout_draw  # noqa: E402
 from bids_qc.evaluation.independent_artefacts import draw_image  # noqa: E402
 from bids_qc.evaluation.real_motion_pairs import real_pairs as heldout_real_pairs  # noqa: E402
 from bids_qc.grading import binary_labels, tier_from_grades  # noqa: E402
@@ -340,6 +344,9 @@ def main(argv=None) -> int:
                    help="re-sample clean scans with finer voxels to this before simulating (default "
                    "1: as the model card's figures were made, for memory; 0: every scan on its own "
                    "grid, as the app reads it; another value keeps its own scans and images in --cache)")
+    p.add_argument("--own-simulator", action="store_true",
+                   help="also score every model on the project's own simulator (bench_heldout.py's "
+                   "table, its default seed; a few minutes per model)")
     p.add_argument("--json", type=Path, default=None)
     p.add_argument("--nprocs", type=int, default=1)
     args = p.parse_args(argv)
@@ -373,6 +380,12 @@ def main(argv=None) -> int:
             results[name] = report(name, decide(rows, bundle.thresholds, True, slab), heldout_sites)
     pairs = real_pairs(args.data)
     results["real_motion_pairs"] = pairs
+    for model_dir in args.models if args.own_simulator else []:
+        if args.json:  # the scanner-space figures are kept whatever happens next
+            args.json.write_text(json.dumps(results, indent=1, default=float))
+        bundle = load_bundle(model_dir)
+        print(f"\n== {bundle.model_id}: the project's own simulator (box), held-out IXI subjects ==")
+        results[f"{bundle.model_id} own simulator"] = heldout_draw(bundle, args.data)
     if args.json:
         args.json.write_text(json.dumps(results, indent=1, default=float))
     return 0

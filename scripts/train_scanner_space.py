@@ -52,7 +52,8 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--head-only", action="store_true",
                    help="train only the fully connected head of each detector (--epochs over the "
-                        "training images' frozen features; --max-minutes and --ema-decay unused)")
+                        "training images' frozen features; --max-minutes and --ema-decay unused; "
+                        "--epochs 0: the starting weights, thresholds re-chosen on the validation images)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     torch.set_num_threads(args.threads)
@@ -60,10 +61,13 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     init = load_bundle(args.init_from)
     grid = init.grid
-    train_set = GeneratedSet(sorted((args.images / "train").glob("img-*.npz")), grid)
+    thresholds_only = args.head_only and args.epochs == 0  # the training images are not read
+    train_set = GeneratedSet([] if thresholds_only else sorted((args.images / "train").glob("img-*.npz")), grid)
     val_set = GeneratedSet(sorted((args.images / "val").glob("img-*.npz")), grid)
     LOGGER.info("%d training / %d validation images", len(train_set), len(val_set))
-    if args.head_only:
+    if thresholds_only:  # the starting weights; only the thresholds are chosen
+        nets, fold = dict(init.members[0]), {"fold": 0, "thresholds_only": True}
+    elif args.head_only:
         nets, head_logs = train_heads(init.members[0], train_set, val_set, LABEL_SCHEMES,
                                       epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
                                       seed=args.seed)
