@@ -148,6 +148,14 @@ def test_selection_score_orders_auc_then_loss():
         train_detectors(["noise_severe"], None, None, input_shape=TINY.shape, select_on="accuracy")
 
 
+def clean_or_noisy(entry, noisy: int, rng) -> np.ndarray:
+    """A tiny entry's clean volume, with Rician noise (sigma 40) when ``noisy``, min-max scaled."""
+    v = entry.clean.astype(np.float32)
+    if noisy:
+        v = np.sqrt((v + rng.normal(0, 40, v.shape)) ** 2 + rng.normal(0, 40, v.shape) ** 2)
+    return (v - v.min()) / (v.max() - v.min())
+
+
 def assert_same_weights(a, b):
     for (name, x), y in zip(a.state_dict().items(), b.state_dict().values()):
         assert torch.equal(x, y), name
@@ -208,10 +216,7 @@ def test_finetuning_repairs_a_miscalibrated_detector():
     volumes, labels, subjects = [], [], []
     for _i, e in enumerate(entries):
         for noisy in (0, 1):
-            v = e.clean.astype(np.float32)
-            if noisy:
-                v = np.sqrt((v + rng.normal(0, 40, v.shape)) ** 2 + rng.normal(0, 40, v.shape) ** 2)
-            volumes.append((v - v.min()) / (v.max() - v.min()))
+            volumes.append(clean_or_noisy(e, noisy, rng))
             labels.append(noisy)
             subjects.append(e.subject)
     volumes = torch.from_numpy(np.stack(volumes).astype(np.float32))[:, None]
@@ -283,12 +288,8 @@ class _GradedVolumes(torch.utils.data.Dataset):
         entries = tiny_entries(n, seed=seed)
         self.items = []
         for i, e in enumerate(entries):
-            noisy = i % 2
-            v = e.clean.astype(np.float32)
-            if noisy:
-                v = np.sqrt((v + rng.normal(0, 40, v.shape)) ** 2 + rng.normal(0, 40, v.shape) ** 2)
-            v = (v - v.min()) / (v.max() - v.min())
-            self.items.append((torch.from_numpy(v.astype(np.float32))[None], torch.tensor([0, noisy, 0])))
+            v = clean_or_noisy(e, i % 2, rng)
+            self.items.append((torch.from_numpy(v.astype(np.float32))[None], torch.tensor([0, i % 2, 0])))
 
     def __len__(self):
         return len(self.items)

@@ -15,10 +15,12 @@ import logging
 import numpy as np
 import torch
 from torch import nn
+from torch.utils.data import DataLoader
 
 from bids_qc.networks import Conv5FC3
+from bids_qc.training.calibration import detector_labels
 from bids_qc.training.loop import class_weights
-from bids_qc.training.metrics import binary_scores
+from bids_qc.training.metrics import auc, binary_scores
 from bids_qc.training.splits import kfold_by_subject
 from bids_qc.verdict import positive
 
@@ -133,8 +135,6 @@ def cross_validated_finetune(net: Conv5FC3, volumes: torch.Tensor, labels: np.nd
 def set_features(nets: dict[str, Conv5FC3], dataset, batch_size: int = 8) -> tuple[dict, np.ndarray]:
     """Every image of ``dataset`` (``(x, grades)`` items) through each detector's frozen
     convolutional blocks, reading each image once: ``({detector: (N, C, d, h, w)}, grades (N, 3))``."""
-    from torch.utils.data import DataLoader
-
     feats = {d: [] for d in nets}
     grades = []
     for x, g in DataLoader(dataset, batch_size=batch_size, shuffle=False):
@@ -149,9 +149,6 @@ def train_heads(init: dict[str, Conv5FC3], train_set, val_set, schemes, **kwargs
     detector of ``init``, :func:`train_head` on its frozen features (epoch of lowest validation
     loss kept). Returns ``({detector: net}, {detector: log})``; the log has the validation AUC
     before and after."""
-    from bids_qc.training.calibration import detector_labels
-    from bids_qc.training.metrics import auc
-
     train_feats, train_grades = set_features(init, train_set)
     val_feats, val_grades = set_features(init, val_set)
     train_labels = detector_labels(train_grades, {d: schemes[d] for d in init})
