@@ -354,8 +354,8 @@ def main(argv=None) -> int:
         print(f"shared data not found at {args.data}")
         return 1
     heldout_sites = set(args.heldout_sites.split(","))
-    first = load_bundle(args.models[0])
-    test_subjects = first.manifest["training"]["test_subjects"]
+    bundles = [load_bundle(m) for m in args.models]
+    test_subjects = bundles[0].manifest["training"]["test_subjects"]
     t0 = time.perf_counter()
     src = sources(args.data, test_subjects)
     grid = "" if args.finest_mm == FINEST_STORED_MM else f"_finest-{args.finest_mm:g}"
@@ -369,8 +369,7 @@ def main(argv=None) -> int:
     slabs = [slab_scores(folder, images, voxel_mm) for folder in args.slab_models]
     for model_id, threshold, scores, verdicts in slabs:
         results[f"slab {model_id}"] = slab_summary(model_id, threshold, rows_meta(images), scores, verdicts)
-    for model_dir in args.models:
-        bundle = load_bundle(model_dir)
+    for bundle in bundles:
         rows = probabilities(bundle, images)  # once per model: both verdicts read the same
         for fuse in (False, True):
             name = bundle.model_id + (" + measured WM SNR for noise" if fuse else "")
@@ -380,12 +379,11 @@ def main(argv=None) -> int:
             results[name] = report(name, decide(rows, bundle.thresholds, True, slab), heldout_sites)
     pairs = real_pairs(args.data)
     results["real_motion_pairs"] = pairs
-    for model_dir in args.models if args.own_simulator else []:
+    for bundle in bundles if args.own_simulator else []:
         if args.json:  # the scanner-space figures are kept whatever happens next
             args.json.write_text(json.dumps(results, indent=1, default=float))
-        bundle = load_bundle(model_dir)
         print(f"\n== {bundle.model_id}: the project's own simulator (box), held-out IXI subjects ==")
-        results[f"{bundle.model_id} own simulator"] = heldout_draw(bundle, args.data)
+        results[f"{bundle.model_id} own simulator"] = heldout_draw(bundle, args.data, with_real_pairs=False)
     if args.json:
         args.json.write_text(json.dumps(results, indent=1, default=float))
     return 0

@@ -43,11 +43,12 @@ def _ci(scores: dict) -> str:
 
 
 def heldout_draw(bundle, data: Path, *, samples_per_subject: int = DEFAULT_SAMPLES_PER_SUBJECT,
-                 seed: int = DEFAULT_SEED, motion_timing: str = "torchio") -> dict:
+                 seed: int = DEFAULT_SEED, motion_timing: str = "torchio",
+                 with_real_pairs: bool = True) -> dict:
     """One held-out draw of ``bundle`` (a loaded model, :func:`bids_qc.models.load_bundle`) on the
-    raw IXI scans under ``data/ixi`` (and the real pairs under ``data/motion_pairs``, if present):
-    prints the tables and returns the figures. Raises :class:`NoHeldOutSubjects` when the
-    manifest lists none."""
+    raw IXI scans under ``data/ixi`` (and, with ``with_real_pairs``, the real pairs under
+    ``data/motion_pairs``, if present): prints the tables and returns the figures. Raises
+    :class:`NoHeldOutSubjects` when the manifest lists none."""
     data = Path(data)
     schemes = bundle.manifest["detectors"]
     test_subjects = bundle.manifest.get("training", {}).get("test_subjects", [])
@@ -123,7 +124,8 @@ def heldout_draw(bundle, data: Path, *, samples_per_subject: int = DEFAULT_SAMPL
         out["clip_level"] = invariance(clip_rows, bundle.thresholds, CLIP_FACTORS,
                                        "Clip-level invariance: the {n} held-out clean scans normalised "
                                        "with the clip level at {factors} x their 99.5th percentile")
-    out["real_motion_pairs"] = real_pairs(data, bundle)
+    if with_real_pairs:
+        out["real_motion_pairs"] = real_pairs(data, bundle)
     out["seconds"] = round(time.perf_counter() - t0, 1)
     return out
 
