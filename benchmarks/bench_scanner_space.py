@@ -19,10 +19,7 @@ One run prints, for every model given, on the *same* images:
 3. **Clean scans of every site** (the raw files, no artefact): tier and grades, false alarms.
 4. **Real motion pairs** (``motion_pairs/``): the slab detector and the native metrics, moving vs
    still (the six detectors cannot judge 20-slice slabs).
-5. With ``--slab-models``, the group level's verdict too: the contrast grade measured against
-   the median ND-WGM of the same site's images (:mod:`bids_qc.site_contrast`; one-subject sites
-   flatter it, the 20 held-out IXI subjects do not).
-6. With ``--own-simulator``: the project's own (training) simulator on the same held-out IXI
+5. With ``--own-simulator``: the project's own (training) simulator on the same held-out IXI
    subjects, every model (``bench_heldout.py``'s table, :func:`bids_qc.evaluation.heldout_draw`),
    so the figure that flatters stands beside the ones that do not, in one run.
 
@@ -59,7 +56,6 @@ from bids_qc.models import load_bundle  # noqa: E402
 from bids_qc.preprocessing import preprocess  # noqa: E402
 from bids_qc.record import ARTEFACTS, DETECTORS  # noqa: E402
 from bids_qc.scanner_space import voxel_sizes  # noqa: E402
-from bids_qc.site_contrast import site_drops, site_grade, site_tier  # noqa: E402
 from bids_qc.slab_detector.detector import load_detector, score_stack  # noqa: E402
 from bids_qc.slab_detector.slices import to_float16, to_ras_stack  # noqa: E402
 from bids_qc.training.data import GRADE_PROBS  # noqa: E402
@@ -181,21 +177,6 @@ def decide(rows: list[dict], thresholds: dict, fuse_noise: bool, slab=None) -> l
         v = verdict(r["probs"], thresholds, wm_snr=r["metrics"].get("wm_snr") if fuse_noise else None,
                     slab_motion=slab_motion)
         out.append({**r, "pred": v.grades, "tier": v.tier, "true_tier": tier_from_grades(r["grades"])})
-    return out
-
-
-def site_contrast(rows: list[dict]) -> list[dict]:
-    """The group level's verdict (:mod:`bids_qc.site_contrast`) on decided ``rows``: each image's
-    ND-WGM against the median of the images of its site in this draw (sites of at least
-    ``MIN_SITE_SCANS`` images), that grade in place of the detectors' contrast grade. A site of
-    the draw made from one or two scans has no between-subject spread, so its figures flatter
-    the measurement; the held-out IXI subjects (20 people, one scanner) are the honest test."""
-    drops, _ = site_drops([r["metrics"].get("nd_wgm", np.nan) for r in rows], [r["site"] for r in rows])
-    out = []
-    for r, drop in zip(rows, drops):
-        grade = site_grade(drop)
-        pred = r["pred"] if grade is None else {**r["pred"], "contrast": grade}
-        out.append({**r, "pred": pred, "tier": site_tier(r["pred"], grade)})
     return out
 
 
@@ -395,10 +376,7 @@ def main(argv=None) -> int:
             results[name] = report(name, decide(rows, bundle.thresholds, fuse), heldout_sites)
         for slab in slabs:
             name = f"{bundle.model_id} + measured WM SNR + slab {slab[0]} for motion"
-            decided = decide(rows, bundle.thresholds, True, slab)
-            results[name] = report(name, decided, heldout_sites)
-            name += " + contrast against the site (group level)"
-            results[name] = report(name, site_contrast(decided), heldout_sites)
+            results[name] = report(name, decide(rows, bundle.thresholds, True, slab), heldout_sites)
     pairs = real_pairs(args.data)
     results["real_motion_pairs"] = pairs
     for bundle in bundles if args.own_simulator else []:

@@ -4,8 +4,6 @@ Two kinds of verdict: a tier (the six registered detectors) and a slab-motion fl
 detector, which also judges partial-coverage slabs that get no tier). After group fine-tuning
 the tiers that count are the fine-tuned model's (``tier_ft``); with an adopted site threshold
 the slab flags are the site's (``slab_motion_site``). The shipped counts stay in the summary.
-Beside them, ``tier_site``: the tiers with the contrast grade measured against the scanner's own
-scans (:mod:`bids_qc.site_contrast`), for groups of enough scans.
 """
 from __future__ import annotations
 
@@ -72,12 +70,4 @@ def summary_line(summary: dict) -> str:
                  f"{slab['no motion']} not, {slab['not scored']} not scored; of the scans without "
                  f"a tier {without['motion']} flagged, {without['no motion']} not, "
                  f"{without['not scored']} not scored")
-    site = summary.get("contrast_site") or {}
-    if site.get("n_graded"):
-        tiers = summary.get("tiers_site") or {}
-        text += (f"; contrast against the scanner's median ND-WGM ({site['n_graded']} scans, "
-                 f"{site['n_tier_changed']} changed tier): 1 good {tiers.get('1', 0)}, 2 medium "
-                 f"{tiers.get('2', 0)}, 3 reject {tiers.get('3', 0)}")
-    elif site:
-        text += f"; contrast against the scanner: no scanner group of {site.get('min_scans')}+ scans"
     return text

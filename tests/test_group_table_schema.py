@@ -15,7 +15,6 @@ from bids_qc.models import load_bundle, make_untrained_bundle
 from bids_qc.preprocessing import ModelGrid
 from bids_qc.record import DETECTORS, new_record, set_error
 from bids_qc.resources import load_schema
-from bids_qc.site_contrast import add_site_contrast
 from bids_qc.training.finetune_group import rescore
 
 TINY_GRID = ModelGrid(shape=(16, 16, 16), spacing=10.0, origin=(-75.0, -75.0, -75.0))
@@ -73,7 +72,6 @@ def test_rows_of_a_table_and_of_a_fine_tuned_table_validate(schema, tmp_path):
     table["model_id_ft"] = pd.Series("tiny-ft", index=table.index, dtype="string").mask(
         table["tier_ft"].isna())
     table["slab_motion_site"] = pd.array([True, None, None], dtype="boolean")
-    add_site_contrast(table, min_scans=1)
     unlisted = sorted(set(table.columns) - set(schema["properties"]) - {"echo"})
     assert unlisted == [], f"group columns missing from the schema: {unlisted}"
     for row in _rows(table):

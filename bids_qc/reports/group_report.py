@@ -38,7 +38,6 @@ from bids_qc.reports.formatting import (
     tier_info,
 )
 from bids_qc.reports.group_verdicts import as_bool, decision, row_verdict, slab_summary
-from bids_qc.reports.site_contrast_section import site_contrast_context
 from bids_qc.reports.site_scanner import add_site_scanner
 from bids_qc.reports.templating import render_template
 from bids_qc.review_priority import scan_review
@@ -172,7 +171,7 @@ def _queue(ok: list[dict]) -> list[dict]:
 
 def group_context(table, html_path: Path, out_dir: Path, *, finetune: dict | None = None,
                   thresholds: dict | None = None, incomplete: list | None = None,
-                  slab_site: dict | None = None, site_contrast: dict | None = None) -> dict:
+                  slab_site: dict | None = None) -> dict:
     """Everything the group template shows; ``table`` is the per-scan DataFrame."""
     import pandas as pd
 
@@ -203,7 +202,6 @@ def group_context(table, html_path: Path, out_dir: Path, *, finetune: dict | Non
         "entity_cols": cols["entity"], "group_cols": cols["group"],
         "breakdowns": _breakdowns(rows, cols["group"]), "decision": decided, "slab": slab,
         "n_changed": sum(r["changed"] for r in ok),
-        "site_contrast": site_contrast_context(df, rows, site_contrast),
         "has_review": cols["has_review"], "has_uncertainty": cols["has_unc"], "queue": _queue(ok),
         "has_rank": any(r["review_rank"] is not None for r in ok),
         "finetune": finetune_context(finetune) if finetune else None,
@@ -218,16 +216,16 @@ def group_context(table, html_path: Path, out_dir: Path, *, finetune: dict | Non
 
 def render_group_report(table, html_path, out_dir, *, finetune: dict | None = None,
                         thresholds: dict | None = None, incomplete: list | None = None,
-                        slab_site: dict | None = None, site_contrast: dict | None = None) -> str:
+                        slab_site: dict | None = None) -> str:
     """HTML text of the group report (see :func:`write_group_report`)."""
     return render_template("group.html.j2", group_context(
         table, Path(html_path), Path(out_dir), finetune=finetune, thresholds=thresholds,
-        incomplete=incomplete, slab_site=slab_site, site_contrast=site_contrast))
+        incomplete=incomplete, slab_site=slab_site))
 
 
 def write_group_report(table, html_path, out_dir, *, finetune: dict | None = None,
                        thresholds: dict | None = None, incomplete: list | None = None,
-                       slab_site: dict | None = None, site_contrast: dict | None = None) -> Path:
+                       slab_site: dict | None = None) -> Path:
     """Write the group report for ``table`` (one row per scan) to ``html_path``.
 
     ``out_dir`` is the derivatives folder holding ``sub-X/[ses-Y/]anat/<bids_name>_qc.html``;
@@ -243,10 +241,8 @@ def write_group_report(table, html_path, out_dir, *, finetune: dict | None = Non
     (:func:`bids_qc.outputs.incomplete_scans`), shown in a warning at the top.
     ``slab_site``: the site slab-motion threshold choice
     (:func:`bids_qc.training.slab.site_threshold.site_threshold`), shown with both figures.
-    ``site_contrast``: the summary of :func:`bids_qc.site_contrast.add_site_contrast` (the
-    table's ``tier_site`` columns are shown with it).
     """
     html_path = Path(html_path)
     return atomic_write_text(html_path, render_group_report(table, html_path, out_dir, finetune=finetune,
                                                      thresholds=thresholds, incomplete=incomplete,
-                                                     slab_site=slab_site, site_contrast=site_contrast))
+                                                     slab_site=slab_site))

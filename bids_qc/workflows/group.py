@@ -20,8 +20,6 @@ from bids_qc.outputs import (
     incomplete_scans,
     write_table,
 )
-from bids_qc.site_contrast import add_site_contrast
-from bids_qc.verdict_counts import tier_counts
 
 LOGGER = logging.getLogger(__name__)
 
@@ -62,8 +60,7 @@ def _write_group_report(table, output_dir: Path, summary: dict) -> Path | None:
     try:  # written atomically (bids_qc.outputs.atomic_write_text)
         write_group_report(table, final, output_dir, finetune=summary.get("finetuning"),
                            incomplete=summary.get("incomplete"),
-                           slab_site=summary.get("slab_motion_site"),
-                           site_contrast=summary.get("contrast_site"))
+                           slab_site=summary.get("slab_motion_site"))
     except Exception as exc:  # the table and summary are already written; say so and go on
         LOGGER.warning("group report failed: %s: %s", exc.__class__.__name__, exc)
         return None
@@ -167,7 +164,7 @@ def _use_ratings(config, table, summary: dict, output_dir: Path) -> None:
     slabs alone give the registered detectors nothing to learn from) fine-tuning."""
     from bids_qc.annotations import read_annotations
     from bids_qc.exceptions import AnnotationError
-    from bids_qc.verdict_counts import slab_counts
+    from bids_qc.verdict_counts import slab_counts, tier_counts
 
     ratings = read_annotations(config.annotations, table)
     summary["slab_motion_site"] = _slab_site_threshold(table, ratings)
@@ -208,8 +205,6 @@ def run_group_level(config) -> dict:
         )
     table = records_to_table(records)
     summary = summarise(table)
-    summary["contrast_site"] = add_site_contrast(table)
-    summary["tiers_site"] = tier_counts(table, "tier_site")
     summary["incomplete"] = _incomplete(output_dir)
     write_table(output_dir / GROUP_TSV, table)
     atomic_write_json(output_dir / GROUP_SUMMARY, summary)
