@@ -19,9 +19,7 @@ One run prints, for every model given, on the *same* images:
 3. **Clean scans of every site** (the raw files, no artefact): tier and grades, false alarms.
 4. **Real motion pairs** (``motion_pairs/``): the slab detector and the native metrics, moving vs
    still (the six detectors cannot judge 20-slice slabs).
-5. With ``--slab-models``, the app's verdict once more with the white-matter SNR measured with the
-   air's sigma alone (``wm_snr_air``), as before the k-space estimate of :mod:`bids_qc.wm_snr`.
-6. With ``--own-simulator``: the project's own (training) simulator on the same held-out IXI
+5. With ``--own-simulator``: the project's own (training) simulator on the same held-out IXI
    subjects, every model (``bench_heldout.py``'s table, :func:`bids_qc.evaluation.heldout_draw`),
    so the figure that flatters stands beside the ones that do not, in one run.
 
@@ -72,7 +70,7 @@ from bids_qc.training.scanner_data import (  # noqa: E402
 from bids_qc.verdict import verdict  # noqa: E402
 
 BASELINES = {"motion": (("tenengrad", -1), ("snr_native", -1)),
-             "noise": (("snr_native", -1), ("snr", -1), ("wm_snr", -1), ("wm_snr_air", -1)),
+             "noise": (("snr_native", -1), ("snr", -1), ("wm_snr", -1)),
              "contrast": (("nd_wgm", -1),)}
 
 
@@ -85,10 +83,8 @@ def sources(data: Path, test_subjects) -> list[tuple[str, str, Path]]:
 def _metrics(pre) -> dict:
     gm, wm = load_priors()
     metrics, _ = compute_metrics(pre.registered, gm, wm, pre.native, pre.native_zooms, fov=pre.fov)
-    measured = pre.record.get("wm_snr", {})
-    wm_snr, level, air = (measured.get(k) for k in ("value", "wm_level", "air_sigma"))
-    return {**{k: float(v) for k, v in metrics.items()}, "wm_snr": np.nan if wm_snr is None else wm_snr,
-            "wm_snr_air": np.nan if wm_snr is None or not air else level / air}
+    wm_snr = pre.record.get("wm_snr", {}).get("value")
+    return {**{k: float(v) for k, v in metrics.items()}, "wm_snr": np.nan if wm_snr is None else wm_snr}
 
 
 def make_images(prepared: list[Path], cache: Path, seed: int, n_per_scan: dict) -> list[Path]:
@@ -170,17 +166,15 @@ def slab_scores(folder: Path, images: list[Path], voxel_mm: dict) -> tuple:
     return detector.model_id, detector.threshold, scores, verdicts
 
 
-def decide(rows: list[dict], thresholds: dict, fuse_noise: bool, slab=None,
-           snr: str = "wm_snr") -> list[dict]:
+def decide(rows: list[dict], thresholds: dict, fuse_noise: bool, slab=None) -> list[dict]:
     """The app's verdict (:func:`bids_qc.verdict.verdict`) on each row: grades ``pred`` and
     ``tier``; ``fuse_noise`` passes the measured white-matter SNR (the app's default), without it
     the noise grade is the detectors' alone; ``slab`` (:func:`slab_scores`) passes each image's
-    slab verdict for the motion grade; ``snr``: the metric read as the measured SNR (``wm_snr``
-    the app's; ``wm_snr_air``: with the air's sigma alone, as before the k-space estimate)."""
+    slab verdict for the motion grade."""
     out = []
     for i, r in enumerate(rows):
         slab_motion = None if slab is None else slab[3][i]
-        v = verdict(r["probs"], thresholds, wm_snr=r["metrics"].get(snr) if fuse_noise else None,
+        v = verdict(r["probs"], thresholds, wm_snr=r["metrics"].get("wm_snr") if fuse_noise else None,
                     slab_motion=slab_motion)
         out.append({**r, "pred": v.grades, "tier": v.tier, "true_tier": tier_from_grades(r["grades"])})
     return out
@@ -383,10 +377,6 @@ def main(argv=None) -> int:
         for slab in slabs:
             name = f"{bundle.model_id} + measured WM SNR + slab {slab[0]} for motion"
             results[name] = report(name, decide(rows, bundle.thresholds, True, slab), heldout_sites)
-            if any("wm_snr_air" in r["metrics"] for r in rows):
-                name += " (air-only WM SNR)"
-                results[name] = report(name, decide(rows, bundle.thresholds, True, slab, "wm_snr_air"),
-                                       heldout_sites)
     pairs = real_pairs(args.data)
     results["real_motion_pairs"] = pairs
     for bundle in bundles if args.own_simulator else []:

@@ -330,17 +330,14 @@ def preprocess(path, grid: ModelGrid = ModelGrid(), threads: int = 1,
     return out
 
 
-def _wm_snr(working: sitk.Image, transform: sitk.Transform, native, native_zooms) -> dict:
-    """``{"value", "note", "wm_level", "air_sigma", "kspace_sigma"}``:
-    :func:`bids_qc.wm_snr.measure` (value None and the reason when it cannot be measured; it
-    never fails the scan)."""
+def _wm_snr(working: sitk.Image, transform: sitk.Transform) -> dict:
+    """``{"value", "note"}``: :func:`bids_qc.wm_snr.wm_snr` (value None and the reason when it
+    cannot be measured; it never fails the scan)."""
     from bids_qc.metrics import MetricUndefined
-    from bids_qc.wm_snr import measure
+    from bids_qc.wm_snr import wm_snr
 
     try:
-        parts = measure(working, transform, native, native_zooms)
-        return {**{k: None if v is None else round(float(v), 4) for k, v in parts.items()},
-                "value": round(float(parts["value"]), 3), "note": None}
+        return {"value": round(float(wm_snr(working, transform)), 3), "note": None}
     except MetricUndefined as exc:
         return {"value": None, "note": exc.reason}
     except Exception as exc:  # a measurement, never a reason to lose the scan
@@ -390,7 +387,7 @@ def preprocess_volume(data: np.ndarray, affine: np.ndarray, zooms, grid: ModelGr
         out.record["registration"] = reg_params
         out.timings["registration"] = time.perf_counter() - t
         t = time.perf_counter()
-        out.record["wm_snr"] = _wm_snr(img, transform, data, zooms)
+        out.record["wm_snr"] = _wm_snr(img, transform)
         out.timings["wm_snr"] = time.perf_counter() - t
 
         t = time.perf_counter()
