@@ -211,14 +211,17 @@ def decision_table(rows: list[dict]) -> dict:
 
 def cross_talk(rows: list[dict]) -> dict:
     """Per artefact A: among images whose only artefact is A, how often another artefact's grade
-    is raised above its true grade (0)."""
+    is raised above its true grade (0): any of them (``raised_other_pct``) and each
+    (``raised_pct``: which measurement or detector the artefact leaks into)."""
     out = {}
     for a in ARTEFACTS:
         only = [r for r in rows if r["grades"][a] > 0 and all(r["grades"][b] == 0 for b in ARTEFACTS if b != a)]
         if not only:
             continue
         raised = sum(any(r["pred"][b] > 0 for b in ARTEFACTS if b != a) for r in only)
-        out[a] = {"n": len(only), "raised_other_pct": 100 * raised / len(only)}
+        out[a] = {"n": len(only), "raised_other_pct": 100 * raised / len(only),
+                  "raised_pct": {b: 100 * sum(r["pred"][b] > 0 for r in only) / len(only)
+                                 for b in ARTEFACTS if b != a}}
     return out
 
 
@@ -264,7 +267,9 @@ def report(model: str, rows: list[dict], heldout_sites) -> dict:
     talk = {g: cross_talk(rs) for g, rs in groups.items() if rs and not g.startswith("  ")}
     print("artefact alone -> another artefact's grade raised (% of those images):")
     for g, t in talk.items():
-        print(f"  {g:<36}" + "  ".join(f"{a} {v['raised_other_pct']:.0f}% (n={v['n']})" for a, v in t.items()))
+        print(f"  {g:<36}" + "  ".join(
+            f"{a} {v['raised_other_pct']:.0f}% (n={v['n']}: "
+            + ", ".join(f"{b} {p:.0f}%" for b, p in v["raised_pct"].items()) + ")" for a, v in t.items()))
     base = {g: metric_baselines(rs) for g, rs in groups.items() if rs and not g.startswith("  ")}
     print("artefact alone vs clean, AUC: detector beside the metrics (same images):")
     for g, t in base.items():
