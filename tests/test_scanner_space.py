@@ -133,3 +133,27 @@ def test_prepared_scans_keep_their_own_grid_when_asked(tmp_path):
     assert native == coarse
     assert np.allclose(ss.voxel_sizes(load_scan_npz(native).affine), 0.8)
     assert load_scan_npz(native).data.shape == fine.shape
+
+
+def _spliced(still, moved, lines):
+    """k-space of ``still`` with the phase-encoding lines ``lines`` (axis 0) taken from ``moved``."""
+    k = np.fft.fftshift(np.fft.fftn(still))
+    k[lines] = np.fft.fftshift(np.fft.fftn(moved))[lines]
+    return np.abs(np.fft.ifftn(np.fft.ifftshift(k))).astype(np.float32)
+
+
+def test_motion_damage_is_what_the_move_left_not_its_amplitude():
+    """The same 6 mm move damages an image more when its lines cover the k-space centre than when
+    they are the outer lines; an image equal to one still position has no damage."""
+    from bids_qc.evaluation.independent_artefacts import motion_damage, move
+
+    z, y, x = np.mgrid[:40, :48, :40]
+    head = (((z - 20) / 14) ** 2 + ((y - 24) / 18) ** 2 + ((x - 20) / 14) ** 2 < 1) * 100.0
+    head += (((z - 20) / 6) ** 2 + ((y - 20) / 8) ** 2 + ((x - 22) / 5) ** 2 < 1) * 60.0
+    moved = move(head, (1.0, 1.0, 1.0), (6.0, 0.0, 0.0), (0.0, 6.0, 0.0))
+    still = [head.astype(np.float32), moved.astype(np.float32)]
+    outer = _spliced(head, moved, slice(0, 6))
+    centre = _spliced(head, moved, slice(17, 23))
+    assert motion_damage(still[1], still) == 0.0
+    assert 0 < motion_damage(outer, still) < motion_damage(centre, still)
+    assert motion_damage(centre, still) > 2 * motion_damage(outer, still)

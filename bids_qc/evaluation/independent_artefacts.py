@@ -70,16 +70,28 @@ def motion(data, zooms, grade: int, rng: np.random.Generator) -> tuple[np.ndarra
     bounds = np.r_[0, (edges * lines).astype(int), lines]
     order = rng.permutation(n)
     kspace = np.zeros(data.shape, complex)
+    still = []  # the head held still at each position: what the image is compared with
     for block, pos_index in enumerate(order):
         pos = positions[pos_index]
         moved = data if not pos.any() else move(data, zooms, pos[:3], pos[3:])
+        still.append(moved.astype(np.float32))
         spectrum = np.fft.fftshift(np.fft.fftn(moved))
         sl = [slice(None)] * 3
         sl[axis] = slice(bounds[block], bounds[block + 1])
         kspace[tuple(sl)] = spectrum[tuple(sl)]
     out = np.abs(np.fft.ifftn(np.fft.ifftshift(kspace))).astype(np.float32)
     return out, {"positions": [p.round(3).tolist() for p in positions], "axis": axis,
-                 "block_edges": edges.round(3).tolist(), "order": order.tolist()}
+                 "block_edges": edges.round(3).tolist(), "order": order.tolist(),
+                 "damage": motion_damage(out, still)}
+
+
+def motion_damage(image: np.ndarray, still: list[np.ndarray]) -> float:
+    """What motion did to ``image`` as a reader would see it: the relative root-sum-square
+    difference from the nearest of the head's still positions ``still``, ``min_p ||image - p|| /
+    ||p||`` over the whole field of view (ghosts in the air count). A move confined to the outer
+    k-space lines leaves little; the same amplitude over the k-space centre leaves a lot, so the
+    amplitude alone does not say how damaged an image looks."""
+    return float(min(np.linalg.norm(image - p) / max(np.linalg.norm(p), 1e-12) for p in still))
 
 
 def contrast(data, wm, grade: int, rng) -> tuple[np.ndarray, dict]:
@@ -113,6 +125,7 @@ def corrupt(scan: ss.NativeScan, grades: dict, rng: np.random.Generator) -> tupl
     done, evidence = {}, {}
     if grades["motion"]:
         data, done["motion"] = motion(data, zooms, grades["motion"], rng)
+        evidence["motion_damage"] = done["motion"]["damage"]
     if grades["contrast"]:
         before = ss.nd_wgm_native(data, wm, gm)
         data, done["contrast"] = contrast(data, wm, grades["contrast"], rng)
