@@ -22,13 +22,10 @@ One run prints, for every model given, on the *same* images:
 5. With ``--own-simulator``: the project's own (training) simulator on the same held-out IXI
    subjects, every model (``bench_heldout.py``'s table, :func:`bids_qc.evaluation.heldout_draw`),
    so the figure that flatters stands beside the ones that do not, in one run.
-
-The simulated images and their preprocessed model inputs are cached in ``--cache`` (keyed by the
-seed), so a second model is scored on the very same inputs without simulating again. Clean scans
-finer than 1 mm are first smoothed to 1 mm (memory; the card's figures were made so) unless
-``--finest-mm 0``: then every scan stays on its own grid, as the app reads it, which matters for
-the slab verdict (the 1 mm smoothing alone moves the shipped slab model's logit on the clean
-0.5 mm scan from -5.9 to +1.3; ``bench_slab_sites.py`` simulates on the own grid by default).
+6. How far the images show the amplitude that defines the motion grade: among the moved images,
+   the AUC of each image's motion damage (what the motion left, the simulator's record) between
+   the amplitude classes, beside the severe detector's (``bench_motion_severity.py``: the same
+   question for the training simulators).
 """
 from __future__ import annotations
 
@@ -293,6 +290,27 @@ def report(model: str, rows: list[dict], heldout_sites) -> dict:
     return summary
 
 
+def severity_shown(rows: list[dict], heldout_sites) -> dict:
+    """Per group, among the moved images: AUC of the motion damage itself between the amplitude
+    classes (how far what the image shows tells severe from moderate) beside the app's severe
+    motion probability, on the same images."""
+    out = {}
+    moved = [r for r in rows if r["index"] > 0 and r["grades"]["motion"]]
+    for group, keep in (("held-out subjects (ixi-hh)", lambda r: r["site"] == "ixi-hh"),
+                        ("held-out sites", lambda r: r["site"] in heldout_sites),
+                        ("trained-on other sites", lambda r: r["site"] not in heldout_sites
+                         and r["site"] != "ixi-hh")):
+        sel = [r for r in moved if keep(r)]
+        y = [int(r["grades"]["motion"] == 2) for r in sel]
+        if len(set(y)) < 2:
+            continue
+        out[group] = {"n": len(sel), "auc_damage": auc(y, [r["info"]["evidence"]["motion_damage"] for r in sel]),
+                      "auc_motion_severe": auc(y, [r["probs"]["motion_severe"] for r in sel])}
+        print(f"  {group:<36} n={len(sel):<4} severe vs moderate amplitude, AUC: damage "
+              f"{out[group]['auc_damage']:.3f}, motion_severe detector {out[group]['auc_motion_severe']:.3f}")
+    return out
+
+
 def rows_meta(images: list[Path]) -> list[dict]:
     out = []
     for path in images:
@@ -382,6 +400,9 @@ def main(argv=None) -> int:
         for slab in slabs:
             name = f"{bundle.model_id} + measured WM SNR + slab {slab[0]} for motion"
             results[name] = report(name, decide(rows, bundle.thresholds, True, slab), heldout_sites)
+        if all("motion_damage" in r["info"].get("evidence", {}) for r in rows if r["grades"]["motion"]):
+            print(f"\n== how much of the motion amplitude the images show (moved images; {bundle.model_id})")
+            results[f"{bundle.model_id} severity shown"] = severity_shown(rows, heldout_sites)
     pairs = real_pairs(args.data)
     results["real_motion_pairs"] = pairs
     for bundle in bundles if args.own_simulator else []:

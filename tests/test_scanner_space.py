@@ -157,3 +157,19 @@ def test_motion_damage_is_what_the_move_left_not_its_amplitude():
     assert motion_damage(still[1], still) == 0.0
     assert 0 < motion_damage(outer, still) < motion_damage(centre, still)
     assert motion_damage(centre, still) > 2 * motion_damage(outer, still)
+
+
+@pytest.mark.parametrize("grade", [1, 2])
+def test_independent_motion_moves_every_axis_within_the_published_range(grade):
+    """The published ranges are per axis (TorchIO's RandomMotion): every rotation and translation
+    of every moved position lies in the grade's range, not only the largest of them."""
+    from bids_qc.evaluation.independent_artefacts import MOTION_MM, motion
+
+    head = np.zeros((24, 28, 24), np.float32)
+    head[6:18, 6:22, 6:18] = 100.0
+    low, high = MOTION_MM[grade]
+    for seed in range(4):
+        _, info = motion(head, (2.0, 2.0, 2.0), grade, np.random.default_rng(seed))
+        moved = np.abs(np.array(info["positions"][1:]))
+        assert moved.size and ((moved >= low - 1e-3) & (moved <= high + 1e-3)).all()
+        assert not np.any(info["positions"][0])
