@@ -23,9 +23,9 @@ nearest still position of the head, ghosts in the air included):
 TorchIO keeps the reference position over the k-space centre, so its damage is measured against
 the clean image; the independent simulator's against the nearest of its positions. Prints, per
 simulator, the damage quantiles of each class, the AUC of the damage between the classes (how far
-the energy of the damage alone tells severe from moderate) and its Youden limit: the
-``native-torchio`` limit is the damage that separates the published classes on the scanner's own
-grid, by a simulator other than the evaluation one (``bench_scanner_space.py --motion-damage-limit``).
+the energy of the damage alone tells severe from moderate) and its Youden limit with the balanced
+accuracy there. ``bench_scanner_space.py`` prints the same AUC on its own draws, beside the
+severe-motion detector's.
 """
 from __future__ import annotations
 
@@ -47,7 +47,8 @@ from bids_qc.evaluation import independent_artefacts as ia  # noqa: E402
 from bids_qc.models import load_bundle  # noqa: E402
 from bids_qc.preprocessing import preprocess  # noqa: E402
 from bids_qc.simulation import SEVERITY_NAMES, apply, sample_params  # noqa: E402
-from bids_qc.training.metrics import auc  # noqa: E402
+from bids_qc.training.calibration import youden_threshold  # noqa: E402
+from bids_qc.training.metrics import auc, binary_scores  # noqa: E402
 from bids_qc.training.scanner_data import HELDOUT_SITES, shared_data_sources  # noqa: E402
 
 SIMULATORS = ("box", "native-torchio", "native-independent")
@@ -73,13 +74,6 @@ def damages(path: Path, grid, rng: np.random.Generator, per_grade: int) -> list[
     return out
 
 
-def youden(y: np.ndarray, score: np.ndarray) -> tuple[float, float]:
-    """``(limit, balanced accuracy %)``: the score limit (``score >= limit`` positive) with the
-    highest balanced accuracy."""
-    best = max(((np.mean(score[y == 1] >= t) + np.mean(score[y == 0] < t)) / 2, t) for t in np.unique(score))
-    return float(best[1]), 100 * float(best[0])
-
-
 def summary(rows: list[dict]) -> dict:
     out = {}
     print(f"{'simulator':<20}{'n':>4}  {'moderate damage p10/p50/p90':<30}{'severe p10/p50/p90':<24}"
@@ -89,7 +83,8 @@ def summary(rows: list[dict]) -> dict:
         y = np.array([r["grade"] == 2 for r in sel], int)
         d = np.array([r["damage"] for r in sel])
         q = {g: np.percentile(d[y == g - 1], [10, 50, 90]).round(3).tolist() for g in (1, 2)}
-        limit, bacc = youden(y, d)
+        limit = youden_threshold(y, d, bounds=(0.0, np.inf))  # damage, not a probability
+        bacc = 100 * binary_scores(y, d >= limit)["balanced_accuracy"]
         out[sim] = {"n": len(sel), "moderate_p10_50_90": q[1], "severe_p10_50_90": q[2],
                     "auc": auc(y, d), "youden_limit": limit, "youden_bacc": bacc}
         print(f"{sim:<20}{len(sel):>4}  {'/'.join(f'{v:.3f}' for v in q[1]):<30}"

@@ -26,6 +26,13 @@ One run prints, for every model given, on the *same* images:
    the AUC of each image's motion damage (what the motion left, the simulator's record) between
    the amplitude classes, beside the severe detector's (``bench_motion_severity.py``: the same
    question for the training simulators).
+
+The simulated images and their preprocessed model inputs are cached in ``--cache`` (keyed by the
+seed), so a second model is scored on the very same inputs without simulating again. Clean scans
+finer than 1 mm are first smoothed to 1 mm (memory; the card's figures were made so) unless
+``--finest-mm 0``: then every scan stays on its own grid, as the app reads it, which matters for
+the slab verdict (the 1 mm smoothing alone moves the shipped slab model's logit on the clean
+0.5 mm scan from -5.9 to +1.3; ``bench_slab_sites.py`` simulates on the own grid by default).
 """
 from __future__ import annotations
 

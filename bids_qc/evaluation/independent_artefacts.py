@@ -76,7 +76,7 @@ def motion(data, zooms, grade: int, rng: np.random.Generator) -> tuple[np.ndarra
     for block, pos_index in enumerate(order):
         pos = positions[pos_index]
         moved = data if not pos.any() else move(data, zooms, pos[:3], pos[3:])
-        still.append(moved.astype(np.float32))
+        still.append(np.asarray(moved, np.float32))  # no copy: neither is changed later
         spectrum = np.fft.fftshift(np.fft.fftn(moved))
         sl = [slice(None)] * 3
         sl[axis] = slice(bounds[block], bounds[block + 1])
