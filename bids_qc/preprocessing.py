@@ -331,17 +331,23 @@ def preprocess(path, grid: ModelGrid = ModelGrid(), threads: int = 1,
 
 
 def _wm_snr(working: sitk.Image, transform: sitk.Transform) -> dict:
-    """``{"value", "note"}``: :func:`bids_qc.wm_snr.wm_snr` (value None and the reason when it
-    cannot be measured; it never fails the scan)."""
+    """``{"value", "note", "by_air_std"}``: :func:`bids_qc.wm_snr.wm_snr` (value None and the
+    reason when it cannot be measured; it never fails the scan) and, beside it, the SNR the air's
+    standard deviation gives (:func:`bids_qc.wm_snr.wm_snrs`: ghosts and specks in the air read as
+    noise; kept to show how far they move it, not graded by)."""
     from bids_qc.metrics import MetricUndefined
-    from bids_qc.wm_snr import wm_snr
+    from bids_qc.wm_snr import ZERO_FILLED_AIR, wm_snrs
 
     try:
-        return {"value": round(float(wm_snr(working, transform)), 3), "note": None}
+        snrs = wm_snrs(working, transform)
     except MetricUndefined as exc:
-        return {"value": None, "note": exc.reason}
+        return {"value": None, "note": exc.reason, "by_air_std": None}
     except Exception as exc:  # a measurement, never a reason to lose the scan
-        return {"value": None, "note": f"{exc.__class__.__name__}: {exc}"}
+        return {"value": None, "note": f"{exc.__class__.__name__}: {exc}", "by_air_std": None}
+    value = snrs["mad"]
+    return {"value": None if value is None else round(float(value), 3),
+            "note": ZERO_FILLED_AIR if value is None else None,
+            "by_air_std": round(float(snrs["std"]), 3)}
 
 
 def preprocess_volume(data: np.ndarray, affine: np.ndarray, zooms, grid: ModelGrid = ModelGrid(),
