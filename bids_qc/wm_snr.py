@@ -3,15 +3,15 @@
 ``SNR = median white matter / sigma``, both measured on the scan as the app works on it before
 bias correction (voxels of at least 1.5 mm, :func:`bids_qc.images.bound_resolution`): the white
 matter is the template's WM prior > 0.9 pulled onto that grid through the scan's registration,
-sigma is the Rician noise level of the air (the voxels more than 10 mm from the head,
-:func:`bids_qc.metrics.head_and_air`) read from the air's *median absolute deviation*
-(:func:`air_sigma`). Motion ghosts and bright specks add signal to part of the air: they inflate
-its standard deviation (which read motion as noise: 7 of 9 motion-only images of a benchmark draw
-got a noise grade) far more than its MAD (0.448 sigma for Rayleigh noise; robust to anything in
-less than half of the air, and centred on the median, so the offset of a many-coil air, e.g. the
-United Imaging scan's, is not read as noise, as a quantile would). An air mostly zero-filled (MAD
-0, e.g. IXI's 8-bit files) gives no noise reading: the SNR is then not measured and the noise
-grade is the detectors' alone. The published clinical calibration
+sigma is the Rician noise level of the air (std of the voxels more than 10 mm from the head /
+the Rayleigh factor, :func:`bids_qc.metrics.head_and_air`), except where the air is mostly one
+value (its median absolute deviation is 0: zero-filled, as in IXI's 8-bit files): the spread of
+such an air is specks and motion ghosts, not noise, and there is no noise level to read
+(:data:`ZERO_FILLED_AIR`; the noise grade is then the detectors' alone). Read as noise, those
+ghosts gave 6 of 9 motion-only images of held-out IXI subjects a noise grade (seed 2047). A
+robust reading everywhere (sigma from the MAD) was tried and not shipped: on other scanners'
+heavy-tailed airs it reads far less noise than the std that defines the grade
+(``benchmarks/SHIPPING_RULE_air_mad_noise.md``). The published clinical calibration
 reads ~74 clean, ~38-44 moderate noise, ~25-27 severe; :data:`NOISE_SNR_LIMITS` turns it into a
 grade. A ratio of intensities, so it does not depend on a scanner's units, and measured at a
 fixed working resolution, so a 0.5 mm scan is not called noisy for its small voxels.
@@ -36,10 +36,10 @@ MIN_WM_VOXELS = 200
 
 
 def air_sigmas(data: np.ndarray, zooms) -> dict[str, float]:
-    """Rician sigma of the air around the head, read two ways: ``mad`` (median absolute
-    deviation / :data:`RAYLEIGH_MAD`, what the app grades by) and ``std`` (standard deviation /
-    :data:`RAYLEIGH_STD`, ghosts and specks included); 0 when the air is too small or
-    zero-filled."""
+    """Rician sigma of the air around the head, read two ways: ``std`` (standard deviation /
+    :data:`RAYLEIGH_STD`, ghosts and specks included: what grades noise) and ``mad`` (median
+    absolute deviation / :data:`RAYLEIGH_MAD`: 0 when most of the air is one value); both 0 when
+    the air is too small or zero-filled altogether."""
     sample, fg, air = head_and_air(data, zooms)
     try:
         std = air_std(sample, fg, air)
@@ -50,14 +50,9 @@ def air_sigmas(data: np.ndarray, zooms) -> dict[str, float]:
     return {"mad": mad / RAYLEIGH_MAD, "std": std / RAYLEIGH_STD}
 
 
-def air_sigma(data: np.ndarray, zooms) -> float:
-    """The air's Rician sigma the app grades noise by (:func:`air_sigmas`' ``mad``)."""
-    return air_sigmas(data, zooms)["mad"]
-
-
 def air_sigma_std(data: np.ndarray, zooms) -> float:
     """The air's Rician sigma from its standard deviation (:func:`air_sigmas`' ``std``): the
-    simulators' measure of a clean scan's own noise, unchanged since their labels were defined."""
+    simulators' measure of a clean scan's own noise (their labels' definition)."""
     return air_sigmas(data, zooms)["std"]
 
 
@@ -65,19 +60,11 @@ ZERO_FILLED_AIR = ("the air is mostly zero-filled (its median absolute deviation
                    "noise level to read from it")
 
 
-def wm_snr(working: sitk.Image, template_to_subject: sitk.Transform) -> float:
-    """The white-matter SNR of ``working`` (the scan at the working resolution, before N4) that
-    the noise grade reads (the air's MAD); ``template_to_subject``: the registration's
-    transform. Raises :class:`MetricUndefined`."""
-    snr = wm_snrs(working, template_to_subject)["mad"]
-    if snr is None:
-        raise MetricUndefined(ZERO_FILLED_AIR)
-    return snr
-
-
 def wm_snrs(working: sitk.Image, template_to_subject: sitk.Transform) -> dict[str, float | None]:
-    """``{"mad", "std"}``: the white-matter SNR with the air's sigma read each way of
-    :func:`air_sigmas` (``mad`` None when the air's MAD is 0). Raises
+    """``{"mad", "std"}``: the white-matter SNR of ``working`` (the scan at the working resolution,
+    before N4; ``template_to_subject``: the registration's transform) with the air's sigma read
+    each way of :func:`air_sigmas`; ``mad`` None when the air's MAD is 0. The noise grade reads
+    :func:`graded_snr` of it. Raises
     :class:`MetricUndefined` when the white matter is missing or the air is too small or
     zero-filled altogether."""
     prior, prior_affine = load_template("label-WM_probseg")
@@ -92,6 +79,12 @@ def wm_snrs(working: sitk.Image, template_to_subject: sitk.Transform) -> dict[st
         raise MetricUndefined("no noise in the air (zero-filled or too little air around the head)")
     level = float(np.median(data[wm]))
     return {way: level / sigma if sigma > 0 else None for way, sigma in sigmas.items()}
+
+
+def graded_snr(snrs: dict) -> float | None:
+    """The SNR the noise grade reads from :func:`wm_snrs`: the std reading, None where the air is
+    mostly one value (``mad`` None, :data:`ZERO_FILLED_AIR`)."""
+    return None if snrs["mad"] is None else snrs["std"]
 
 
 def noise_grade(snr: float) -> int | None:
