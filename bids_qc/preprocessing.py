@@ -331,23 +331,17 @@ def preprocess(path, grid: ModelGrid = ModelGrid(), threads: int = 1,
 
 
 def _wm_snr(working: sitk.Image, transform: sitk.Transform) -> dict:
-    """``{"value", "note", "by_air_std"}``: the white-matter SNR that grades noise
-    (:func:`bids_qc.wm_snr.graded_snr`; value None and the reason when it cannot be measured,
-    e.g. a zero-filled air; it never fails the scan) and, beside it, the air's std reading even
-    there (what the app graded by before 2026-12-07; not graded by where value is None)."""
+    """``{"value", "note"}``: :func:`bids_qc.wm_snr.wm_snr` (value None and the reason when it
+    cannot be measured; it never fails the scan)."""
     from bids_qc.metrics import MetricUndefined
-    from bids_qc.wm_snr import ZERO_FILLED_AIR, graded_snr, wm_snrs
+    from bids_qc.wm_snr import wm_snr
 
     try:
-        snrs = wm_snrs(working, transform)
+        return {"value": round(float(wm_snr(working, transform)), 3), "note": None}
     except MetricUndefined as exc:
-        return {"value": None, "note": exc.reason, "by_air_std": None}
+        return {"value": None, "note": exc.reason}
     except Exception as exc:  # a measurement, never a reason to lose the scan
-        return {"value": None, "note": f"{exc.__class__.__name__}: {exc}", "by_air_std": None}
-    value = graded_snr(snrs)
-    return {"value": None if value is None else round(float(value), 3),
-            "note": ZERO_FILLED_AIR if value is None else None,
-            "by_air_std": round(float(snrs["std"]), 3)}
+        return {"value": None, "note": f"{exc.__class__.__name__}: {exc}"}
 
 
 def preprocess_volume(data: np.ndarray, affine: np.ndarray, zooms, grid: ModelGrid = ModelGrid(),

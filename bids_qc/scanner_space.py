@@ -48,7 +48,7 @@ from nibabel.affines import voxel_sizes
 
 from bids_qc.grading import grade_from
 from bids_qc.images import from_sitk, load_template, to_sitk
-from bids_qc.wm_snr import NOISE_SNR_LIMITS, air_sigma_std
+from bids_qc.wm_snr import NOISE_SNR_LIMITS, air_sigma
 
 NOISE_SNR_TARGETS = {1: (33.0, 48.0), 2: (18.0, 27.0)}  # drawn uniformly (published 38-44 / 25-27)
 CONTRAST_DROP_LIMITS = (0.03, 0.22)
@@ -247,7 +247,7 @@ def working_sigma(data, affine) -> tuple[float, float]:
     working_affine = np.array(affine, float)
     factor = np.asarray(working.shape) / np.asarray(data.shape)
     working_affine[:3, :3] = np.asarray(affine)[:3, :3] / factor
-    sigma = air_sigma_std(working, voxel_sizes(working_affine))
+    sigma = air_sigma(working, voxel_sizes(working_affine))
     patch = np.random.default_rng(0).normal(0, 1, [min(n, 48) for n in data.shape]).astype(np.float32)
     patch_affine = np.diag(list(zooms) + [1.0])
     reduced = from_sitk(bound_resolution(to_sitk(patch, patch_affine)))

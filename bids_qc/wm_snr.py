@@ -4,14 +4,7 @@
 bias correction (voxels of at least 1.5 mm, :func:`bids_qc.images.bound_resolution`): the white
 matter is the template's WM prior > 0.9 pulled onto that grid through the scan's registration,
 sigma is the Rician noise level of the air (std of the voxels more than 10 mm from the head /
-the Rayleigh factor, :func:`bids_qc.metrics.head_and_air`), except where the air is mostly one
-value (its median absolute deviation is 0: zero-filled, as in IXI's 8-bit files): the spread of
-such an air is specks and motion ghosts, not noise, and there is no noise level to read
-(:data:`ZERO_FILLED_AIR`; the noise grade is then the detectors' alone). Read as noise, those
-ghosts gave 6 of 9 motion-only images of held-out IXI subjects a noise grade (seed 2047). A
-robust reading everywhere (sigma from the MAD) was tried and not shipped: on other scanners'
-heavy-tailed airs it reads far less noise than the std that defines the grade
-(``benchmarks/SHIPPING_RULE_air_mad_noise.md``). The published clinical calibration
+the Rayleigh factor, :func:`bids_qc.metrics.head_and_air`). The published clinical calibration
 reads ~74 clean, ~38-44 moderate noise, ~25-27 severe; :data:`NOISE_SNR_LIMITS` turns it into a
 grade. A ratio of intensities, so it does not depend on a scanner's units, and measured at a
 fixed working resolution, so a 0.5 mm scan is not called noisy for its small voxels.
@@ -30,43 +23,22 @@ from bids_qc.metrics import MetricUndefined, air_std, head_and_air
 
 NOISE_SNR_LIMITS = (52.0, 27.5)  # below the first: grade 1; below the second: grade 2
 RAYLEIGH_STD = np.sqrt(2 - np.pi / 2)  # std of pure Rician (Rayleigh) air noise / sigma
-RAYLEIGH_MAD = 0.4481  # median absolute deviation of Rayleigh air noise / sigma (numerical)
 WM_PRIOR_LEVEL = 0.9
 MIN_WM_VOXELS = 200
 
 
-def air_sigmas(data: np.ndarray, zooms) -> dict[str, float]:
-    """Rician sigma of the air around the head, read two ways: ``std`` (standard deviation /
-    :data:`RAYLEIGH_STD`, ghosts and specks included: what grades noise) and ``mad`` (median
-    absolute deviation / :data:`RAYLEIGH_MAD`: 0 when most of the air is one value); both 0 when
-    the air is too small or zero-filled altogether."""
+def air_sigma(data: np.ndarray, zooms) -> float:
+    """Rician sigma of the air around the head; 0 when the air is zero-filled or too small."""
     sample, fg, air = head_and_air(data, zooms)
     try:
-        std = air_std(sample, fg, air)
+        return air_std(sample, fg, air) / RAYLEIGH_STD
     except MetricUndefined:
-        return {"mad": 0.0, "std": 0.0}
-    values = sample[air]
-    mad = float(np.median(np.abs(values - np.median(values))))
-    return {"mad": mad / RAYLEIGH_MAD, "std": std / RAYLEIGH_STD}
+        return 0.0
 
 
-def air_sigma_std(data: np.ndarray, zooms) -> float:
-    """The air's Rician sigma from its standard deviation (:func:`air_sigmas`' ``std``): the
-    simulators' measure of a clean scan's own noise (their labels' definition)."""
-    return air_sigmas(data, zooms)["std"]
-
-
-ZERO_FILLED_AIR = ("the air is mostly zero-filled (its median absolute deviation is 0): no "
-                   "noise level to read from it")
-
-
-def wm_snrs(working: sitk.Image, template_to_subject: sitk.Transform) -> dict[str, float | None]:
-    """``{"mad", "std"}``: the white-matter SNR of ``working`` (the scan at the working resolution,
-    before N4; ``template_to_subject``: the registration's transform) with the air's sigma read
-    each way of :func:`air_sigmas`; ``mad`` None when the air's MAD is 0. The noise grade reads
-    :func:`graded_snr` of it. Raises
-    :class:`MetricUndefined` when the white matter is missing or the air is too small or
-    zero-filled altogether."""
+def wm_snr(working: sitk.Image, template_to_subject: sitk.Transform) -> float:
+    """The white-matter SNR of ``working`` (the scan at the working resolution, before N4);
+    ``template_to_subject``: the registration's transform. Raises :class:`MetricUndefined`."""
     prior, prior_affine = load_template("label-WM_probseg")
     moved = sitk.Resample(to_sitk(prior, prior_affine), working, template_to_subject.GetInverse(),
                           sitk.sitkLinear, 0.0, sitk.sitkFloat32)
@@ -74,17 +46,10 @@ def wm_snrs(working: sitk.Image, template_to_subject: sitk.Transform) -> dict[st
     if np.count_nonzero(wm) < MIN_WM_VOXELS:
         raise MetricUndefined("white matter mostly outside the field of view")
     data = from_sitk(working)
-    sigmas = air_sigmas(data, working.GetSpacing())
-    if sigmas["std"] <= 0:
+    sigma = air_sigma(data, working.GetSpacing())
+    if sigma <= 0:
         raise MetricUndefined("no noise in the air (zero-filled or too little air around the head)")
-    level = float(np.median(data[wm]))
-    return {way: level / sigma if sigma > 0 else None for way, sigma in sigmas.items()}
-
-
-def graded_snr(snrs: dict) -> float | None:
-    """The SNR the noise grade reads from :func:`wm_snrs`: the std reading, None where the air is
-    mostly one value (``mad`` None, :data:`ZERO_FILLED_AIR`)."""
-    return None if snrs["mad"] is None else snrs["std"]
+    return float(np.median(data[wm])) / sigma
 
 
 def noise_grade(snr: float) -> int | None:

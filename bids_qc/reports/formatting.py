@@ -19,9 +19,8 @@ METRIC_INFO = {
     "tenengrad": ("Tenengrad", "gradient energy (sharpness); higher is better"),
     "snr_native": ("SNR (native)", "head intensity / std of the air around it, before preprocessing; "
                    "noise and motion ghosts lower it; also computed for slabs; higher is better"),
-    "wm_snr": ("SNR (WM, 1.5 mm)", "white-matter level / Rician noise sigma of the air (none for an air "
-               "mostly zero-filled: its specks and ghosts are not noise), "
-               "at 1.5 mm before bias correction; defines the noise grade (< 52 moderate, < 27.5 severe; "
+    "wm_snr": ("SNR (WM, 1.5 mm)", "white-matter level / Rician noise sigma of the air, at 1.5 mm "
+               "before bias correction; defines the noise grade (< 52 moderate, < 27.5 severe; "
                "published: ~74 clean, 38-44 moderate, 25-27 severe); higher is better"),
 }
 # Not pybids' parse_file_entities: it reads run labels as digits only (``run-a`` gives no run, so
