@@ -253,12 +253,17 @@ def _fmt(entry) -> str:
     return "   -  " if entry is None else f"{entry['bacc']:5.1f} "
 
 
+def site_groups(rows: list[dict], heldout_sites) -> dict[str, list[dict]]:
+    """``rows`` split into held-out IXI subjects, held-out sites and the other sites training saw."""
+    return {"held-out subjects (ixi-hh)": [r for r in rows if r["site"] == "ixi-hh"],
+            "held-out sites": [r for r in rows if r["site"] in heldout_sites],
+            "trained-on other sites (new draws)": [r for r in rows
+                                                   if r["site"] not in heldout_sites and r["site"] != "ixi-hh"]}
+
+
 def report(model: str, rows: list[dict], heldout_sites) -> dict:
     simulated = [r for r in rows if r["index"] > 0]
-    groups = {"held-out subjects (ixi-hh)": [r for r in simulated if r["site"] == "ixi-hh"],
-              "held-out sites": [r for r in simulated if r["site"] in heldout_sites],
-              "trained-on other sites (new draws)": [r for r in simulated
-                                                     if r["site"] not in heldout_sites and r["site"] != "ixi-hh"]}
+    groups = site_groups(simulated, heldout_sites)
     for site in sorted({r["site"] for r in simulated if r["site"] in heldout_sites}):
         groups[f"  site {site}"] = [r for r in simulated if r["site"] == site]
     tables = {g: decision_table(rs) for g, rs in groups.items() if rs}
@@ -303,11 +308,7 @@ def severity_shown(rows: list[dict], heldout_sites) -> dict:
     motion probability, on the same images."""
     out = {}
     moved = [r for r in rows if r["index"] > 0 and r["grades"]["motion"]]
-    for group, keep in (("held-out subjects (ixi-hh)", lambda r: r["site"] == "ixi-hh"),
-                        ("held-out sites", lambda r: r["site"] in heldout_sites),
-                        ("trained-on other sites", lambda r: r["site"] not in heldout_sites
-                         and r["site"] != "ixi-hh")):
-        sel = [r for r in moved if keep(r)]
+    for group, sel in site_groups(moved, heldout_sites).items():
         y = [int(r["grades"]["motion"] == 2) for r in sel]
         if len(set(y)) < 2:
             continue
