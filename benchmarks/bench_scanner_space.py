@@ -87,10 +87,8 @@ def sources(data: Path, test_subjects) -> list[tuple[str, str, Path]]:
 def _metrics(pre) -> dict:
     gm, wm = load_priors()
     metrics, _ = compute_metrics(pre.registered, gm, wm, pre.native, pre.native_zooms, fov=pre.fov)
-    measured = pre.record.get("wm_snr", {})
-    std, mad = measured.get("value"), measured.get("by_air_mad")
-    return {**{k: float(v) for k, v in metrics.items()}, "wm_snr": np.nan if std is None else std,
-            "wm_snr_mad": np.nan if mad is None else mad}
+    wm_snr = pre.record.get("wm_snr", {}).get("value")
+    return {**{k: float(v) for k, v in metrics.items()}, "wm_snr": np.nan if wm_snr is None else wm_snr}
 
 
 def make_images(prepared: list[Path], cache: Path, seed: int, n_per_scan: dict) -> list[Path]:
@@ -172,20 +170,16 @@ def slab_scores(folder: Path, images: list[Path], voxel_mm: dict) -> tuple:
     return detector.model_id, detector.threshold, scores, verdicts
 
 
-def decide(rows: list[dict], thresholds: dict, fuse_noise: bool, slab=None,
-           motion_aware_reading: bool = True) -> list[dict]:
+def decide(rows: list[dict], thresholds: dict, fuse_noise: bool, slab=None) -> list[dict]:
     """The app's verdict (:func:`bids_qc.verdict.verdict`) on each row: grades ``pred`` and
-    ``tier``; ``fuse_noise`` passes the measured white-matter SNRs (the app's default), without
-    them the noise grade is the detectors' alone; ``slab`` (:func:`slab_scores`) passes each
-    image's slab verdict for the motion grade; ``motion_aware_reading=False``: the verdict as
-    before 2026-12-08 (images cached before then have no MAD reading: their std stands in)."""
+    ``tier``; ``fuse_noise`` passes the measured white-matter SNR (the app's default), without it
+    the noise grade is the detectors' alone; ``slab`` (:func:`slab_scores`) passes each image's
+    slab verdict for the motion grade."""
     out = []
     for i, r in enumerate(rows):
         slab_motion = None if slab is None else slab[3][i]
-        std = r["metrics"].get("wm_snr") if fuse_noise else None
-        mad = r["metrics"].get("wm_snr_mad", std) if fuse_noise else None
-        v = verdict(r["probs"], thresholds, wm_snr=std, wm_snr_mad=mad, slab_motion=slab_motion,
-                    motion_aware_reading=motion_aware_reading)
+        v = verdict(r["probs"], thresholds, wm_snr=r["metrics"].get("wm_snr") if fuse_noise else None,
+                    slab_motion=slab_motion)
         out.append({**r, "pred": v.grades, "tier": v.tier, "true_tier": tier_from_grades(r["grades"])})
     return out
 
@@ -414,8 +408,6 @@ def main(argv=None) -> int:
         for slab in slabs:
             name = f"{bundle.model_id} + measured WM SNR + slab {slab[0]} for motion"
             results[name] = report(name, decide(rows, bundle.thresholds, True, slab), heldout_sites)
-            name = f"{bundle.model_id} + measured WM SNR + slab {slab[0]} for motion, before the motion-aware reading"
-            results[name] = report(name, decide(rows, bundle.thresholds, True, slab, False), heldout_sites)
         if all("motion_damage" in r["info"].get("evidence", {}) for r in rows if r["grades"]["motion"]):
             print(f"\n== how much of the motion amplitude the images show (moved images; {bundle.model_id})")
             results[f"{bundle.model_id} severity shown"] = severity_shown(rows, heldout_sites)

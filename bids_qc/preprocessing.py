@@ -331,21 +331,17 @@ def preprocess(path, grid: ModelGrid = ModelGrid(), threads: int = 1,
 
 
 def _wm_snr(working: sitk.Image, transform: sitk.Transform) -> dict:
-    """``{"value", "note", "by_air_mad"}``: :func:`bids_qc.wm_snr.wm_snrs` (value: the std
-    reading that defines the noise grade, None and the reason when it cannot be measured; it never
-    fails the scan; by_air_mad: the MAD reading, None where the air's MAD is 0)."""
+    """``{"value", "note"}``: :func:`bids_qc.wm_snr.wm_snr` (value None and the reason when it
+    cannot be measured; it never fails the scan)."""
     from bids_qc.metrics import MetricUndefined
-    from bids_qc.wm_snr import wm_snrs
+    from bids_qc.wm_snr import wm_snr
 
     try:
-        snrs = wm_snrs(working, transform)
+        return {"value": round(float(wm_snr(working, transform)), 3), "note": None}
     except MetricUndefined as exc:
-        return {"value": None, "note": exc.reason, "by_air_mad": None}
+        return {"value": None, "note": exc.reason}
     except Exception as exc:  # a measurement, never a reason to lose the scan
-        return {"value": None, "note": f"{exc.__class__.__name__}: {exc}", "by_air_mad": None}
-    mad = snrs["mad"]
-    return {"value": round(float(snrs["std"]), 3), "note": None,
-            "by_air_mad": None if mad is None else round(float(mad), 3)}
+        return {"value": None, "note": f"{exc.__class__.__name__}: {exc}"}
 
 
 def preprocess_volume(data: np.ndarray, affine: np.ndarray, zooms, grid: ModelGrid = ModelGrid(),

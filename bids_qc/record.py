@@ -17,7 +17,7 @@ Keys (all present in every record; values ``None`` where not computed):
 - ``cannot_judge``: ``None``, or why a scan read without error got no verdict at all (neither a
   tier nor a slab motion score; or intensities the detectors cannot judge), see
   :mod:`bids_qc.judgeable`,
-- ``metrics``: ``{"snr", "nd_wgm", "aes", "tenengrad", "snr_native", "wm_snr", "wm_snr_mad"}`` floats (NaN -> ``None`` in JSON),
+- ``metrics``: ``{"snr", "nd_wgm", "aes", "tenengrad", "snr_native", "wm_snr"}`` floats (NaN -> ``None`` in JSON),
   ``metrics_notes``: ``{metric: reason}`` for every metric that could not be computed,
 - ``preprocessing``: parameters and the registration transform,
 - ``timings``: seconds per stage, ``model``: ``{"id", "trained", "dir", "thresholds"}``
@@ -59,7 +59,7 @@ def detector_names(text: str | None) -> list[str]:
     names = [d.strip() for d in text.split(",")]
     check_detector_names(names)
     return names
-METRICS = ("snr", "nd_wgm", "aes", "tenengrad", "snr_native", "wm_snr", "wm_snr_mad")
+METRICS = ("snr", "nd_wgm", "aes", "tenengrad", "snr_native", "wm_snr")
 SCHEMA_VERSION = 1
 
 

@@ -32,19 +32,16 @@ class ScanAssessment:
     saliency: dict = field(default_factory=dict)
 
 
-def _wm_snr(pre, record: dict) -> tuple[float | None, float | None]:
-    """The measured white-matter SNRs (:mod:`bids_qc.wm_snr`: by the air's std, and by its MAD)
-    into the metrics; each None when it could not be measured (the reason in ``metrics_notes``)."""
+def _wm_snr(pre, record: dict) -> float | None:
+    """The measured white-matter SNR (:mod:`bids_qc.wm_snr`) into the metrics; None when it
+    could not be measured (the reason in ``metrics_notes``)."""
     measured = pre.record.get("wm_snr") or {}
-    value, mad = measured.get("value"), measured.get("by_air_mad")
-    record["metrics"]["wm_snr"], record["metrics"]["wm_snr_mad"] = value, mad
+    value = measured.get("value")
+    record["metrics"]["wm_snr"] = value
     if value is None:
         record["metrics_notes"]["wm_snr"] = measured.get("note") or (
             "not measured: the scan was not registered (partial coverage or preprocessing stopped)")
-    if mad is None:
-        record["metrics_notes"]["wm_snr_mad"] = (record["metrics_notes"]["wm_snr"] if value is None else
-                                                 "the air is mostly one value (median absolute deviation 0)")
-    return value, mad
+    return value
 
 
 def _metrics(pre, record: dict) -> None:
@@ -62,9 +59,8 @@ def _metrics(pre, record: dict) -> None:
         record["metrics_notes"].update(notes)
     except Exception as exc:  # metrics must never kill the scan's other results
         LOGGER.warning("%s: metrics failed: %s", record["source_file"], exc)
-        # the WM SNRs were measured by preprocessing, not here: their values and notes stand
-        record["metrics_notes"].update({m: f"metrics failed: {exc}" for m in METRICS
-                                        if m not in ("wm_snr", "wm_snr_mad")})
+        # wm_snr was measured by preprocessing, not here: its value and note stand
+        record["metrics_notes"].update({m: f"metrics failed: {exc}" for m in METRICS if m != "wm_snr"})
 
 
 def _saliency(bundle: DetectorBundle, x: torch.Tensor, verdict: Verdict) -> dict:
@@ -110,7 +106,7 @@ def assess_scan(path, bundle: DetectorBundle, *, omp_nthreads: int = 1,
         grid: ModelGrid = bundle.grid
         pre = preprocess(path, grid=grid, threads=omp_nthreads)
         record["preprocessing"] = pre.record
-        wm_snr, wm_snr_mad = _wm_snr(pre, record)
+        wm_snr = _wm_snr(pre, record)
         record["warnings"].extend(pre.warnings)
         record["timings"].update({k: round(v, 4) for k, v in pre.timings.items()})
         out.model_input = pre.model_input  # kept always: the group level reuses it
@@ -129,7 +125,7 @@ def assess_scan(path, bundle: DetectorBundle, *, omp_nthreads: int = 1,
         if pre.model_input is not None and not refusal:
             stage = "inference"
             t = time.perf_counter()
-            verdict = assess_volume(bundle, pre.model_input, wm_snr=wm_snr, wm_snr_mad=wm_snr_mad,
+            verdict = assess_volume(bundle, pre.model_input, wm_snr=wm_snr,
                                     slab_motion=slab_verdict_to_fuse(record.get("slab_motion")))
             record.update(verdict.record_fields())
             record["timings"]["inference"] = round(time.perf_counter() - t, 4)

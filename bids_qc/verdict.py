@@ -13,16 +13,6 @@ in the model's manifest (:attr:`bids_qc.models.DetectorBundle.thresholds`), neve
   < 27.5 severe) when it could be measured. The detectors alone missed scanner-space noise on
   other scanners (balanced accuracy 50 % on held-out sites); with the measurement, tier 1+2 vs 3
   rose from 64 to 86 % there (``benchmarks/bench_scanner_space.py``, model card).
-- Where motion was found (motion grade >= 1, after the slab fusion below) the verdict reads
-  what motion does to the other measures: the noise grade takes the SNR
-  with the air's noise from its median absolute deviation (``wm_snr_mad``; ghosts fill part of
-  the air and inflate its std, not its median spread; not measured where the air is mostly one
-  value), and a moderate contrast call alone is not reported (the 3D moderate-contrast detector
-  reads native-grid motion as poor contrast: motion-only images of held-out IXI subjects got a
-  contrast grade in 43-78 % of three draws, seeds 2045-2047, mostly moderate calls where only the
-  slab detector saw the motion). Tier 1 vs 2 cannot move by it (motion makes the scan tier >= 2);
-  tier 3 can, where ghosts alone made the noise grade 2
-  (``benchmarks/SHIPPING_RULE_motion_aware_verdict.md``).
 - Motion: when the slab motion model's manifest asks for it (``fuse_into_motion_grade``; the
   shipped ``slab-motion-agree-v1`` does), its verdict on the native sagittal slices is read into
   the grade (:func:`slab_fused_motion`). The 3D detectors alone were near chance on motion made in
@@ -86,27 +76,19 @@ def slab_fused_motion(grade: int, slab_motion: bool | None) -> int:
 
 
 def verdict(probs: dict, thresholds: dict, stds: dict | None = None,
-            wm_snr: float | None = None, slab_motion: bool | None = None,
-            wm_snr_mad: float | None = None, motion_aware_reading: bool = True) -> Verdict:
+            wm_snr: float | None = None, slab_motion: bool | None = None) -> Verdict:
     """The verdict from ``{detector: probability}`` (all six), per-detector ``thresholds``, for
-    an ensemble the members' ``{detector: std}``, the scan's measured white-matter SNRs by the
-    air's std ``wm_snr`` and by its MAD ``wm_snr_mad`` (``None`` or NaN: not measured; the noise
-    grade is then the detectors' alone), and the slab detector's verdict ``slab_motion``
-    (:func:`slab_fused_motion`; ``None``: the motion grade is the detectors').
-    Where motion was found, the noise grade reads ``wm_snr_mad`` and a moderate contrast grade is
-    dropped (module docstring); ``motion_aware_reading=False`` gives the verdict as before
-    2026-12-08 (the std reading everywhere, every contrast call kept), for benchmarks."""
+    an ensemble the members' ``{detector: std}``, and the scan's measured white-matter SNR
+    (``None`` or NaN: the noise grade is the detectors' alone), and the slab detector's verdict
+    ``slab_motion`` (:func:`slab_fused_motion`; ``None``: the motion grade is the detectors')."""
     probs = {d: float(probs[d]) for d in DETECTORS}
     thresholds = {d: float(thresholds[d]) for d in DETECTORS}
     stds = None if stds is None else {d: float(stds[d]) for d in DETECTORS}
     grades = grades_from_probabilities(probs, thresholds)
-    grades["motion"] = slab_fused_motion(grades["motion"], slab_motion)
-    moved = motion_aware_reading and grades["motion"] >= 1
-    measured = noise_grade(wm_snr_mad if moved else wm_snr)
-    if measured is not None:  # the measured grade only raises the detectors'
+    measured = noise_grade(wm_snr)
+    if measured is not None:
         grades["noise"] = max(grades["noise"], measured)
-    if moved and grades["contrast"] == 1:
-        grades["contrast"] = 0
+    grades["motion"] = slab_fused_motion(grades["motion"], slab_motion)
     uncertainty, needs_review = scan_review(probs, thresholds)
     return Verdict(probabilities=probs, probability_std=stds, thresholds=thresholds,
                    positives={d: bool(positive(probs[d], thresholds[d])) for d in DETECTORS},
@@ -123,10 +105,10 @@ def slab_verdict_to_fuse(slab_record: dict | None) -> bool | None:
 
 
 def assess_volume(bundle, volume, wm_snr: float | None = None,
-                  slab_motion: bool | None = None, wm_snr_mad: float | None = None) -> Verdict:
+                  slab_motion: bool | None = None) -> Verdict:
     """Run ``bundle`` (a :class:`~bids_qc.models.DetectorBundle`) on one model-grid volume
     (``(D, H, W)`` float32 array or tensor, as :func:`bids_qc.preprocessing.preprocess` makes it)
-    and return the verdict at the bundle's thresholds (``wm_snr``, ``slab_motion``, ``wm_snr_mad``:
+    and return the verdict at the bundle's thresholds (``wm_snr``, ``slab_motion``:
     :func:`verdict`); the std term only for an ensemble."""
     import torch
 
@@ -134,4 +116,4 @@ def assess_volume(bundle, volume, wm_snr: float | None = None,
     mean, std = bundle.predict(x)
     probs = {d: float(mean[d][0]) for d in DETECTORS}
     stds = {d: float(std[d][0]) for d in DETECTORS} if len(bundle.members) > 1 else None
-    return verdict(probs, bundle.thresholds, stds, wm_snr, slab_motion, wm_snr_mad)
+    return verdict(probs, bundle.thresholds, stds, wm_snr, slab_motion)

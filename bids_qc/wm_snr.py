@@ -9,14 +9,6 @@ reads ~74 clean, ~38-44 moderate noise, ~25-27 severe; :data:`NOISE_SNR_LIMITS` 
 grade. A ratio of intensities, so it does not depend on a scanner's units, and measured at a
 fixed working resolution, so a 0.5 mm scan is not called noisy for its small voxels.
 
-Beside it the app reads the same ratio with sigma from the air's median absolute deviation
-(:func:`wm_snrs`' ``mad``): motion ghosts and bright specks add signal to part of the air and
-inflate its std, not its median spread. The verdict grades noise by the MAD reading only where
-it has found motion (:func:`bids_qc.verdict.verdict`): read everywhere, the MAD called heavy-
-tailed airs of other scanners clean where the std, the grade's definition, reads noise
-(``benchmarks/SHIPPING_RULE_air_mad_noise.md``); read where ghosts are expected, it stops motion
-from raising the noise grade (``benchmarks/SHIPPING_RULE_motion_aware_verdict.md``).
-
 Unlike :func:`bids_qc.metrics.snr_native` (whole head over the air's std), it reads the tissue a
 reader looks at and the noise level rather than the air's spread.
 """
@@ -31,38 +23,22 @@ from bids_qc.metrics import MetricUndefined, air_std, head_and_air
 
 NOISE_SNR_LIMITS = (52.0, 27.5)  # below the first: grade 1; below the second: grade 2
 RAYLEIGH_STD = np.sqrt(2 - np.pi / 2)  # std of pure Rician (Rayleigh) air noise / sigma
-RAYLEIGH_MAD = 0.4481  # median absolute deviation of Rayleigh air noise / sigma (numerical)
 WM_PRIOR_LEVEL = 0.9
 MIN_WM_VOXELS = 200
 
 
-def air_sigmas(data: np.ndarray, zooms) -> dict[str, float]:
-    """Rician sigma of the air around the head read two ways: ``std`` (standard deviation /
-    :data:`RAYLEIGH_STD`, ghosts and specks included: the grade's definition) and ``mad`` (median
-    absolute deviation / :data:`RAYLEIGH_MAD`; 0 when most of the air is one value, e.g.
-    zero-filled); both 0 when the air is too small or zero-filled altogether."""
+def air_sigma(data: np.ndarray, zooms) -> float:
+    """Rician sigma of the air around the head; 0 when the air is zero-filled or too small."""
     sample, fg, air = head_and_air(data, zooms)
     try:
-        std = air_std(sample, fg, air)
+        return air_std(sample, fg, air) / RAYLEIGH_STD
     except MetricUndefined:
-        return {"std": 0.0, "mad": 0.0}
-    values = sample[air]
-    mad = float(np.median(np.abs(values - np.median(values))))
-    return {"std": std / RAYLEIGH_STD, "mad": mad / RAYLEIGH_MAD}
+        return 0.0
 
 
-def air_sigma(data: np.ndarray, zooms) -> float:
-    """The air's Rician sigma from its std (:func:`air_sigmas`): what a scan's own noise is in
-    the grade's definition (the simulators' labels); 0 when the air is zero-filled or too small."""
-    return air_sigmas(data, zooms)["std"]
-
-
-def wm_snrs(working: sitk.Image, template_to_subject: sitk.Transform) -> dict[str, float | None]:
-    """``{"std", "mad"}``: the white-matter SNR of ``working`` (the scan at the working resolution,
-    before N4; ``template_to_subject``: the registration's transform) with the air's sigma read
-    each way of :func:`air_sigmas`; ``mad`` None when the air's MAD is 0. Raises
-    :class:`MetricUndefined` when the white matter is missing or the air is too small or
-    zero-filled altogether."""
+def wm_snr(working: sitk.Image, template_to_subject: sitk.Transform) -> float:
+    """The white-matter SNR of ``working`` (the scan at the working resolution, before N4);
+    ``template_to_subject``: the registration's transform. Raises :class:`MetricUndefined`."""
     prior, prior_affine = load_template("label-WM_probseg")
     moved = sitk.Resample(to_sitk(prior, prior_affine), working, template_to_subject.GetInverse(),
                           sitk.sitkLinear, 0.0, sitk.sitkFloat32)
@@ -70,11 +46,10 @@ def wm_snrs(working: sitk.Image, template_to_subject: sitk.Transform) -> dict[st
     if np.count_nonzero(wm) < MIN_WM_VOXELS:
         raise MetricUndefined("white matter mostly outside the field of view")
     data = from_sitk(working)
-    sigmas = air_sigmas(data, working.GetSpacing())
-    if sigmas["std"] <= 0:
+    sigma = air_sigma(data, working.GetSpacing())
+    if sigma <= 0:
         raise MetricUndefined("no noise in the air (zero-filled or too little air around the head)")
-    level = float(np.median(data[wm]))
-    return {way: level / sigma if sigma > 0 else None for way, sigma in sigmas.items()}
+    return float(np.median(data[wm])) / sigma
 
 
 def noise_grade(snr: float) -> int | None:

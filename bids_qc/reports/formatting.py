@@ -22,9 +22,6 @@ METRIC_INFO = {
     "wm_snr": ("SNR (WM, 1.5 mm)", "white-matter level / Rician noise sigma of the air, at 1.5 mm "
                "before bias correction; defines the noise grade (< 52 moderate, < 27.5 severe; "
                "published: ~74 clean, 38-44 moderate, 25-27 severe); higher is better"),
-    "wm_snr_mad": ("SNR (WM, air MAD)", "the same with the air's noise read from its median absolute "
-                   "deviation, which motion ghosts in part of the air do not move; grades noise where "
-                   "motion was found; none for an air mostly one value (zero-filled); higher is better"),
 }
 # Not pybids' parse_file_entities: it reads run labels as digits only (``run-a`` gives no run, so
 # two such scans of a subject would share their annotation keys) and needs a leading "/".

@@ -129,25 +129,21 @@ def _tier_before_after(rated, table, parent, oof) -> dict:
         grades = {a: int(getattr(row, a)) for a in ARTEFACTS}
         true.append(tier_from_grades(grades))
         pb = {d: float(parent_p.loc[row.bids_name, f"p_{d}"]) for d in DETECTORS}
-        snrs, slab = _wm_snrs(parent_p, row.bids_name), slabs.get(row.bids_name)
-        before.append(verdict(pb, parent.thresholds, **snrs, slab_motion=slab).tier)
+        snr, slab = _wm_snr(parent_p, row.bids_name), slabs.get(row.bids_name)
+        before.append(verdict(pb, parent.thresholds, wm_snr=snr, slab_motion=slab).tier)
         pa = {d: oof.get(d, {}).get(row.bids_name, pb[d]) for d in DETECTORS}
-        after.append(verdict(pa, parent.thresholds, **snrs, slab_motion=slab).tier)
+        after.append(verdict(pa, parent.thresholds, wm_snr=snr, slab_motion=slab).tier)
     true, before, after = map(np.array, (true, before, after))
     return {"n_scans": int(len(true)), "before": tier_scores(true, before),
             "after": tier_scores(true, after)}
 
 
-def _wm_snrs(by_name: pd.DataFrame, name: str) -> dict[str, float | None]:
-    """``{"wm_snr", "wm_snr_mad"}``: the scan's measured WM SNRs from the group table, the
-    verdict's keywords (``None`` in tables without them; a table from before the MAD reading
-    existed gives its std reading for both, the verdict it was made with)."""
-    def value(column):
-        v = by_name.loc[name, column] if column in by_name else None
-        return None if v is None or pd.isna(v) else float(v)
-
-    std = value("wm_snr")
-    return {"wm_snr": std, "wm_snr_mad": value("wm_snr_mad") if "wm_snr_mad" in by_name else std}
+def _wm_snr(by_name: pd.DataFrame, name: str) -> float | None:
+    """The scan's measured WM SNR from the group table (``None`` in tables without it)."""
+    if "wm_snr" not in by_name:
+        return None
+    value = by_name.loc[name, "wm_snr"]
+    return None if pd.isna(value) else float(value)
 
 
 def _fused_slab_verdicts(table: pd.DataFrame) -> dict[str, bool]:
@@ -168,7 +164,7 @@ def rescore(table: pd.DataFrame, inputs: dict, bundle: DetectorBundle) -> pd.Dat
     (index aligned with ``table``; missing where a scan has no input)."""
     by_name = table.set_index("bids_name")
     slabs = _fused_slab_verdicts(table)
-    verdicts = {name: assess_volume(bundle, inputs[name], **_wm_snrs(by_name, name),
+    verdicts = {name: assess_volume(bundle, inputs[name], wm_snr=_wm_snr(by_name, name),
                                     slab_motion=slabs.get(name))
                 for name in table["bids_name"] if name in inputs}
 
