@@ -54,6 +54,7 @@ from bids_qc.evaluation.detector_probabilities import predict  # noqa: E402
 from bids_qc.evaluation.heldout_draw import heldout_draw  # noqa: E402
 from bids_qc.evaluation.independent_artefacts import draw_image  # noqa: E402
 from bids_qc.evaluation.real_motion_pairs import real_pairs as heldout_real_pairs  # noqa: E402
+from bids_qc.evaluation.tier_errors import tier_error_causes  # noqa: E402
 from bids_qc.grading import binary_labels, tier_from_grades  # noqa: E402
 from bids_qc.metrics import compute_metrics, load_priors  # noqa: E402
 from bids_qc.models import load_bundle  # noqa: E402
@@ -279,6 +280,10 @@ def report(model: str, rows: list[dict], heldout_sites) -> dict:
         print(f"  {g:<36}" + "  ".join(
             f"{a} {v['raised_other_pct']:.0f}% (n={v['n']}: "
             + ", ".join(f"{b} {p:.0f}%" for b, p in v["raised_pct"].items()) + ")" for a, v in t.items()))
+    causes = {g: tier_error_causes(rs) for g, rs in groups.items() if rs and not g.startswith("  ")}
+    print("wrong tiers (of the images) and the grades that made them:")
+    for g, c in causes.items():
+        print(f"  {g:<36}{c['wrong']}/{c['n']}: " + (", ".join(f"{k} {v}" for k, v in c["causes"].items()) or "-"))
     base = {g: metric_baselines(rs) for g, rs in groups.items() if rs and not g.startswith("  ")}
     print("artefact alone vs clean, AUC: detector beside the metrics (same images):")
     for g, t in base.items():
@@ -292,7 +297,7 @@ def report(model: str, rows: list[dict], heldout_sites) -> dict:
         print(f"  {r['site']:<12}{r['scan']:<22} tier {r['tier']}  grades {g['motion']}/{g['noise']}/{g['contrast']}"
               f"  (true by definition {r['grades']['motion']}/{r['grades']['noise']}/{r['grades']['contrast']})")
     other_clean = [r for r in clean if r["site"] != "ixi-hh"]
-    summary = {"tables": tables, "cross_talk": talk, "baselines": base,
+    summary = {"tables": tables, "cross_talk": talk, "tier_errors": causes, "baselines": base,
                "clean": [{k: r[k] for k in ("site", "scan", "tier", "pred")} for r in clean],
                "clean_other_sites_tier3": sum(r["tier"] == 3 for r in other_clean),
                "clean_other_sites_tier1": sum(r["tier"] == 1 for r in other_clean),
@@ -327,16 +332,16 @@ def rows_meta(images: list[Path]) -> list[dict]:
     return out
 
 
-def slab_summary(model_id: str, threshold: float, meta: list[dict], scores, verdicts) -> dict:
-    """The slab detector alone on the same images: AUC motion (any grade) vs no motion per group,
-    and how many images without motion its verdict calls "motion" (clean scans apart; images
-    without a verdict counted apart), beside Tenengrad."""
+def slab_summary(model_id: str, threshold: float, meta: list[dict], scores, verdicts,
+                 heldout_sites) -> dict:
+    """The slab detector alone on the same images: AUC motion (any grade) vs no motion per group
+    (:func:`site_groups`), and how many images without motion its verdict calls "motion" (clean
+    scans apart; images without a verdict counted apart), beside Tenengrad."""
     print(f"\n== slab detector {model_id} (threshold {threshold:.3g}) on the same images")
     out = {}
-    for group, keep in (("ixi-hh", lambda m: m["site"] == "ixi-hh"),
-                        ("held-out sites", lambda m: m["site"] in HELDOUT_SITES),
-                        ("other sites", lambda m: m["site"] not in HELDOUT_SITES and m["site"] != "ixi-hh")):
-        sel = [(m, s, v) for m, s, v in zip(meta, scores, verdicts) if keep(m) and s is not None]
+    scored = [{**m, "slab": (s, v)} for m, s, v in zip(meta, scores, verdicts) if s is not None]
+    for group, rows in site_groups(scored, heldout_sites).items():
+        sel = [(m, *m["slab"]) for m in rows]
         if not sel:
             continue
         moved = [int(m["grades"]["motion"] > 0) for m, _, _ in sel]
@@ -349,7 +354,7 @@ def slab_summary(model_id: str, threshold: float, meta: list[dict], scores, verd
                  "no_verdict": sum(1 for _, _, v in sel if v is None),
                  "clean_flagged": [m["scan"] for m, _, v in sel if m["index"] == 0 and v]}
         out[group] = entry
-        print(f"  {group:<16} n={entry['n']:<4} AUC motion {entry['auc_motion']:.3f} (Tenengrad "
+        print(f"  {group:<36} n={entry['n']:<4} AUC motion {entry['auc_motion']:.3f} (Tenengrad "
               f"{entry['auc_tenengrad']:.3f}); flags {entry['found_motion']}/{entry['with_motion']} with "
               f"motion, {entry['flagged_without_motion']}/{entry['without_motion']} without, "
               f"{entry['no_verdict']} without a verdict; clean scans "
@@ -399,7 +404,8 @@ def main(argv=None) -> int:
     voxel_mm = voxel_mm_by_scan(prepared)
     slabs = [slab_scores(folder, images, voxel_mm) for folder in args.slab_models]
     for model_id, threshold, scores, verdicts in slabs:
-        results[f"slab {model_id}"] = slab_summary(model_id, threshold, rows_meta(images), scores, verdicts)
+        results[f"slab {model_id}"] = slab_summary(model_id, threshold, rows_meta(images), scores, verdicts,
+                                                   heldout_sites)
     for bundle in bundles:
         rows = probabilities(bundle, images)  # once per model: both verdicts read the same
         for fuse in (False, True):
