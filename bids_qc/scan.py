@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from bids_qc.contrast_range import contrast_warning
 from bids_qc.exceptions import ScanError
 from bids_qc.judgeable import negative_background, set_cannot_judge
 from bids_qc.models import DetectorBundle
@@ -138,6 +139,10 @@ def assess_scan(path, bundle: DetectorBundle, *, omp_nthreads: int = 1,
         t = time.perf_counter()
         _metrics(pre, record)
         record["timings"]["metrics"] = round(time.perf_counter() - t, 4)
+        if record.get("tier") is not None:  # the contrast grade was given: is it worth anything?
+            warning = contrast_warning(record["metrics"].get("nd_wgm"), bundle.manifest)
+            if warning:
+                record["warnings"].append(warning)
     except ScanError as exc:
         set_error(record, exc, stage)
     except Exception as exc:  # unexpected: still a per-scan failure, never a dead run
