@@ -34,11 +34,15 @@ sys.path.insert(0, str(ROOT))
 from bids_qc import scanner_space as ss  # noqa: E402
 from bids_qc.config import DEFAULT_MODEL_DIR  # noqa: E402
 from bids_qc.evaluation.detector_probabilities import predict  # noqa: E402
+from bids_qc.grading import grades_from_probabilities  # noqa: E402
 from bids_qc.metrics import compute_metrics, load_priors  # noqa: E402
 from bids_qc.models import load_bundle  # noqa: E402
-from bids_qc.preprocessing import preprocess_volume  # noqa: E402
-from bids_qc.registration import ras_matrix_to_transform  # noqa: E402
-from bids_qc.training.scanner_data import load_scan_npz, prepare_scans, shared_data_sources  # noqa: E402
+from bids_qc.training.scanner_data import (  # noqa: E402
+    load_scan_npz,
+    prepare_scans,
+    preprocess_variant,
+    shared_data_sources,
+)
 
 LOG_GAMMAS = (-0.05, -0.15, -0.25, -0.35, -0.45)  # training simulator (published ranges and beyond)
 POWERS = (0.93, 0.85, 0.77, 0.70, 0.62)  # evaluation's curve, about the same drops
@@ -57,9 +61,9 @@ def lowered(data: np.ndarray, wm: np.ndarray, curve: str, q: float) -> np.ndarra
 
 
 def call(probs: dict, thresholds: dict) -> str:
-    if probs["contrast_severe"] >= thresholds["contrast_severe"]:
-        return "S"
-    return "M" if probs["contrast_moderate"] >= thresholds["contrast_moderate"] else "-"
+    """The contrast grade the verdict gives (:func:`bids_qc.grading.grades_from_probabilities`) as
+    ``-`` / ``M`` / ``S``."""
+    return "-MS"[grades_from_probabilities(probs, thresholds)["contrast"]]
 
 
 def scan_curves(scan, bundle) -> dict:
@@ -67,13 +71,8 @@ def scan_curves(scan, bundle) -> dict:
     data = scan.data.astype(np.float32)
     wm, gm = ss.tissue_masks(data.shape, scan.affine, scan.template_to_subject)
     before = ss.nd_wgm_native(data, wm, gm)
-    transform = ras_matrix_to_transform(scan.template_to_subject)
 
-    def run(image):
-        pre = preprocess_volume(*ss.to_ras(image, scan.affine), grid=bundle.grid, transform=transform)
-        return pre, predict(bundle, pre.model_input)
-
-    pre, _ = run(data)
+    pre = preprocess_variant(scan, data, scan.affine, bundle.grid, with_registered=True)
     gm_p, wm_p = load_priors()
     metrics, _ = compute_metrics(pre.registered, gm_p, wm_p, pre.native, pre.native_zooms, fov=pre.fov)
     out = {"scan": scan.name, "site": scan.site, "nd_wgm_clean": float(metrics["nd_wgm"])}
@@ -81,7 +80,7 @@ def scan_curves(scan, bundle) -> dict:
         rows = []
         for q in qs:
             image = lowered(data, wm, curve, q)
-            _, probs = run(image)
+            probs = predict(bundle, preprocess_variant(scan, image, scan.affine, bundle.grid).model_input)
             rows.append({"q": q, "drop": 1 - ss.nd_wgm_native(image, wm, gm) / before,
                          "call": call(probs, bundle.thresholds),
                          "p_moderate": probs["contrast_moderate"], "p_severe": probs["contrast_severe"]})

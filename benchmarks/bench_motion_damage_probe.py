@@ -45,12 +45,11 @@ from bids_qc import scanner_space as ss  # noqa: E402
 from bids_qc.config import DEFAULT_MODEL_DIR  # noqa: E402
 from bids_qc.evaluation.independent_artefacts import motion_damage  # noqa: E402
 from bids_qc.models import load_bundle  # noqa: E402
-from bids_qc.preprocessing import ModelGrid, preprocess_volume  # noqa: E402
-from bids_qc.registration import ras_matrix_to_transform  # noqa: E402
 from bids_qc.training.scanner_data import (  # noqa: E402
     HELDOUT_SITES,
     load_scan_npz,
     prepare_scans,
+    preprocess_variant,
     shared_data_sources,
 )
 
@@ -66,8 +65,7 @@ def training_image(job) -> dict:
     grade = 1 + index % 2
     params = ss.sample_artefacts({"motion": grade}, rng)[0]
     moved = ss.apply_motion(clean, scan.affine, params).astype(np.float32)
-    pre = preprocess_volume(*ss.to_ras(moved, scan.affine), grid=ModelGrid(), with_registered=False,
-                            transform=ras_matrix_to_transform(scan.template_to_subject))
+    pre = preprocess_variant(scan, moved, scan.affine)
     return {"x": pre.scaled.astype(np.float32), "amplitude_severe": grade == 2,
             "damage": motion_damage(moved, [clean]), "site": scan.site}
 

@@ -128,6 +128,15 @@ def load_scan_npz(path) -> ss.NativeScan:
         return ss.NativeScan(z["data"], z["affine"], z["matrix"].tolist(), meta["name"], meta["site"])
 
 
+def preprocess_variant(scan: ss.NativeScan, data: np.ndarray, affine, grid: ModelGrid = ModelGrid(),
+                       with_registered: bool = False):
+    """A simulated variant of ``scan`` (``data`` on ``affine``, file voxel order) through the app's
+    preprocessing with the clean scan's registration (the head did not move in world space:
+    :func:`bids_qc.preprocessing.preprocess_volume`). Returns its ``Preprocessed``."""
+    return preprocess_volume(*ss.to_ras(data, affine), grid=grid, with_registered=with_registered,
+                             transform=ras_matrix_to_transform(scan.template_to_subject))
+
+
 def make_image(scan: ss.NativeScan, grades: dict, rng: np.random.Generator,
                grid: ModelGrid = ModelGrid(), site: bool = True) -> tuple[np.ndarray, dict, dict]:
     """One scanner-space image of ``scan`` asked for ``grades``. Returns ``(box at reference
@@ -142,9 +151,7 @@ def make_image(scan: ss.NativeScan, grades: dict, rng: np.random.Generator,
     if site_params:
         data = ss.quantise(data, site_params["bits"])
     measured = ss.measured_grades(applied, evidence)
-    ras, ras_affine, zooms = ss.to_ras(data, affine)
-    pre = preprocess_volume(ras, ras_affine, zooms, grid=grid, with_registered=False,
-                            transform=ras_matrix_to_transform(scan.template_to_subject))
+    pre = preprocess_variant(scan, data, affine, grid)
     record = {"scan": scan.name, "site": scan.site, "asked": grades, "grades": measured,
               "site_variation": site_params, "artefacts": applied,
               "evidence": {k: round(float(v), 4) for k, v in evidence.items()}}
