@@ -7,7 +7,7 @@
 Motion grade 2 is defined by the published amplitude (5-8 degrees / mm per axis against 2-4),
 which a moved image hardly shows (``bench_motion_severity.py``; the shipped severe detector sits
 near 50 % on scanner-space motion). This asks whether the *visible damage* instead
-(:func:`bids_qc.evaluation.independent_artefacts.motion_damage`: the relative difference from the
+(:func:`bids_qc.scanner_space.motion_damage`: the relative difference from the
 nearest still position of the head) is in what the shipped motion networks already compute:
 
 1. the project's training simulator moves the head of ``--n-train`` clean scans on their own grid
@@ -43,7 +43,6 @@ sys.path.insert(0, str(ROOT))
 
 from bids_qc import scanner_space as ss  # noqa: E402
 from bids_qc.config import DEFAULT_MODEL_DIR  # noqa: E402
-from bids_qc.evaluation.independent_artefacts import motion_damage  # noqa: E402
 from bids_qc.models import load_bundle  # noqa: E402
 from bids_qc.training.scanner_data import (  # noqa: E402
     HELDOUT_SITES,
@@ -67,7 +66,7 @@ def training_image(job) -> dict:
     moved = ss.apply_motion(clean, scan.affine, params).astype(np.float32)
     pre = preprocess_variant(scan, moved, scan.affine)
     return {"x": pre.scaled.astype(np.float32), "amplitude_severe": grade == 2,
-            "damage": motion_damage(moved, [clean]), "site": scan.site}
+            "damage": ss.motion_damage(moved, [clean]), "site": scan.site}
 
 
 def evaluation_images(cache: Path, seeds) -> list[dict]:

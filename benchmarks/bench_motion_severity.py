@@ -10,7 +10,7 @@ script asks whether the amplitude is something an image can show. For each clean
 sites training saw (IXI training subjects, never the held-out ones; Philips ADNI, Utah,
 studyforrest; no held-out site), it moves the head at both amplitude classes with three
 simulators and measures the **motion damage** of every image
-(:func:`bids_qc.evaluation.independent_artefacts.motion_damage`: the relative difference from the
+(:func:`bids_qc.scanner_space.motion_damage`: the relative difference from the
 nearest still position of the head, ghosts in the air included):
 
 1. ``box``: TorchIO motion on the preprocessed 2.5 mm model box (:mod:`bids_qc.simulation`: how the
@@ -64,11 +64,11 @@ def damages(path: Path, grid, rng: np.random.Generator, per_grade: int) -> list[
     for grade in (1, 2):
         for _ in range(per_grade):
             moved = apply(box, grid.affine, sample_params("motion", SEVERITY_NAMES[grade], rng))
-            out.append({"simulator": "box", "grade": grade, "damage": ia.motion_damage(moved, [box])})
+            out.append({"simulator": "box", "grade": grade, "damage": ss.motion_damage(moved, [box])})
             params = ss.sample_artefacts({"motion": grade}, rng)[0]
             moved = ss.apply_motion(clean, img.affine, params)
             out.append({"simulator": "native-torchio", "grade": grade,
-                        "damage": ia.motion_damage(moved, [clean])})
+                        "damage": ss.motion_damage(moved, [clean])})
             _, info = ia.motion(clean, zooms, grade, rng)
             out.append({"simulator": "native-independent", "grade": grade, "damage": info["damage"]})
     return out

@@ -70,6 +70,28 @@ def test_contrast_grade_is_the_nd_wgm_drop(scan, grade):
     assert ss.measured_grades(applied, evidence)["contrast"] == grade
 
 
+def test_motion_grade_is_the_damage_the_image_shows(scan):
+    """Motion is graded by the damage recorded with the moved image (relative difference from the
+    image before the move), not by the amplitude class asked for: the recorded damage is
+    re-measured from the two images, and the same evidence gives the same grade whichever class
+    was asked."""
+    wm, gm = ss.tissue_masks(scan.data.shape, scan.affine, scan.template_to_subject)
+    applied = ss.sample_artefacts({"motion": 2, "noise": 0, "contrast": 0}, np.random.default_rng(5))
+    moved, evidence = ss.apply_artefacts(scan.data, scan.affine, applied, wm, gm)
+    damage = np.linalg.norm(moved - scan.data) / np.linalg.norm(scan.data)
+    assert evidence["motion_damage"] == pytest.approx(damage, rel=1e-4)
+    assert evidence["motion_damage"] > 0.02
+    expected = 2 if damage >= ss.MOTION_DAMAGE_SEVERE else 1
+    assert ss.measured_grades(applied, evidence)["motion"] == expected
+    as_moderate = [{**applied[0], "grade": 1}]
+    for value, grade in ((ss.MOTION_DAMAGE_SEVERE + 0.01, 2), (ss.MOTION_DAMAGE_SEVERE - 0.01, 1)):
+        assert ss.measured_grades(as_moderate, {**evidence, "motion_damage": value})["motion"] == grade
+        assert ss.measured_grades(applied, {**evidence, "motion_damage": value})["motion"] == grade
+    with pytest.raises(ValueError, match="motion_damage"):
+        ss.measured_grades(applied, {"snr": evidence["snr"]})
+    assert ss.measured_grades([], {"snr": evidence["snr"]})["motion"] == 0
+
+
 def test_training_shortcut_matches_the_app_on_the_same_image(scan, tmp_path):
     """make_image reuses the clean registration; the app registers the corrupted file again.
     Tolerance: the two model inputs correlate > 0.97 and differ by < 0.05 on average."""
@@ -107,7 +129,8 @@ def test_independent_simulator_grades_by_the_same_definitions(scan):
     rng = np.random.default_rng(8)
     data, measured, info = corrupt(scan, {"motion": 2, "noise": 2, "contrast": 1}, rng)
     assert data.shape == scan.data.shape and np.isfinite(data).all()
-    assert measured["motion"] == 2 and measured["noise"] == 2
+    damage = info["evidence"]["motion_damage"]
+    assert measured["motion"] == (2 if damage >= ss.MOTION_DAMAGE_SEVERE else 1) and measured["noise"] == 2
     assert measured["contrast"] in (1, 2) and info["evidence"]["contrast_drop"] > ss.CONTRAST_DROP_LIMITS[0]
 
 
@@ -145,7 +168,8 @@ def _spliced(still, moved, lines):
 def test_motion_damage_is_what_the_move_left_not_its_amplitude():
     """The same 6 mm move damages an image more when its lines cover the k-space centre than when
     they are the outer lines; an image equal to one still position has no damage."""
-    from bids_qc.evaluation.independent_artefacts import motion_damage, move
+    from bids_qc.evaluation.independent_artefacts import move
+    from bids_qc.scanner_space import motion_damage
 
     z, y, x = np.mgrid[:40, :48, :40]
     head = (((z - 20) / 14) ** 2 + ((y - 24) / 18) ** 2 + ((x - 20) / 14) ** 2 < 1) * 100.0

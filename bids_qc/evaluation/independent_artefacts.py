@@ -23,8 +23,10 @@ the same three artefacts are made another way, on the raw scan, before any prepr
   [0.55, 0.72] severe), which lowers the WM/GM ratio as a poorer inversion time would.
 
 Grades are then *measured* with the project's definitions (:mod:`bids_qc.scanner_space`: noise by
-the SNR reached, contrast by the ND-WGM drop, motion by amplitude range), which are the
-definitions of what a grade means, not a simulator.
+the SNR reached, contrast by the ND-WGM drop, motion by the damage it left), which are the
+definitions of what a grade means, not a simulator. Motion's grade is the damage the image shows
+(:func:`bids_qc.scanner_space.motion_damage` against the nearest still position of the head; the
+amplitude class drawn stays in the record as ``asked``).
 """
 from __future__ import annotations
 
@@ -84,16 +86,7 @@ def motion(data, zooms, grade: int, rng: np.random.Generator) -> tuple[np.ndarra
     out = np.abs(np.fft.ifftn(np.fft.ifftshift(kspace))).astype(np.float32)
     return out, {"positions": [p.round(3).tolist() for p in positions], "axis": axis,
                  "block_edges": edges.round(3).tolist(), "order": order.tolist(),
-                 "damage": motion_damage(out, still)}
-
-
-def motion_damage(image: np.ndarray, still: list[np.ndarray]) -> float:
-    """What motion did to ``image`` as a reader would see it: the relative root-sum-square
-    difference from the nearest of the head's still positions ``still``, ``min_p ||image - p|| /
-    ||p||`` over the whole field of view (ghosts in the air count). A move confined to the outer
-    k-space lines leaves little; the same amplitude over the k-space centre leaves a lot, so the
-    amplitude alone does not say how damaged an image looks."""
-    return float(min(np.linalg.norm(image - p) / max(np.linalg.norm(p), 1e-12) for p in still))
+                 "damage": ss.motion_damage(out, still)}
 
 
 def contrast(data, wm, grade: int, rng) -> tuple[np.ndarray, dict]:
