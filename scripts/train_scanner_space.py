@@ -12,6 +12,10 @@ Writes a model folder.
         --model-id conv5fc3-ss-v3.0 --epochs 6 --max-minutes 40
     python scripts/train_scanner_space.py /work/ss3 /work/ss3/model-h --init-from bids_qc/data/models/conv5fc3-ixi-v2.6 \
         --model-id conv5fc3-ss-h1 --head-only --epochs 60
+
+With ``--detectors`` (head-only), only the detectors named are trained and get new thresholds (at
+their Youden point on the validation images: the tier objective needs all six); the others keep
+``--init-from``'s networks and thresholds, so the folder differs from it in those detectors only.
 """
 from __future__ import annotations
 
@@ -54,7 +58,12 @@ def main(argv=None) -> int:
                    help="train only the fully connected head of each detector (--epochs over the "
                         "training images' frozen features; --max-minutes and --ema-decay unused; "
                         "--epochs 0: the starting weights, thresholds re-chosen on the validation images)")
+    p.add_argument("--detectors", default=None,
+                   help="comma-separated detectors to train (with --head-only); the rest are --init-from's")
     args = p.parse_args(argv)
+    only = None if args.detectors is None else args.detectors.split(",")
+    if only is not None and (not args.head_only or not set(only) <= set(DETECTORS)):
+        p.error(f"--detectors needs --head-only and names among {', '.join(DETECTORS)}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     torch.set_num_threads(args.threads)
     command = "python scripts/train_scanner_space.py " + shlex.join(sys.argv[1:] if argv is None else argv)
@@ -68,10 +77,12 @@ def main(argv=None) -> int:
     if thresholds_only:  # the starting weights; only the thresholds are chosen
         nets, fold = dict(init.members[0]), {"fold": 0, "thresholds_only": True}
     elif args.head_only:
-        nets, head_logs = train_heads(init.members[0], train_set, val_set, LABEL_SCHEMES,
-                                      epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
-                                      seed=args.seed)
-        fold = {"fold": 0, "head_only": head_logs}
+        start = {d: n for d, n in init.members[0].items() if only is None or d in only}
+        trained, head_logs = train_heads(start, train_set, val_set, LABEL_SCHEMES,
+                                         epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
+                                         seed=args.seed)
+        nets = {**init.members[0], **trained}
+        fold = {"fold": 0, "head_only": head_logs, "detectors_trained": sorted(start)}
     else:
         states = train_detectors(list(DETECTORS), train_set, val_set, input_shape=grid.shape,
                                  epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
@@ -81,8 +92,15 @@ def main(argv=None) -> int:
         fold = {"fold": 0, "best_epoch": {d: s.best_epoch for d, s in states.items()},
                 "val_at_best": {d: s.best for d, s in states.items()},
                 "history": {d: s.history for d, s in states.items()}}
-    calibration = calibrate_thresholds([(nets, val_set)], LABEL_SCHEMES, objective="tiers")
-    detectors = {d: {**LABEL_SCHEMES[d], "threshold": calibration[d]["threshold"]} for d in DETECTORS}
+    if only is None:
+        calibration = calibrate_thresholds([(nets, val_set)], LABEL_SCHEMES, objective="tiers")
+        objective = "tiers"
+    else:  # the others keep their thresholds; the trained ones at their Youden point
+        calibration = calibrate_thresholds([({d: nets[d] for d in only}, val_set)],
+                                           {d: LABEL_SCHEMES[d] for d in only}, objective="youden")
+        objective = "youden"
+    detectors = {d: {**LABEL_SCHEMES[d], "threshold": calibration[d]["threshold"] if d in calibration
+                     else init.thresholds[d]} for d in DETECTORS}
     split = json.loads((args.images / "split.json").read_text())
     training = dict(init.manifest["training"])
     training.update({
@@ -95,8 +113,9 @@ def main(argv=None) -> int:
         "max_minutes_per_fold": args.max_minutes, "lr": args.lr, "batch_size": args.batch_size,
         "ema_decay": args.ema_decay, "minutes_total": round((time.perf_counter() - t0) / 60, 2),
         "head_only": args.head_only, "folds": [fold],
-        "calibration": {"method": METHODS["tiers"], "objective": "tiers", "keep_youden": [],
-                        "detectors": calibration},
+        "calibration": {"method": METHODS[objective], "objective": objective, "keep_youden": [],
+                        "detectors": calibration,
+                        **({} if only is None else {"thresholds_kept_from_init": sorted(set(DETECTORS) - set(only))})},
     })
     extra = {"bids_qc_version": __version__, "seed": args.seed, "command": command,
              "training": training, "metrics": {}}
