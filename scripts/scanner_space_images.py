@@ -18,6 +18,7 @@ import logging
 from pathlib import Path
 
 from bids_qc.config import DEFAULT_MODEL_DIR
+from bids_qc.training.data import GRADE_PROBS
 from bids_qc.training.scanner_data import (
     HELDOUT_SITES,
     generate,
@@ -37,9 +38,14 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--nprocs", type=int, default=2)
     p.add_argument("--heldout-sites", default=",".join(HELDOUT_SITES))
+    p.add_argument("--probs", default=",".join(str(x) for x in GRADE_PROBS),
+                   help="P(grade 0, 1, 2) of each artefact, comma-separated (default %(default)s)")
     p.add_argument("--only", choices=("train", "val"), default=None,
                    help="make only this set (image i of a set is the same whichever sets are made)")
     args = p.parse_args(argv)
+    probs = tuple(float(x) for x in args.probs.split(","))
+    if len(probs) != 3 or abs(sum(probs) - 1) > 1e-6 or min(probs) < 0:
+        p.error(f"--probs needs three probabilities that sum to 1, got {args.probs}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     manifest = json.loads((args.model_dir / "manifest.json").read_text())
     training = manifest["training"]
@@ -54,10 +60,10 @@ def main(argv=None) -> int:
     weights = {"ixi-hh": 0.7}
     if args.only in (None, "train"):
         generate(train, args.n_train, args.out / "train", args.seed, nprocs=args.nprocs,
-                 site_weights=weights)
+                 site_weights=weights, probs=probs)
     if args.only in (None, "val"):
         generate(val, args.n_val, args.out / "val", args.seed + 1000, nprocs=args.nprocs,
-                 site_weights={"ixi-hh": 0.6})
+                 site_weights={"ixi-hh": 0.6}, probs=probs)
     (args.out / "split.json").write_text(json.dumps(
         {"train": [str(t) for t in train], "val": [str(v) for v in val],
          "heldout_sites": sorted(heldout_sites), "test_subjects": training["test_subjects"],

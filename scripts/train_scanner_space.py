@@ -43,7 +43,9 @@ LOGGER = logging.getLogger("train_scanner_space")
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("images", type=Path, help="folder with train/ and val/ (scanner_space_images.py)")
+    p.add_argument("images", type=Path, nargs="+",
+                   help="folder(s) with train/ and val/ (scanner_space_images.py); several are pooled, "
+                        "the first one's split.json is recorded")
     p.add_argument("model_dir", type=Path)
     p.add_argument("--init-from", type=Path, required=True)
     p.add_argument("--model-id", required=True)
@@ -71,8 +73,8 @@ def main(argv=None) -> int:
     init = load_bundle(args.init_from)
     grid = init.grid
     thresholds_only = args.head_only and args.epochs == 0  # the training images are not read
-    train_set = GeneratedSet([] if thresholds_only else sorted((args.images / "train").glob("img-*.npz")), grid)
-    val_set = GeneratedSet(sorted((args.images / "val").glob("img-*.npz")), grid)
+    train_set = GeneratedSet([] if thresholds_only else _images(args.images, "train"), grid)
+    val_set = GeneratedSet(_images(args.images, "val"), grid)
     LOGGER.info("%d training / %d validation images", len(train_set), len(val_set))
     if thresholds_only:  # the starting weights; only the thresholds are chosen
         nets, fold = dict(init.members[0]), {"fold": 0, "thresholds_only": True}
@@ -101,7 +103,7 @@ def main(argv=None) -> int:
         objective = "youden"
     detectors = {d: {**LABEL_SCHEMES[d], "threshold": calibration[d]["threshold"] if d in calibration
                      else init.thresholds[d]} for d in DETECTORS}
-    split = json.loads((args.images / "split.json").read_text())
+    split = json.loads((args.images[0] / "split.json").read_text())
     training = dict(init.manifest["training"])
     training.update({
         "data": "scanner-space images from ../shared/data (scripts/scanner_space_images.py; "
@@ -124,6 +126,10 @@ def main(argv=None) -> int:
     LOGGER.info("wrote %s in %.1f min", folder, (time.perf_counter() - t0) / 60)
     print(json.dumps(calibration, indent=1))
     return 0
+
+
+def _images(folders: list[Path], part: str) -> list[Path]:
+    return [f for folder in folders for f in sorted((folder / part).glob("img-*.npz"))]
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""scripts/train_scanner_space.py --head-only --detectors: only the named detectors change."""
+"""scripts/train_scanner_space.py --head-only --detectors: only the named detectors change; several
+image folders are pooled."""
 import json
 import runpy
 from pathlib import Path
@@ -27,11 +28,13 @@ def test_only_the_named_detector_is_retrained(tmp_path):
     init = load_bundle(DEFAULT_MODEL_DIR)
     _images(tmp_path / "ss" / "train", 9, init.grid.shape, 0)
     _images(tmp_path / "ss" / "val", 9, init.grid.shape, 1)
+    _images(tmp_path / "more" / "train", 4, init.grid.shape, 2)
+    _images(tmp_path / "more" / "val", 3, init.grid.shape, 3)
     (tmp_path / "ss" / "split.json").write_text(json.dumps(
         {"other_sites_trained": ["x"], "heldout_sites": ["y"]}))
     main = runpy.run_path(str(SCRIPT))["main"]
     out = tmp_path / "model"
-    assert main([str(tmp_path / "ss"), str(out), "--init-from", str(DEFAULT_MODEL_DIR), "--model-id", "t",
+    assert main([str(tmp_path / "ss"), str(tmp_path / "more"), str(out), "--init-from", str(DEFAULT_MODEL_DIR), "--model-id", "t",
                  "--head-only", "--epochs", "2", "--detectors", "motion_severe", "--threads", "1"]) == 0
     new = load_bundle(out)
     changed = {d for d in DETECTORS
@@ -43,3 +46,4 @@ def test_only_the_named_detector_is_retrained(tmp_path):
     training = json.loads((out / "manifest.json").read_text())["training"]
     assert training["calibration"]["objective"] == "youden"
     assert training["folds"][0]["detectors_trained"] == ["motion_severe"]
+    assert (training["scanner_space"]["n_train_images"], training["scanner_space"]["n_val_images"]) == (13, 12)
