@@ -35,7 +35,7 @@ from bids_qc import scanner_space as ss  # noqa: E402
 from bids_qc.config import DEFAULT_MODEL_DIR  # noqa: E402
 from bids_qc.evaluation.detector_probabilities import predict  # noqa: E402
 from bids_qc.grading import grades_from_probabilities  # noqa: E402
-from bids_qc.metrics import compute_metrics, load_priors  # noqa: E402
+from bids_qc.metrics import metrics_of  # noqa: E402
 from bids_qc.models import load_bundle  # noqa: E402
 from bids_qc.training.scanner_data import (  # noqa: E402
     load_scan_npz,
@@ -73,8 +73,7 @@ def scan_curves(scan, bundle) -> dict:
     before = ss.nd_wgm_native(data, wm, gm)
 
     pre = preprocess_variant(scan, data, scan.affine, bundle.grid, with_registered=True)
-    gm_p, wm_p = load_priors()
-    metrics, _ = compute_metrics(pre.registered, gm_p, wm_p, pre.native, pre.native_zooms, fov=pre.fov)
+    metrics, _ = metrics_of(pre)
     out = {"scan": scan.name, "site": scan.site, "nd_wgm_clean": float(metrics["nd_wgm"])}
     for curve, qs in (("gamma", LOG_GAMMAS), ("power", POWERS)):
         rows = []

@@ -61,7 +61,7 @@ from bids_qc.evaluation.independent_artefacts import draw_image  # noqa: E402
 from bids_qc.evaluation.real_motion_pairs import real_pairs as heldout_real_pairs  # noqa: E402
 from bids_qc.evaluation.tier_errors import tier_error_causes  # noqa: E402
 from bids_qc.grading import binary_labels, tier_from_grades  # noqa: E402
-from bids_qc.metrics import compute_metrics, load_priors  # noqa: E402
+from bids_qc.metrics import metrics_of  # noqa: E402
 from bids_qc.models import load_bundle  # noqa: E402
 from bids_qc.preprocessing import preprocess  # noqa: E402
 from bids_qc.record import ARTEFACTS, DETECTORS  # noqa: E402
@@ -91,8 +91,7 @@ def sources(data: Path, test_subjects) -> list[tuple[str, str, Path]]:
 
 
 def _metrics(pre) -> dict:
-    gm, wm = load_priors()
-    metrics, _ = compute_metrics(pre.registered, gm, wm, pre.native, pre.native_zooms, fov=pre.fov)
+    metrics, _ = metrics_of(pre)
     wm_snr = pre.record.get("wm_snr", {}).get("value")
     return {**{k: float(v) for k, v in metrics.items()}, "wm_snr": np.nan if wm_snr is None else wm_snr}
 
@@ -315,17 +314,24 @@ def report(model: str, rows: list[dict], heldout_sites) -> dict:
 def severity_shown(rows: list[dict], heldout_sites) -> dict:
     """Per group, among the moved images: AUC of the motion damage itself between the amplitude
     classes (how far what the image shows tells severe from moderate) beside the app's severe
-    motion probability, on the same images."""
+    motion probability, on the same images; and that probability's AUC for the label in use
+    (severe by damage)."""
     out = {}
     moved = [r for r in rows if r["index"] > 0 and r["asked"]["motion"]]
     for group, sel in site_groups(moved, heldout_sites).items():
         y = [int(r["asked"]["motion"] == 2) for r in sel]
         if len(set(y)) < 2:
             continue
+        severe = [int(r["grades"]["motion"] == 2) for r in sel]  # by damage, the label in use
+        p_severe = [r["probs"]["motion_severe"] for r in sel]
         out[group] = {"n": len(sel), "auc_damage": auc(y, [r["info"]["evidence"]["motion_damage"] for r in sel]),
-                      "auc_motion_severe": auc(y, [r["probs"]["motion_severe"] for r in sel])}
+                      "auc_motion_severe": auc(y, p_severe), "n_severe_by_damage": sum(severe),
+                      "auc_motion_severe_damage": auc(severe, p_severe) if 0 < sum(severe) < len(sel) else None}
+        by_damage = out[group]["auc_motion_severe_damage"]
         print(f"  {group:<36} n={len(sel):<4} severe vs moderate amplitude, AUC: damage "
-              f"{out[group]['auc_damage']:.3f}, motion_severe detector {out[group]['auc_motion_severe']:.3f}")
+              f"{out[group]['auc_damage']:.3f}, motion_severe detector {out[group]['auc_motion_severe']:.3f}; "
+              f"severe by damage ({sum(severe)}), AUC of the detector: "
+              + ("-" if by_damage is None else f"{by_damage:.3f}"))
     return out
 
 

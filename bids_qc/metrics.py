@@ -67,7 +67,7 @@ from bids_qc.masks import (
     template_affine,
 )
 
-__all__ = ["MetricUndefined", "aes", "compute_metrics", "load_priors", "nd_wgm", "snr",
+__all__ = ["MetricUndefined", "aes", "compute_metrics", "load_priors", "metrics_of", "nd_wgm", "snr",
            "air_std", "head_and_air", "snr_native", "sobel_gradient", "tenengrad"]
 
 LOGGER = logging.getLogger(__name__)
@@ -455,3 +455,13 @@ def compute_metrics(registered: np.ndarray, gm_prior: np.ndarray, wm_prior: np.n
     _attempt("tenengrad", lambda: tenengrad(native, native_zooms), metrics, notes)
     _attempt("snr_native", lambda: snr_native(native, native_zooms), metrics, notes)
     return {name: metrics[name] for name in METRIC_NAMES}, notes
+
+
+def metrics_of(pre) -> tuple[dict, dict]:
+    """:func:`compute_metrics` of one preprocessed scan (:class:`bids_qc.preprocessing.Preprocessed`,
+    made ``with_registered``): on its registered image with the template priors, or, when it was
+    not registered (partial coverage), the native, reference-free metrics only (the others NaN)."""
+    if pre.registered is None:
+        return compute_metrics(None, None, None, pre.native, pre.native_zooms, fov=pre.fov)
+    gm, wm = load_priors()
+    return compute_metrics(pre.registered, gm, wm, pre.native, pre.native_zooms, fov=pre.fov)

@@ -46,16 +46,10 @@ def _wm_snr(pre, record: dict) -> float | None:
 
 
 def _metrics(pre, record: dict) -> None:
-    from bids_qc.metrics import compute_metrics, load_priors
+    from bids_qc.metrics import metrics_of
 
-    try:
-        if pre.registered is not None:
-            gm, wm = load_priors()
-            registered = pre.registered
-        else:  # partial coverage: only the native, reference-free metrics make sense
-            gm = wm = registered = None
-        metrics, notes = compute_metrics(registered, gm, wm, pre.native, pre.native_zooms,
-                                         fov=pre.fov)
+    try:  # partial coverage (not registered): only the native, reference-free metrics
+        metrics, notes = metrics_of(pre)
         record["metrics"].update({k: float(v) for k, v in metrics.items()})
         record["metrics_notes"].update(notes)
     except Exception as exc:  # metrics must never kill the scan's other results

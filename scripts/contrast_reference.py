@@ -23,13 +23,10 @@ import numpy as np
 
 
 def nd_wgm_of(path: str) -> float:
-    from bids_qc.metrics import compute_metrics, load_priors
+    from bids_qc.metrics import metrics_of
     from bids_qc.preprocessing import preprocess
 
-    pre = preprocess(path)
-    gm, wm = load_priors()
-    metrics, _ = compute_metrics(pre.registered, gm, wm, pre.native, pre.native_zooms, fov=pre.fov)
-    return float(metrics["nd_wgm"])
+    return float(metrics_of(preprocess(path))[0]["nd_wgm"])
 
 
 def main(argv=None) -> int:
