@@ -68,7 +68,7 @@ from bids_qc.record import ARTEFACTS, DETECTORS  # noqa: E402
 from bids_qc.scanner_space import voxel_sizes  # noqa: E402
 from bids_qc.slab_detector.detector import load_detector, score_stack  # noqa: E402
 from bids_qc.slab_detector.slices import to_float16, to_ras_stack  # noqa: E402
-from bids_qc.training.data import GRADE_PROBS  # noqa: E402
+from bids_qc.training.data import GRADE_PROBS, parse_grade_probs  # noqa: E402
 from bids_qc.training.metrics import auc, binary_scores  # noqa: E402
 from bids_qc.training.scanner_data import (  # noqa: E402
     FINEST_STORED_MM,
@@ -96,7 +96,8 @@ def _metrics(pre) -> dict:
     return {**{k: float(v) for k, v in metrics.items()}, "wm_snr": np.nan if wm_snr is None else wm_snr}
 
 
-def make_images(prepared: list[Path], cache: Path, seed: int, n_per_scan: dict) -> list[Path]:
+def make_images(prepared: list[Path], cache: Path, seed: int, n_per_scan: dict,
+                probs=GRADE_PROBS) -> list[Path]:
     """Simulate, write, preprocess; cache the model input, metrics and slab stack of each image.
 
     An image cached by an older version without its slab stack is simulated again (same seed,
@@ -113,7 +114,7 @@ def make_images(prepared: list[Path], cache: Path, seed: int, n_per_scan: dict) 
                 done.append(out)
                 continue
             t = time.perf_counter()
-            data, grades, measured, info = draw_image(scan, seed, k, i, GRADE_PROBS)
+            data, grades, measured, info = draw_image(scan, seed, k, i, probs)
             slab = to_float16(to_ras_stack(data, scan.affine))
             if cached is not None:
                 meta = json.loads(str(cached["meta"]))
@@ -404,6 +405,10 @@ def main(argv=None) -> int:
     p.add_argument("--own-simulator", action="store_true",
                    help="also score every model on the project's own simulator (bench_heldout.py's "
                    "table, its default seed; a few minutes per model)")
+    p.add_argument("--probs", default=None,
+                   help="P(grade 0, 1, 2) of each artefact, comma-separated (default: the training "
+                        f"probabilities {','.join(map(str, GRADE_PROBS))}); e.g. 0.3,0.1,0.6 for a draw with "
+                        "enough severe images to decide on them (cached apart from the default draw)")
     p.add_argument("--json", type=Path, default=None)
     p.add_argument("--nprocs", type=int, default=1)
     args = p.parse_args(argv)
@@ -411,15 +416,20 @@ def main(argv=None) -> int:
         print(f"shared data not found at {args.data}")
         return 1
     heldout_sites = set(args.heldout_sites.split(","))
+    try:
+        probs = parse_grade_probs(args.probs)
+    except ValueError as exc:
+        p.error(f"--probs: {exc}")
     bundles = [load_bundle(m) for m in args.models]
     test_subjects = bundles[0].manifest["training"]["test_subjects"]
     t0 = time.perf_counter()
     src = sources(args.data, test_subjects)
     grid = "" if args.finest_mm == FINEST_STORED_MM else f"_finest-{args.finest_mm:g}"
     prepared = prepare_scans(src, args.cache / f"scans{grid}", args.nprocs, finest_mm=args.finest_mm)
-    images = make_images(sorted(prepared), args.cache / f"seed-{args.seed}{grid}", args.seed,
+    folder = f"seed-{args.seed}{grid}" + ("" if args.probs is None else "_probs-" + "-".join(map(str, probs)))
+    images = make_images(sorted(prepared), args.cache / folder, args.seed,
                          {"ixi-hh": args.per_subject, **{s: args.per_site_scan for s in heldout_sites},
-                          "default": args.per_trained_site_scan})
+                          "default": args.per_trained_site_scan}, probs)
     print(f"{len(images)} images ready in {time.perf_counter() - t0:.0f} s")
     results = {}
     voxel_mm = voxel_mm_by_scan(prepared)

@@ -18,7 +18,7 @@ import logging
 from pathlib import Path
 
 from bids_qc.config import DEFAULT_MODEL_DIR
-from bids_qc.training.data import GRADE_PROBS
+from bids_qc.training.data import GRADE_PROBS, parse_grade_probs
 from bids_qc.training.scanner_data import (
     HELDOUT_SITES,
     generate,
@@ -38,14 +38,16 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--nprocs", type=int, default=2)
     p.add_argument("--heldout-sites", default=",".join(HELDOUT_SITES))
-    p.add_argument("--probs", default=",".join(str(x) for x in GRADE_PROBS),
-                   help="P(grade 0, 1, 2) of each artefact, comma-separated (default %(default)s)")
+    p.add_argument("--probs", default=None,
+                   help="P(grade 0, 1, 2) of each artefact, comma-separated (default: "
+                        f"{','.join(map(str, GRADE_PROBS))})")
     p.add_argument("--only", choices=("train", "val"), default=None,
                    help="make only this set (image i of a set is the same whichever sets are made)")
     args = p.parse_args(argv)
-    probs = tuple(float(x) for x in args.probs.split(","))
-    if len(probs) != 3 or abs(sum(probs) - 1) > 1e-6 or min(probs) < 0:
-        p.error(f"--probs needs three probabilities that sum to 1, got {args.probs}")
+    try:
+        probs = parse_grade_probs(args.probs)
+    except ValueError as exc:
+        p.error(f"--probs: {exc}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     manifest = json.loads((args.model_dir / "manifest.json").read_text())
     training = manifest["training"]

@@ -323,3 +323,15 @@ def test_train_heads_trains_each_detector_head_on_its_own_labels_and_leaves_the_
     # noise is graded in these images: its head learns; motion is graded 0 everywhere (one class)
     assert logs["noise_moderate"]["val_auc_after"] >= 0.8
     assert logs["noise_moderate"]["n_train"] == 24 and logs["noise_moderate"]["best_epoch"] >= 1
+
+
+def test_grade_probabilities_from_the_command_line():
+    import pytest
+
+    from bids_qc.training.data import GRADE_PROBS, parse_grade_probs
+
+    assert parse_grade_probs(None) == GRADE_PROBS
+    assert parse_grade_probs("0.3,0.1,0.6") == (0.3, 0.1, 0.6)
+    for bad in ("0.5,0.5", "0.5,0.6,0.1", "-0.1,0.5,0.6"):
+        with pytest.raises(ValueError, match="sum to 1"):
+            parse_grade_probs(bad)

@@ -20,6 +20,17 @@ from bids_qc.training.cache import CacheEntry
 GRADE_PROBS = (0.5, 0.25, 0.25)
 
 
+def parse_grade_probs(text: str | None) -> tuple[float, float, float]:
+    """``"p0,p1,p2"`` (a command line's grade probabilities) -> the tuple; ``None``: ``GRADE_PROBS``.
+    Raises ValueError unless they are three non-negative numbers that sum to 1."""
+    if text is None:
+        return GRADE_PROBS
+    probs = tuple(float(x) for x in text.split(","))
+    if len(probs) != 3 or abs(sum(probs) - 1) > 1e-6 or min(probs) < 0:
+        raise ValueError(f"grade probabilities must be three non-negative numbers that sum to 1, got {text!r}")
+    return probs
+
+
 def draw_grades(rng: np.random.Generator, probs=GRADE_PROBS) -> dict:
     return {a: int(rng.choice(3, p=probs)) for a in ARTEFACTS}
 
