@@ -33,6 +33,7 @@ sys.path.insert(0, str(ROOT))
 
 from bids_qc import scanner_space as ss  # noqa: E402
 from bids_qc.config import DEFAULT_MODEL_DIR  # noqa: E402
+from bids_qc.evaluation import independent_artefacts as ia  # noqa: E402
 from bids_qc.evaluation.detector_probabilities import predict  # noqa: E402
 from bids_qc.grading import grades_from_probabilities  # noqa: E402
 from bids_qc.metrics import metrics_of  # noqa: E402
@@ -49,15 +50,10 @@ POWERS = (0.93, 0.85, 0.77, 0.70, 0.62)  # evaluation's curve, about the same dr
 
 
 def lowered(data: np.ndarray, wm: np.ndarray, curve: str, q: float) -> np.ndarray:
-    """``data`` with less grey/white contrast: ``gamma`` (log gamma ``q`` on the 99.9th
-    percentile's scale, as :func:`bids_qc.scanner_space.apply_artefacts`) or ``power`` (exponent
-    ``q`` towards the white-matter level, as :func:`bids_qc.evaluation.independent_artefacts.contrast`)."""
-    clipped = np.clip(data, 0, None)
-    if curve == "gamma":
-        top = float(np.percentile(data, 99.9))
-        return ((clipped / top) ** np.exp(q) * top).astype(np.float32)
-    level = float(np.median(data[wm]))
-    return (level * (clipped / level) ** q).astype(np.float32)
+    """``data`` with less grey/white contrast, by the training simulator's ``gamma`` curve (log gamma
+    ``q``, :func:`bids_qc.scanner_space.gamma_contrast`) or the evaluation's ``power`` curve
+    (exponent ``q``, :func:`bids_qc.evaluation.independent_artefacts.power_contrast`)."""
+    return ss.gamma_contrast(data, q) if curve == "gamma" else ia.power_contrast(data, wm, q)
 
 
 def call(probs: dict, thresholds: dict) -> str:

@@ -461,7 +461,5 @@ def metrics_of(pre) -> tuple[dict, dict]:
     """:func:`compute_metrics` of one preprocessed scan (:class:`bids_qc.preprocessing.Preprocessed`,
     made ``with_registered``): on its registered image with the template priors, or, when it was
     not registered (partial coverage), the native, reference-free metrics only (the others NaN)."""
-    if pre.registered is None:
-        return compute_metrics(None, None, None, pre.native, pre.native_zooms, fov=pre.fov)
-    gm, wm = load_priors()
+    gm, wm = (None, None) if pre.registered is None else load_priors()
     return compute_metrics(pre.registered, gm, wm, pre.native, pre.native_zooms, fov=pre.fov)

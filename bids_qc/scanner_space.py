@@ -292,9 +292,7 @@ def apply_artefacts(data, affine, applied: list[dict], wm, gm) -> tuple[np.ndarr
             evidence["motion_damage"] = motion_damage(out, [before])
         elif params["artefact"] == "contrast":
             before = nd_wgm_native(out, wm, gm)
-            top = float(np.percentile(out, 99.9))
-            unit = np.clip(out, 0, None) / top
-            out = (unit ** np.exp(params["log_gamma"]) * top).astype(np.float32)
+            out = gamma_contrast(out, params["log_gamma"])
             evidence["contrast_drop"] = 1.0 - nd_wgm_native(out, wm, gm) / before
     wm_level = float(np.median(out[wm]))
     sigma = sigma0
@@ -307,6 +305,14 @@ def apply_artefacts(data, affine, applied: list[dict], wm, gm) -> tuple[np.ndarr
         sigma = float(np.hypot(sigma0, add))
     evidence["snr"] = wm_level / sigma if sigma > 0 else float("inf")
     return out, evidence
+
+
+def gamma_contrast(data: np.ndarray, log_gamma: float) -> np.ndarray:
+    """``data`` with its intensities raised to ``exp(log_gamma)`` on the scale of the 99.9th
+    percentile (TorchIO's ``Gamma`` on a [0, 1] image): lowers the WM/GM ratio r to ~r**gamma."""
+    top = float(np.percentile(data, 99.9))
+    unit = np.clip(data, 0, None) / top
+    return (unit ** np.exp(log_gamma) * top).astype(np.float32)
 
 
 def add_rician(data: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:

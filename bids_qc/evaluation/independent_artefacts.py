@@ -91,9 +91,14 @@ def motion(data, zooms, grade: int, rng: np.random.Generator) -> tuple[np.ndarra
 
 def contrast(data, wm, grade: int, rng) -> tuple[np.ndarray, dict]:
     c = float(rng.uniform(*CONTRAST_POWER[grade]))
+    return power_contrast(data, wm, c), {"power": round(c, 4)}
+
+
+def power_contrast(data, wm, power: float) -> np.ndarray:
+    """``data`` compressed towards its white-matter level (median in ``wm``):
+    ``WM * (I / WM) ** power``."""
     level = float(np.median(data[wm]))
-    out = level * (np.clip(data, 0, None) / level) ** c
-    return out.astype(np.float32), {"power": round(c, 4)}
+    return (level * (np.clip(data, 0, None) / level) ** power).astype(np.float32)
 
 
 def kspace_noise(data, level: float, sigma0: float, reduction: float, grade: int,
